@@ -1,0 +1,72 @@
+"""The seams through which later apps plug into the workflow without a reverse import.
+
+``changes`` never imports ``evaluations`` or ``attestations``; those apps register an
+implementation here from their ``AppConfig.ready``. Until they do, the null ports keep the
+workflow coherent: no suites, a submitted change waits in ``evaluating``, and no
+attestation is issued.
+"""
+
+from __future__ import annotations
+
+
+class EvaluationPort:
+    """What the workflow needs from the evaluation engine."""
+
+    def link_suites(self, change, suite_ids: list[int]) -> None:
+        """Replace the change's linked suites; raise ValidationFailed for unknown ids."""
+        if suite_ids:
+            from .errors import ValidationFailed
+
+            raise ValidationFailed("No evaluation engine is installed to run suites.")
+
+    def validate_target(self, target: dict) -> dict:
+        """Check an evaluation target config; return it normalised (no secrets inside)."""
+        return dict(target)
+
+    def suite_refs(self, change) -> list[dict]:
+        """[{"id", "name", "version", "sha256"}] of the linked suites, for the content hash."""
+        return []
+
+    def start(self, change, *, actor) -> list:
+        """Create this content's runs in the caller's transaction; enqueue them on commit."""
+        return []
+
+    def cancel(self, change, *, actor) -> None:
+        """Cancel runs still in flight (the change was withdrawn or edited)."""
+
+    def gate_reasons(self, change) -> list[str]:
+        """Every evaluation condition a deploy of the current content does not meet."""
+        return ["No evaluation has passed for this content (no evaluation engine installed)."]
+
+    def evaluation_digest(self, change) -> str:
+        """A digest of the runs that evaluated the current content (approvals bind to it)."""
+        return ""
+
+
+class AttestationPort:
+    """What the workflow needs from the attestation issuer."""
+
+    def issue(self, change, *, reason: str) -> None:
+        """Schedule an attestation for ``change`` (called inside the transition's transaction)."""
+
+
+_evaluation: EvaluationPort = EvaluationPort()
+_attestation: AttestationPort = AttestationPort()
+
+
+def register_evaluation(port: EvaluationPort) -> None:
+    global _evaluation
+    _evaluation = port
+
+
+def register_attestation(port: AttestationPort) -> None:
+    global _attestation
+    _attestation = port
+
+
+def evaluation() -> EvaluationPort:
+    return _evaluation
+
+
+def attestation() -> AttestationPort:
+    return _attestation

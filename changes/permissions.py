@@ -1,0 +1,107 @@
+"""Who may do what: role checks and the independence rules for sign-off.
+
+Kept small and pure-ish (reads only memberships) so it can be tested exhaustively.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import roles, states
+
+
+@dataclass
+class IndependenceCheck:
+    """The facts checked before a reviewer may sign, recorded on the review and attestation."""
+
+    holds_reviewer_role: bool
+    not_author: bool
+    not_editor: bool
+    cross_team_required: bool
+    not_on_author_team: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+    def as_dict(self) -> dict:
+        return {
+            "holds_reviewer_role": self.holds_reviewer_role,
+            "not_author": self.not_author,
+            "not_editor": self.not_editor,
+            "cross_team_required": self.cross_team_required,
+            "not_on_author_team": self.not_on_author_team,
+        }
+
+
+def team_ids(user) -> set[int]:
+    cached = getattr(user, "_team_ids", None)
+    if cached is None:
+        cached = set(user.teams.values_list("id", flat=True))
+        user._team_ids = cached
+    return cached
+
+
+def check_independence(user, change) -> IndependenceCheck:
+    """Every reason ``user`` may not sign ``change``. Admins get no bypass."""
+    holds = roles.has_role(user, roles.REVIEWER)
+    not_author = change.author_id != user.pk
+    not_editor = not change.editors.filter(pk=user.pk).exists()
+    cross_required = change.system.requires_cross_team_review
+    author_teams = team_ids(change.author)
+    not_same_team = not (team_ids(user) & author_teams)
+    reasons = []
+    if not holds:
+        reasons.append("You do not hold the reviewer role.")
+    if not not_author:
+        reasons.append("Authors cannot review their own change.")
+    if not not_editor:
+        reasons.append("You edited this change, so you cannot review it.")
+    if cross_required and not not_same_team:
+        reasons.append(
+            f"This is a {change.system.criticality}-criticality system: the reviewer must not "
+            "be on the author's team."
+        )
+    return IndependenceCheck(holds, not_author, not_editor, cross_required, not_same_team, reasons)
+
+
+def can_create_change(user, system) -> bool:
+    return roles.has_role(user, roles.ENGINEER)
+
+
+def can_edit_change(user, change) -> bool:
+    """The author, or an engineer on the owning team, while the change is editable."""
+    if change.state not in states.EDITABLE:
+        return False
+    if change.author_id == user.pk:
+        return True
+    return roles.has_role(user, roles.ENGINEER) and change.system.owner_team_id in team_ids(user)
+
+
+def can_submit_change(user, change) -> bool:
+    return change.author_id == user.pk
+
+
+def can_withdraw_change(user, change) -> bool:
+    return change.author_id == user.pk or roles.is_admin(user)
+
+
+def can_deploy(user) -> bool:
+    return roles.has_role(user, roles.ENGINEER) or roles.has_role(user, roles.PIPELINE)
+
+
+def can_manage_systems(user) -> bool:
+    return roles.is_admin(user)
+
+
+def can_create_protocol(user, system) -> bool:
+    return roles.has_role(user, roles.ENGINEER) or roles.is_admin(user)
+
+
+def can_read_audit(user) -> bool:
+    return roles.has_role(user, roles.AUDITOR) or roles.is_admin(user)
+
+
+def sees_all_changes(user) -> bool:
+    return roles.has_role(user, roles.AUDITOR) or roles.is_admin(user)

@@ -1,0 +1,132 @@
+"""Reads. Every list is scoped to what the acting user may see."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from . import hooks, permissions, roles, states
+from .models import AISystem, AuditEvent, ChangeRequest, Review
+
+
+def visible_changes(user) -> QuerySet[ChangeRequest]:
+    """Auditors and admins see everything; reviewers and pipelines see every change that has
+    left draft; engineers see their teams' systems and their own changes."""
+    qs = ChangeRequest.objects.select_related(
+        "system", "system__owner_team", "author", "base_protocol", "proposed_protocol"
+    )
+    if not getattr(user, "is_authenticated", False):
+        return qs.none()
+    if permissions.sees_all_changes(user):
+        return qs
+    scope = Q(author=user) | Q(system__owner_team__in=permissions.team_ids(user))
+    if roles.has_role(user, roles.REVIEWER) or roles.has_role(user, roles.PIPELINE):
+        scope |= ~Q(state=states.DRAFT)
+    return qs.filter(scope)
+
+
+def visible_systems(user) -> QuerySet[AISystem]:
+    return AISystem.objects.select_related("owner_team").all()
+
+
+def change_for(user, pk) -> ChangeRequest:
+    """One visible change or ``ChangeRequest.DoesNotExist`` (-> 404, never a 403 leak)."""
+    return visible_changes(user).get(pk=pk)
+
+
+def valid_approvals(change: ChangeRequest) -> list[Review]:
+    """Live approvals on the current content and evaluation, from still-independent reviewers."""
+    digest = hooks.evaluation().evaluation_digest(change)
+    approvals = change.reviews.select_related("reviewer").filter(
+        decision="approve", voided_at__isnull=True, content_sha256=change.content_sha256
+    )
+    out, seen = [], set()
+    for review in approvals:
+        if review.evaluation_digest != digest or review.reviewer_id in seen:
+            continue
+        if not permissions.check_independence(review.reviewer, change).ok:
+            continue
+        seen.add(review.reviewer_id)
+        out.append(review)
+    return out
+
+
+def gate_reasons(change: ChangeRequest) -> list[str]:
+    """Every unmet condition for deploying ``change`` now, in words. Empty means deployable."""
+    from .services import required_approvals
+
+    reasons = []
+    if change.state != states.APPROVED:
+        reasons.append(
+            f"The change is '{change.state_label}'; only approved changes can be deployed."
+        )
+    needed = required_approvals(change)
+    have = len(valid_approvals(change))
+    if have < needed:
+        reasons.append(
+            f"{have} of {needed} required independent approval(s) on the current content "
+            f"(hash {change.content_sha256[:12]}…)."
+        )
+    if change.state not in states.TERMINAL and change.state != states.DEPLOYED:
+        reasons.extend(hooks.evaluation().gate_reasons(change))
+    return reasons
+
+
+def gate(change: ChangeRequest) -> dict:
+    reasons = gate_reasons(change)
+    return {
+        "deployable": not reasons,
+        "reasons": reasons,
+        "state": change.state,
+        "content_sha256": change.content_sha256,
+        "approvals": len(valid_approvals(change)),
+        "approvals_required": _required(change),
+    }
+
+
+def _required(change) -> int:
+    from .services import required_approvals
+
+    return required_approvals(change)
+
+
+def dashboard(user) -> dict:
+    changes = visible_changes(user)
+    awaiting = changes.none()
+    if roles.has_role(user, roles.REVIEWER):
+        awaiting = (
+            changes.filter(state__in=states.REVIEWABLE)
+            .exclude(author=user)
+            .exclude(reviews__reviewer=user, reviews__voided_at__isnull=True)
+        )
+    return {
+        "mine": changes.filter(Q(author=user) | Q(editors=user)).distinct()[:10],
+        "awaiting_review": awaiting[:10],
+        "recently_deployed": changes.filter(state=states.DEPLOYED).order_by("-deployed_at")[:10],
+        "counts": dict(
+            changes.values_list("state").annotate(n=Count("id")).values_list("state", "n")
+        ),
+    }
+
+
+def timeline(change: ChangeRequest) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(
+        object_type=ChangeRequest._meta.label_lower, object_id=str(change.pk)
+    ).order_by("id")
+
+
+def audit_events(*, verb=None, actor=None, object_type=None, object_id=None, since=None,
+                 until=None) -> QuerySet[AuditEvent]:  # fmt: skip
+    qs = AuditEvent.objects.all().order_by("id")
+    if verb:
+        qs = qs.filter(verb__startswith=verb)
+    if actor:
+        qs = qs.filter(actor_username=actor)
+    if object_type:
+        qs = qs.filter(object_type=object_type)
+    if object_id:
+        qs = qs.filter(object_id=str(object_id))
+    if since:
+        qs = qs.filter(created_at__gte=since)
+    if until:
+        qs = qs.filter(created_at__lte=until)
+    return qs

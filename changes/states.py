@@ -1,0 +1,109 @@
+"""The change-request state graph, as data.
+
+Pure: no ORM. Services call :func:`assert_transition` before moving a change; one parametrised
+test walks every (from, to) pair of :data:`STATES` against :data:`TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+DRAFT = "draft"
+SUBMITTED = "submitted"
+EVALUATING = "evaluating"
+AWAITING_REVIEW = "awaiting_review"
+EVALUATION_FAILED = "evaluation_failed"
+APPROVED = "approved"
+CHANGES_REQUESTED = "changes_requested"
+REJECTED = "rejected"
+DEPLOYED = "deployed"
+CLOSED = "closed"
+WITHDRAWN = "withdrawn"
+
+STATES: tuple[str, ...] = (
+    DRAFT,
+    SUBMITTED,
+    EVALUATING,
+    AWAITING_REVIEW,
+    EVALUATION_FAILED,
+    APPROVED,
+    CHANGES_REQUESTED,
+    REJECTED,
+    DEPLOYED,
+    CLOSED,
+    WITHDRAWN,
+)
+
+LABELS = {
+    DRAFT: "Draft",
+    SUBMITTED: "Submitted",
+    EVALUATING: "Evaluating",
+    AWAITING_REVIEW: "Awaiting review",
+    EVALUATION_FAILED: "Evaluation failed",
+    APPROVED: "Approved",
+    CHANGES_REQUESTED: "Changes requested",
+    REJECTED: "Rejected",
+    DEPLOYED: "Deployed",
+    CLOSED: "Closed",
+    WITHDRAWN: "Withdrawn",
+}
+
+# (from, to) -> the action that performs it. Anything absent is refused.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (DRAFT, SUBMITTED): "submit",
+    (CHANGES_REQUESTED, SUBMITTED): "submit",
+    (EVALUATION_FAILED, SUBMITTED): "submit",
+    (SUBMITTED, EVALUATING): "start_evaluation",
+    (EVALUATING, AWAITING_REVIEW): "evaluation_passed",
+    (EVALUATING, EVALUATION_FAILED): "evaluation_failed",
+    (AWAITING_REVIEW, APPROVED): "approve",
+    (AWAITING_REVIEW, CHANGES_REQUESTED): "request_changes",
+    (AWAITING_REVIEW, REJECTED): "reject",
+    (APPROVED, CHANGES_REQUESTED): "request_changes",
+    (APPROVED, REJECTED): "reject",
+    # An edit after evaluation or approval sends the change back to draft: what was
+    # evaluated and signed is no longer what would deploy.
+    (AWAITING_REVIEW, DRAFT): "edit",
+    (APPROVED, DRAFT): "edit",
+    (APPROVED, DEPLOYED): "deploy",
+    (DEPLOYED, CLOSED): "close",
+    (DRAFT, WITHDRAWN): "withdraw",
+    (SUBMITTED, WITHDRAWN): "withdraw",
+    (EVALUATING, WITHDRAWN): "withdraw",
+    (AWAITING_REVIEW, WITHDRAWN): "withdraw",
+    (EVALUATION_FAILED, WITHDRAWN): "withdraw",
+    (CHANGES_REQUESTED, WITHDRAWN): "withdraw",
+    (APPROVED, WITHDRAWN): "withdraw",
+}
+
+# Editing content in these states keeps the state; see TRANSITIONS for edits that reset it.
+EDITABLE_IN_PLACE = frozenset({DRAFT, CHANGES_REQUESTED, EVALUATION_FAILED})
+EDITABLE = EDITABLE_IN_PLACE | {AWAITING_REVIEW, APPROVED}
+REVIEWABLE = frozenset({AWAITING_REVIEW, APPROVED})
+TERMINAL = frozenset({REJECTED, CLOSED, WITHDRAWN})
+
+
+class InvalidTransition(Exception):
+    """Raised when a change may not move from one state to another."""
+
+    def __init__(self, current: str, target: str):
+        self.current = current
+        self.target = target
+        super().__init__(
+            f"A change in state '{LABELS.get(current, current)}' cannot move to "
+            f"'{LABELS.get(target, target)}'."
+        )
+
+
+def can_transition(current: str, target: str) -> bool:
+    return (current, target) in TRANSITIONS
+
+
+def assert_transition(current: str, target: str) -> str:
+    """Return the action name for ``current -> target`` or raise :class:`InvalidTransition`."""
+    try:
+        return TRANSITIONS[(current, target)]
+    except KeyError:
+        raise InvalidTransition(current, target) from None
+
+
+def next_states(current: str) -> list[str]:
+    return [to for (frm, to) in TRANSITIONS if frm == current]

@@ -1,0 +1,23 @@
+"""URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from changes import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("changes.auth_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("api/v1/", include("changes.api_urls")),
+    path("api/v1/", include("evaluations.api_urls")),
+    path("api/v1/", include("attestations.api_urls")),
+    path("evaluations/", include("evaluations.urls")),
+    path("attestations/", include("attestations.urls")),
+    path("", include("changes.urls")),
+]

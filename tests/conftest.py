@@ -1,0 +1,126 @@
+"""Persona fixtures shared by every test package.
+
+Personas: ``engineer`` and ``engineer2`` (team A), ``reviewer`` and ``reviewer2`` (team B),
+``team_a_reviewer`` (a reviewer on the author's team), ``auditor``, ``admin_user``,
+``pipeline`` (a deploy token user), ``outsider`` (authenticated, no role).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import PASSWORD, TeamFactory, UserFactory
+
+AUDIT_TRIGGERS_SQLITE = (
+    "CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON changes_auditevent "
+    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only (UPDATE refused)'); END;",
+    "CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON changes_auditevent "
+    "BEGIN SELECT RAISE(ABORT, 'audit events are append-only (DELETE refused)'); END;",
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sqlite_flush_keeps_audit_guard(django_db_setup, django_db_blocker):
+    """Transactional tests flush tables between tests. On PostgreSQL that is TRUNCATE, which
+    row triggers do not see; on SQLite it is DELETE, which our append-only trigger refuses.
+    Only in tests, the SQLite flush drops the guard, empties the table and restores it."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    ops = connection.ops.__class__
+    original = ops.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        sql = original(self, style, tables, reset_sequences=reset_sequences,
+                       allow_cascade=allow_cascade)  # fmt: skip
+        if "changes_auditevent" not in tables:
+            return sql
+        drop = ["DROP TRIGGER IF EXISTS audit_event_no_update;",
+                "DROP TRIGGER IF EXISTS audit_event_no_delete;"]  # fmt: skip
+        return [*drop, *sql, *AUDIT_TRIGGERS_SQLITE]
+
+    ops.sql_flush = sql_flush
+    yield
+    ops.sql_flush = original
+
+
+PASSWORD_FOR_TESTS = PASSWORD
+
+
+@pytest.fixture
+def team_a(db):
+    return TeamFactory(name="Team A")
+
+
+@pytest.fixture
+def team_b(db):
+    return TeamFactory(name="Team B")
+
+
+@pytest.fixture
+def engineer(team_a):
+    return UserFactory(username="engineer", roles=["engineer"], team=team_a)
+
+
+@pytest.fixture
+def engineer2(team_a):
+    return UserFactory(username="engineer2", roles=["engineer"], team=team_a)
+
+
+@pytest.fixture
+def reviewer(team_b):
+    return UserFactory(username="reviewer", roles=["reviewer"], team=team_b)
+
+
+@pytest.fixture
+def reviewer2(team_b):
+    return UserFactory(username="reviewer2", roles=["reviewer"], team=team_b)
+
+
+@pytest.fixture
+def team_a_reviewer(team_a):
+    """A reviewer on the author's team: independent enough only for low/medium systems."""
+    return UserFactory(username="areviewer", roles=["reviewer"], team=team_a)
+
+
+@pytest.fixture
+def outsider_reviewer(db):
+    """A reviewer on no team at all."""
+    return UserFactory(username="outsider_reviewer", roles=["reviewer"])
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor", roles=["auditor"])
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="admin", roles=["admin"], is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def pipeline(db):
+    return UserFactory(username="pipeline", roles=["pipeline"])
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="outsider")
+
+
+def api_client_for(user) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api():
+    """``api(user)`` -> an APIClient authenticated with that user's token."""
+    return api_client_for
