@@ -38,6 +38,10 @@ class EvaluationPort:
         """Every evaluation condition a deploy of the current content does not meet."""
         return ["No evaluation has passed for this content (no evaluation engine installed)."]
 
+    def panel(self, change, user) -> tuple[str, dict] | None:
+        """(template name, context) for the evaluation section of the change page."""
+        return None
+
     def evaluation_digest(self, change) -> str:
         """A digest of the runs that evaluated the current content (approvals bind to it)."""
         return ""
@@ -48,6 +52,10 @@ class AttestationPort:
 
     def issue(self, change, *, reason: str) -> None:
         """Schedule an attestation for ``change`` (called inside the transition's transaction)."""
+
+    def panel(self, change, user) -> tuple[str, dict] | None:
+        """(template name, context) for the attestation section of the change page."""
+        return None
 
 
 _evaluation: EvaluationPort = EvaluationPort()

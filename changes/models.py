@@ -237,6 +237,9 @@ class Deployment(models.Model):
             models.UniqueConstraint(fields=["change", "environment"], name="one_deploy_per_env"),
         ]
 
+    def __str__(self):
+        return f"{self.change.reference} -> {self.environment}"
+
 
 class AuditEvent(models.Model):
     """One append-only, hash-chained audit record.
