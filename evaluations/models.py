@@ -1,0 +1,198 @@
+"""Evaluation records: suites, the change->suite links, runs, batches (units of work with a
+lease) and samples (one graded reply each).
+
+The database is the source of truth for run state; the broker only carries wake-ups. Unique
+constraints make every write idempotent: one sample per (run, scenario, condition, cue,
+epoch), one batch per (run, index), one live run per (change, suite).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Suite(models.Model):
+    """A versioned evaluation suite document (see CONTRACT.md), stored normalised with the
+    source text and a content hash. Immutable once created."""
+
+    name = models.CharField(max_length=120)
+    version = models.CharField(max_length=40)
+    description = models.TextField(blank=True)
+    document = models.JSONField(help_text="The normalised suite document.")
+    source_text = models.TextField(help_text="The document exactly as uploaded.")
+    source_format = models.CharField(max_length=4, choices=[("yaml", "YAML"), ("json", "JSON")])
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="uniq_suite_name_version"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} v{self.version}"
+
+    @property
+    def sample_count(self) -> int:
+        doc = self.document
+        cues = sum(len(c["cues"]) for c in doc["conditions"].values())
+        return len(doc["scenarios"]) * cues * doc["epochs"]
+
+
+class ChangeSuite(models.Model):
+    """Links a change request to a suite it must pass (the change never imports this app)."""
+
+    change = models.ForeignKey(
+        "changes.ChangeRequest", on_delete=models.CASCADE, related_name="suite_links"
+    )
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="change_links")
+
+    class Meta:
+        ordering = ["suite__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["change", "suite"], name="uniq_change_suite"),
+        ]
+
+    def __str__(self):
+        return f"{self.change_id} -> {self.suite}"
+
+
+class EvaluationRun(models.Model):
+    """One suite evaluated against one content hash of a change, on the system's target with
+    the proposed protocol. Old runs stay on record, linked to the content they evaluated."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ERRORED = "errored"
+    CANCELLED = "cancelled"
+    STATUS_CHOICES = [
+        (QUEUED, "Queued"),
+        (RUNNING, "Running"),
+        (COMPLETED, "Completed"),
+        (ERRORED, "Errored"),
+        (CANCELLED, "Cancelled"),
+    ]
+    LIVE_STATUSES = (QUEUED, RUNNING)
+    VERDICT_CHOICES = [("pass", "Pass"), ("fail", "Fail"), ("inconclusive", "Inconclusive")]
+
+    change = models.ForeignKey(
+        "changes.ChangeRequest", on_delete=models.PROTECT, related_name="evaluation_runs"
+    )
+    suite = models.ForeignKey(Suite, on_delete=models.PROTECT, related_name="runs")
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    protocol = models.ForeignKey(
+        "changes.ProtocolVersion", on_delete=models.PROTECT, related_name="+"
+    )
+    system_prompt = models.TextField()
+    target = models.JSONField(help_text="The target config as stored (env var names, no keys).")
+    target_identity = models.JSONField(default=dict, help_text="kind, model, host: never a key.")
+    policy = models.JSONField(default=dict)
+    seed = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=QUEUED)
+    verdict = models.CharField(max_length=12, choices=VERDICT_CHOICES, blank=True)
+    reasons = models.JSONField(default=list, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+    total_samples = models.PositiveIntegerField(default=0)
+    done_samples = models.PositiveIntegerField(default=0)
+    error_samples = models.PositiveIntegerField(default=0)
+    result_digest = models.CharField(max_length=64, blank=True)
+    status_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["change", "suite"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_live_run_per_change_suite",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Run {self.pk} ({self.suite}) for CR-{self.change_id}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+class Batch(models.Model):
+    """A slice of a run's samples: the unit a worker claims with a lease.
+
+    A worker claims it with a conditional UPDATE (pending, or leased with an expired lease);
+    the periodic reaper re-queues batches whose lease expired (a killed worker).
+    """
+
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    STATUS_CHOICES = [(PENDING, "Pending"), (LEASED, "Leased"), (DONE, "Done")]
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="batches")
+    index = models.PositiveIntegerField()
+    keys = models.JSONField(help_text="[[scenario_id, condition, cue_index, epoch], ...]")
+    status = models.CharField(max_length=8, choices=STATUS_CHOICES, default=PENDING)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="uniq_batch_index"),
+        ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+
+    def __str__(self):
+        return f"Batch {self.index} of run {self.run_id}"
+
+
+class Sample(models.Model):
+    """One graded reply. Unique per (run, scenario, condition, cue, epoch): a retried batch
+    can never write a sample twice."""
+
+    LABEL_CHOICES = [
+        ("new", "Follows the new protocol"),
+        ("legacy", "Follows the legacy protocol"),
+        ("other", "Other"),
+        ("error", "Error"),
+    ]
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="samples")
+    scenario_id = models.CharField(max_length=120)
+    condition = models.CharField(max_length=60)
+    cue_index = models.PositiveSmallIntegerField()
+    epoch = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=6, choices=LABEL_CHOICES)
+    output = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    af_reasoning = models.BooleanField(default=False)
+    evidence = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "scenario_id", "condition", "cue_index", "epoch"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "scenario_id", "condition", "cue_index", "epoch"],
+                name="uniq_sample_per_cell",
+            ),
+        ]
+        indexes = [models.Index(fields=["run", "condition", "label"])]
+
+    def __str__(self):
+        return f"{self.scenario_id}/{self.condition}/{self.cue_index}/{self.epoch}: {self.label}"
