@@ -128,8 +128,18 @@ def verify_rows(rows: Iterable[tuple]) -> tuple[int, ChainProblem | None]:
     expected_prev = GENESIS_HASH
     count = 0
     for row in rows:
-        (event_id, actor_id, actor_username, verb, object_type, object_id, data, created_at,
-         prev_hash, stored_hash) = row  # fmt: skip
+        (
+            event_id,
+            actor_id,
+            actor_username,
+            verb,
+            object_type,
+            object_id,
+            data,
+            created_at,
+            prev_hash,
+            stored_hash,
+        ) = row
         if isinstance(data, str):  # SQLite backends without JSON decoding on values_list
             data = json.loads(data)
         if prev_hash != expected_prev:

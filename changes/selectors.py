@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 
 from . import hooks, permissions, roles, states
-from .models import AISystem, AuditEvent, ChangeRequest, Review
+from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
 
 
 def visible_changes(user) -> QuerySet[ChangeRequest]:
@@ -26,6 +26,18 @@ def visible_changes(user) -> QuerySet[ChangeRequest]:
 
 def visible_systems(user) -> QuerySet[AISystem]:
     return AISystem.objects.select_related("owner_team").all()
+
+
+def visible_teams(user) -> QuerySet[Team]:
+    return Team.objects.prefetch_related("members").all()
+
+
+def visible_protocols(user, system: AISystem | None = None) -> QuerySet[ProtocolVersion]:
+    """Protocol versions of the systems ``user`` sees (optionally of one system)."""
+    qs = ProtocolVersion.objects.select_related("created_by").filter(
+        system__in=visible_systems(user)
+    )
+    return qs.filter(system=system) if system is not None else qs
 
 
 def change_for(user, pk) -> ChangeRequest:
@@ -114,8 +126,9 @@ def timeline(change: ChangeRequest) -> QuerySet[AuditEvent]:
     ).order_by("id")
 
 
-def audit_events(*, verb=None, actor=None, object_type=None, object_id=None, since=None,
-                 until=None) -> QuerySet[AuditEvent]:  # fmt: skip
+def audit_events(
+    *, verb=None, actor=None, object_type=None, object_id=None, since=None, until=None
+) -> QuerySet[AuditEvent]:
     qs = AuditEvent.objects.all().order_by("id")
     if verb:
         qs = qs.filter(verb__startswith=verb)

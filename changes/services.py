@@ -481,8 +481,13 @@ def review_submit(
         "signature_meaning": review.signature_meaning,
     }
     if decision == "request_changes":
-        _move(change, states.CHANGES_REQUESTED, actor=actor, verb="change.changes_requested",
-              data=review_data)  # fmt: skip
+        _move(
+            change,
+            states.CHANGES_REQUESTED,
+            actor=actor,
+            verb="change.changes_requested",
+            data=review_data,
+        )
         return review
     if decision == "reject":
         _move(change, states.REJECTED, actor=actor, verb="change.rejected", data=review_data)
@@ -496,8 +501,13 @@ def review_submit(
             audit.append(actor=actor, verb="change.retrospective_completed", obj=change)
         return review
     if change.state == states.AWAITING_REVIEW and approvals >= required_approvals(change):
-        _move(change, states.APPROVED, actor=actor, verb="change.approved",
-              data={"approvals": approvals, "content_sha256": change.content_sha256})  # fmt: skip
+        _move(
+            change,
+            states.APPROVED,
+            actor=actor,
+            verb="change.approved",
+            data={"approvals": approvals, "content_sha256": change.content_sha256},
+        )
         hooks.attestation().issue(change, reason="approved")
     return review
 

@@ -34,12 +34,15 @@ def _sqlite_flush_keeps_audit_guard(django_db_setup, django_db_blocker):
     original = ops.sql_flush
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
-        sql = original(self, style, tables, reset_sequences=reset_sequences,
-                       allow_cascade=allow_cascade)  # fmt: skip
+        sql = original(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
         if "changes_auditevent" not in tables:
             return sql
-        drop = ["DROP TRIGGER IF EXISTS audit_event_no_update;",
-                "DROP TRIGGER IF EXISTS audit_event_no_delete;"]  # fmt: skip
+        drop = [
+            "DROP TRIGGER IF EXISTS audit_event_no_update;",
+            "DROP TRIGGER IF EXISTS audit_event_no_delete;",
+        ]
         return [*drop, *sql, *AUDIT_TRIGGERS_SQLITE]
 
     ops.sql_flush = sql_flush

@@ -11,7 +11,7 @@ from django.db import connection, connections
 
 from changes import audit, services, states
 from changes.errors import DomainError
-from changes.models import AuditEvent, ChangeRequest, Deployment, Review
+from changes.models import AuditEvent, Deployment, Review
 from changes.states import InvalidTransition
 from tests.factories import PASSWORD, SystemFactory, UserFactory, make_change
 
@@ -45,21 +45,23 @@ def _run_all(functions):
     return outcomes
 
 
-def test_concurrent_approvals_and_deploys(engineer, reviewer, reviewer2, pipeline, team_b,
-                                          passing_evaluations, recorded_attestations):  # fmt: skip
+def test_concurrent_approvals_and_deploys(
+    engineer, reviewer, reviewer2, pipeline, team_b, passing_evaluations, recorded_attestations
+):
     # given a high-criticality change awaiting review, and two more independent reviewers
     system = SystemFactory(owner_team=engineer.teams.first(), criticality="high")
     change = make_change(author=engineer, system=system)
     services.change_request_submit(actor=engineer, change_request=change)
-    services.change_request_record_verdict(change_id=change.pk,
-                                           content_sha256=change.content_sha256,
-                                           passed=True, reasons=[])  # fmt: skip
+    services.change_request_record_verdict(
+        change_id=change.pk, content_sha256=change.content_sha256, passed=True, reasons=[]
+    )
     extra = [UserFactory(username=f"rev{i}", roles=["reviewer"], team=team_b) for i in range(2)]
     reviewers = [reviewer, reviewer2, *extra]
 
     def approve(user):
-        return lambda: services.review_submit(actor=user, change_request=change,
-                                              decision="approve", password=PASSWORD)  # fmt: skip
+        return lambda: services.review_submit(
+            actor=user, change_request=change, decision="approve", password=PASSWORD
+        )
 
     def deploy():
         return services.change_request_deploy(actor=pipeline, change_request=change)

@@ -39,8 +39,9 @@ def test_editor_is_not_independent(engineer, team_a):
     # given a reviewer-engineer on the team who edited the change
     editor = UserFactory(username="editor", roles=["engineer", "reviewer"], team=team_a)
     change = make_change(author=engineer)
-    services.change_request_update(actor=editor, change_request=change,
-                                   data={"title": "Sharper title"})  # fmt: skip
+    services.change_request_update(
+        actor=editor, change_request=change, data={"title": "Sharper title"}
+    )
     # when checked / then refused because they edited it
     check = permissions.check_independence(editor, change)
     assert not check.ok and not check.not_editor
@@ -57,8 +58,13 @@ def test_required_approvals_follow_criticality_and_override(engineer):
 
 @pytest.mark.parametrize(
     ("who", "may_deploy"),
-    [("engineer", True), ("pipeline", True), ("reviewer", False), ("auditor", False),
-     ("outsider", False)],
-)  # fmt: skip
+    [
+        ("engineer", True),
+        ("pipeline", True),
+        ("reviewer", False),
+        ("auditor", False),
+        ("outsider", False),
+    ],
+)
 def test_deploy_roles(request, who, may_deploy):
     assert permissions.can_deploy(request.getfixturevalue(who)) is may_deploy

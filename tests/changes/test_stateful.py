@@ -4,6 +4,8 @@ Invariant: every deployed change has the required number of valid, independent a
 the content hash it was deployed with — whatever order people act in.
 """
 
+import contextlib
+
 import pytest
 from django.db import transaction
 from hypothesis import HealthCheck, settings
@@ -41,9 +43,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             "rev_a": UserFactory(username="rev_a", roles=["reviewer"], team=team_a),
             "rev_b1": UserFactory(username="rev_b1", roles=["reviewer"], team=team_b),
             "rev_b2": UserFactory(username="rev_b2", roles=["reviewer"], team=team_b),
-            "eng_rev": UserFactory(
-                username="eng_rev", roles=["engineer", "reviewer"], team=team_a
-            ),  # fmt: skip
+            "eng_rev": UserFactory(username="eng_rev", roles=["engineer", "reviewer"], team=team_a),
             "admin": UserFactory(username="adm", roles=["admin"], is_superuser=True),
             "pipe": UserFactory(username="pipe", roles=["pipeline"]),
         }
@@ -59,18 +59,27 @@ class WorkflowMachine(RuleBasedStateMachine):
     def _change(self, index):
         return ChangeRequest.objects.get(pk=self.changes[index % len(self.changes)])
 
-    @initialize(author=st.sampled_from(["eng1", "eng2", "eng_rev"]), system=st.integers(0, 2),
-                emergency=st.booleans())  # fmt: skip
+    @initialize(
+        author=st.sampled_from(["eng1", "eng2", "eng_rev"]),
+        system=st.integers(0, 2),
+        emergency=st.booleans(),
+    )
     def first_change(self, author, system, emergency):
         self.create(author, system, emergency)
 
     # A few changes per example, so sequences go deep enough to reach deploys.
     @precondition(lambda self: len(self.changes) < 3)
-    @rule(author=st.sampled_from(["eng1", "eng2", "eng_rev"]), system=st.integers(0, 2),
-          emergency=st.booleans())  # fmt: skip
+    @rule(
+        author=st.sampled_from(["eng1", "eng2", "eng_rev"]),
+        system=st.integers(0, 2),
+        emergency=st.booleans(),
+    )
     def create(self, author, system, emergency):
-        change = make_change(author=self.people[author], system=self.systems[system],
-                             change_type="emergency" if emergency else "normal")  # fmt: skip
+        change = make_change(
+            author=self.people[author],
+            system=self.systems[system],
+            change_type="emergency" if emergency else "normal",
+        )
         self.changes.append(change.pk)
 
     @rule(i=PICK, who=st.sampled_from(["eng1", "eng2", "eng_rev", "rev_b1"]))
@@ -78,49 +87,54 @@ class WorkflowMachine(RuleBasedStateMachine):
         if self.changes:
             try:
                 change = self._change(i)
-                services.change_request_update(actor=self.people[who], change_request=change,
-                                               data={"rationale": change.rationale + " more"})  # fmt: skip
+                services.change_request_update(
+                    actor=self.people[who],
+                    change_request=change,
+                    data={"rationale": change.rationale + " more"},
+                )
             except REFUSED:
                 pass
 
     @rule(i=PICK, who=st.sampled_from(["eng1", "eng2", "eng_rev"]))
     def submit(self, i, who):
         if self.changes:
-            try:
-                services.change_request_submit(actor=self.people[who],
-                                               change_request=self._change(i))  # fmt: skip
-            except REFUSED:
-                pass
+            with contextlib.suppress(REFUSED):
+                services.change_request_submit(
+                    actor=self.people[who], change_request=self._change(i)
+                )
 
     @rule(i=PICK, passed=st.sampled_from([True, True, True, False]))
     def verdict(self, i, passed):
         if self.changes:
             change = self._change(i)
-            services.change_request_record_verdict(change_id=change.pk,
-                                                   content_sha256=change.content_sha256,
-                                                   passed=passed, reasons=[])  # fmt: skip
+            services.change_request_record_verdict(
+                change_id=change.pk, content_sha256=change.content_sha256, passed=passed, reasons=[]
+            )
 
-    @rule(i=PICK,
-          who=st.sampled_from(["rev_a", "rev_b1", "rev_b2", "eng_rev", "eng1", "admin"]),
-          decision=st.sampled_from(["approve", "approve", "approve", "request_changes"]),
-          good_password=st.sampled_from([True, True, True, False]))  # fmt: skip
+    @rule(
+        i=PICK,
+        who=st.sampled_from(["rev_a", "rev_b1", "rev_b2", "eng_rev", "eng1", "admin"]),
+        decision=st.sampled_from(["approve", "approve", "approve", "request_changes"]),
+        good_password=st.sampled_from([True, True, True, False]),
+    )
     def review(self, i, who, decision, good_password):
         if self.changes:
-            try:
-                services.review_submit(actor=self.people[who], change_request=self._change(i),
-                                       decision=decision, comment="see notes",
-                                       password=PASSWORD if good_password else "nope")  # fmt: skip
-            except REFUSED:
-                pass
+            with contextlib.suppress(REFUSED):
+                services.review_submit(
+                    actor=self.people[who],
+                    change_request=self._change(i),
+                    decision=decision,
+                    comment="see notes",
+                    password=PASSWORD if good_password else "nope",
+                )
 
     @rule(i=PICK, who=st.sampled_from(["eng1", "pipe", "rev_b1", "admin"]))
     def deploy(self, i, who):
         if self.changes:
-            try:
-                services.change_request_deploy(actor=self.people[who],
-                                               change_request=self._change(i))  # fmt: skip
-            except REFUSED:
-                pass
+            with contextlib.suppress(REFUSED):
+                services.change_request_deploy(
+                    actor=self.people[who], change_request=self._change(i)
+                )
 
     @rule(i=PICK, reviewer=st.sampled_from(["rev_a", "rev_b1", "rev_b2", "eng_rev", "eng2"]))
     def advance(self, i, reviewer):
@@ -168,5 +182,5 @@ def test_workflow_state_machine(passing_evaluations, recorded_attestations):
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=list(HealthCheck),
-        ),  # fmt: skip
+        ),
     )

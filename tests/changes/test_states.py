@@ -40,8 +40,13 @@ def test_graph_is_well_formed():
 
 def _snapshot(change):
     change.refresh_from_db()
-    return (change.state, change.content_sha256, change.revision, AuditEvent.objects.count(),
-            Review.objects.count())  # fmt: skip
+    return (
+        change.state,
+        change.content_sha256,
+        change.revision,
+        AuditEvent.objects.count(),
+        Review.objects.count(),
+    )
 
 
 @pytest.mark.django_db
@@ -71,21 +76,33 @@ def _act(action, change, *, engineer, reviewer, pipeline):
     if action == "submit":
         services.change_request_submit(actor=engineer, change_request=change)
     elif action == "approve":
-        services.review_submit(actor=reviewer, change_request=change, decision="approve",
-                               password=PASSWORD)  # fmt: skip
+        services.review_submit(
+            actor=reviewer, change_request=change, decision="approve", password=PASSWORD
+        )
     elif action == "request_changes":
-        services.review_submit(actor=reviewer, change_request=change,
-                               decision="request_changes", comment="Tighten the regex.",
-                               password=PASSWORD)  # fmt: skip
+        services.review_submit(
+            actor=reviewer,
+            change_request=change,
+            decision="request_changes",
+            comment="Tighten the regex.",
+            password=PASSWORD,
+        )
     elif action == "reject":
-        services.review_submit(actor=reviewer, change_request=change, decision="reject",
-                               comment="Out of scope.", password=PASSWORD)  # fmt: skip
+        services.review_submit(
+            actor=reviewer,
+            change_request=change,
+            decision="reject",
+            comment="Out of scope.",
+            password=PASSWORD,
+        )
     elif action == "edit":
-        services.change_request_update(actor=engineer, change_request=change,
-                                       data={"title": change.title + " (edited)"})  # fmt: skip
+        services.change_request_update(
+            actor=engineer, change_request=change, data={"title": change.title + " (edited)"}
+        )
     elif action == "deploy":
-        services.change_request_deploy(actor=pipeline, change_request=change,
-                                       environment="production")  # fmt: skip
+        services.change_request_deploy(
+            actor=pipeline, change_request=change, environment="production"
+        )
     elif action == "close":
         services.change_request_close(actor=engineer, change_request=change)
     elif action == "withdraw":
@@ -119,17 +136,28 @@ def _allowed(action, source):
 @pytest.mark.parametrize("source", states.STATES)
 @pytest.mark.parametrize("action", list(ACTION_TARGET))
 def test_every_service_action_from_every_state(
-    action, source, engineer, reviewer, reviewer2, pipeline, passing_evaluations,
+    action,
+    source,
+    engineer,
+    reviewer,
+    reviewer2,
+    pipeline,
+    passing_evaluations,
     recorded_attestations,
-):  # fmt: skip
+):
     # given a change in `source`; for deploy, with the approvals the gate needs
     system = SystemFactory(owner_team=engineer.teams.first(), criticality="low")
     change = make_change(author=engineer, system=system)
     ChangeRequest.objects.filter(pk=change.pk).update(state=source)
     if action == "deploy" and source == states.APPROVED:
-        Review.objects.create(change=change, reviewer=reviewer2, decision="approve",
-                              content_sha256=change.content_sha256,
-                              evaluation_digest="stub-digest", signature_meaning="test")  # fmt: skip
+        Review.objects.create(
+            change=change,
+            reviewer=reviewer2,
+            decision="approve",
+            content_sha256=change.content_sha256,
+            evaluation_digest="stub-digest",
+            signature_meaning="test",
+        )
     before = _snapshot(change)
     # when the action is attempted
     if _allowed(action, source):
