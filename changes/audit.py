@@ -14,12 +14,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
 from .models import AuditEvent
 
 GENESIS_HASH = "0" * 64
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z
 ADVISORY_LOCK_KEY = 7_412_001  # arbitrary, fixed: "the audit chain head"
 
 
@@ -33,7 +35,8 @@ def canonical_event(
     data: dict,
     created_at: datetime,
 ) -> bytes:
-    """The exact bytes that are hashed. Times are UTC with microseconds, keys sorted."""
+    """The exact bytes that are hashed: compact UTF-8 JSON, keys sorted at every level, the
+    time as RFC 3339 UTC ("...Z"). orjson keeps verification of a million events fast."""
     payload = {
         "actor_id": actor_id,
         "actor_username": actor_username,
@@ -41,9 +44,9 @@ def canonical_event(
         "object_type": object_type,
         "object_id": object_id,
         "data": data,
-        "created_at": created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "created_at": created_at.astimezone(UTC),
     }
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(payload, option=_CANONICAL)
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:
@@ -119,8 +122,26 @@ VERIFY_COLUMNS = (
 
 
 def iter_rows(chunk_size: int = 20_000) -> Iterator[tuple]:
-    """Stream the chain in id order (server-side cursor on PostgreSQL)."""
-    return AuditEvent.objects.order_by("id").values_list(*VERIFY_COLUMNS).iterator(chunk_size)
+    """Stream the chain in id order.
+
+    On PostgreSQL a named (server-side) psycopg cursor with orjson decoding: no ORM per-row
+    overhead, constant memory, so a million events verify in seconds.
+    """
+    if connection.vendor != "postgresql":
+        yield from (
+            AuditEvent.objects.order_by("id").values_list(*VERIFY_COLUMNS).iterator(chunk_size)
+        )
+        return
+    from psycopg.types.json import set_json_loads
+
+    columns = ", ".join(VERIFY_COLUMNS)
+    with transaction.atomic():
+        connection.ensure_connection()
+        with connection.connection.cursor(name="audit_chain_walk") as cursor:
+            cursor.itersize = chunk_size
+            set_json_loads(orjson.loads, cursor)
+            cursor.execute(f"SELECT {columns} FROM {AuditEvent._meta.db_table} ORDER BY id")  # noqa: S608 - constant identifiers
+            yield from cursor
 
 
 def verify_rows(rows: Iterable[tuple]) -> tuple[int, ChainProblem | None]:
