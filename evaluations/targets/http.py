@@ -1,0 +1,108 @@
+"""Target: a generic agent behind an HTTP endpoint.
+
+Why this module exists: many evaluated systems are not a bare chat model but an agent with
+tools, retrieval and its own prompt plumbing. They only need to implement this small JSON
+contract to be evaluated like any model.
+
+Request (``POST`` to the configured ``url``, ``Content-Type: application/json``)::
+
+    {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...],
+     "seed": 123456}
+
+The first message is the system prompt under evaluation (the proposed protocol plus, when
+the condition places it there, the cue); the agent must use it as its operating protocol.
+
+Response (``200``, JSON object)::
+
+    {"output": "the reply text that is graded",          # required, a string
+     "reasoning": "optional reasoning trace",             # optional string or null
+     "tool_calls": [ ... ],                               # optional list (kept as evidence)
+     "model": "optional model identifier"}                # optional string
+
+Errors: 429 and 5xx are retried (honouring ``Retry-After``), other statuses are final,
+redirects are refused. Headers are configured as ``headers_env: {"Header-Name": "ENV_VAR"}``;
+each value is read from the environment at call time and never stored, logged or described.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from .base import RetryPolicy, Target, TargetError, TargetReply, call_with_retries
+from .hostguard import GuardedClient, display_url, status_error
+
+
+class HTTPAgentTarget(Target):
+    """A generic agent endpoint speaking the contract above."""
+
+    kind = "http"
+
+    def __init__(self, config: dict, *, allowed_hosts: list[str], max_response_bytes: int):
+        self.url = config["url"]
+        self.headers_env = dict(config.get("headers_env") or {})
+        self.timeout = config["timeout"]
+        self.max_concurrency = config["max_concurrency"]
+        self.retry = RetryPolicy(
+            max_retries=config["max_retries"],
+            backoff_base=config["backoff_base"],
+            backoff_max=config["backoff_max"],
+            retry_after_cap=config["retry_after_cap"],
+        )
+        self.client = GuardedClient(
+            allowed_hosts=allowed_hosts,
+            max_response_bytes=max_response_bytes,
+            max_connections=self.max_concurrency,
+            verify=config["verify_tls"],
+        )
+        self._rng = random.Random()
+
+    def describe(self) -> dict:
+        shown = display_url(self.url)
+        return {"kind": self.kind, "model": None, "host": shown.split("/")[2], "url": shown}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {}
+        for name, env in self.headers_env.items():
+            value = os.environ.get(env)
+            if not value:
+                raise TargetError(f"environment variable {env} (header {name}) is not set")
+            headers[name] = value
+        return headers
+
+    async def complete(self, messages: list[dict], *, seed: int) -> TargetReply:
+        started = time.perf_counter()
+        reply, attempts = await call_with_retries(
+            lambda: self._attempt({"messages": messages, "seed": seed}), self.retry, rng=self._rng
+        )
+        reply.latency_ms = (time.perf_counter() - started) * 1000
+        reply.attempts = attempts
+        return reply
+
+    async def _attempt(self, payload: dict) -> TargetReply:
+        headers = self._headers()
+        result = await self.client.post_json(
+            self.url, payload, headers=headers, timeout=self.timeout
+        )
+        error = status_error(result, secrets=tuple(headers.values()))
+        if error is not None:
+            raise error
+        return _reply_from(result.json())
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _reply_from(data: object) -> TargetReply:
+    if not isinstance(data, dict) or not isinstance(data.get("output"), str):
+        raise TargetError('malformed agent response: expected {"output": "<string>", ...}')
+    reasoning = data.get("reasoning")
+    tool_calls = data.get("tool_calls") or []
+    model = data.get("model")
+    return TargetReply(
+        text=data["output"],
+        reasoning=reasoning if isinstance(reasoning, str) and reasoning.strip() else None,
+        tool_calls=tool_calls if isinstance(tool_calls, list) else [],
+        model=model if isinstance(model, str) else None,
+    )
