@@ -75,9 +75,7 @@ def _b64decode_canonical(text: Any) -> bytes | None:
     return data if _b64encode(data) == text else None
 
 
-def sign_envelope(
-    payload: bytes, signer: SupportsSign, payload_type: str = PAYLOAD_TYPE
-) -> dict:
+def sign_envelope(payload: bytes, signer: SupportsSign, payload_type: str = PAYLOAD_TYPE) -> dict:
     """Sign ``payload`` and wrap it in a DSSE envelope (a JSON-ready dict).
 
     ``signer`` is anything with ``key_id`` and ``sign(bytes) -> bytes``, normally
@@ -202,7 +200,9 @@ def verify_envelope(
         check(
             "payload_type",
             type_ok,
-            f"{payload_type!r}" if type_ok else f"{payload_type!r}, expected {expected_payload_type!r}",
+            f"{payload_type!r}"
+            if type_ok
+            else f"{payload_type!r}, expected {expected_payload_type!r}",
         )
     )
 

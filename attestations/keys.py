@@ -181,6 +181,14 @@ def ensure_dev_key(path: str | os.PathLike | None = None) -> tuple[Path, bool]:
             os.link(tmp_name, key_path)
         except FileExistsError:
             return key_path, False
+        except OSError:
+            # Some volumes refuse hard links; exclusive create still never overwrites a key.
+            try:
+                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return key_path, False
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
     finally:
         os.unlink(tmp_name)
     logger.warning("generated a development attestation signing key at %s", key_path)

@@ -1,0 +1,132 @@
+"""Verify an attestation PDF without trusting the database.
+
+This is the record-independent half: the file is a PDF, it embeds exactly one envelope, the
+envelope's Ed25519 signature is valid for a trusted key id, and the signed payload is one of our
+in-toto statements. The other half (content hash still the change's, run digests, approvals, the
+cited audit head still in the chain) needs the database and is plugged in as ``record_checker``
+by the Django layer, so this module stays importable by a standalone verifier.
+
+What the signature covers: the statement, not the rendered pages. A PDF whose pages were edited
+but whose envelope is intact still verifies here; the stored PDF digest (and, if enabled, a
+PAdES signature) are what bind the pages.
+"""
+
+import json
+from collections.abc import Callable, Mapping
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .canonical import sha256_hex
+from .checks import Check, check
+from .dsse import verify_envelope
+from .pdf import ENVELOPE_ATTACHMENT_NAME, attachment_names, extract_attachment
+from .statement import statement_problems
+
+__all__ = ["RecordChecker", "verify_envelope_bytes", "verify_pdf_envelope"]
+
+RecordChecker = Callable[[dict], list[Check]]
+
+
+def _looks_like_pdf(pdf_bytes: bytes) -> bool:
+    # The header may follow a little junk (ISO 32000 tolerates it within the first 1024
+    # bytes); requiring it anywhere else would accept arbitrary files.
+    return isinstance(pdf_bytes, bytes | bytearray) and b"%PDF-" in bytes(pdf_bytes[:1024])
+
+
+def _run_record_checker(record_checker: RecordChecker, statement: dict) -> list[Check]:
+    try:
+        extra = list(record_checker(statement))
+    except Exception as exc:  # a bug or a missing record must read as "invalid", not a 500
+        return [check("record_checks", False, f"record checks failed: {type(exc).__name__}")]
+    if not all(isinstance(item, dict) and {"name", "ok"} <= set(item) for item in extra):
+        return [check("record_checks", False, "record checker returned malformed checks")]
+    return [
+        check(str(item["name"]), bool(item["ok"]), str(item.get("detail", ""))) for item in extra
+    ]
+
+
+def verify_envelope_bytes(
+    envelope: bytes,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    record_checker: RecordChecker | None = None,
+) -> dict:
+    """Verify a stored ``.dsse.json`` envelope on its own (the JSON download beside the PDF).
+
+    Same result shape as ``verify_pdf_envelope``, minus the PDF checks.
+    """
+    checks: list[Check] = []
+    result = {"valid": False, "checks": checks, "statement": None}
+    if isinstance(envelope, bytes | bytearray):
+        result["envelope_sha256"] = sha256_hex(bytes(envelope))
+    signature_ok, payload, envelope_checks = verify_envelope(envelope, public_keys)
+    checks.extend(envelope_checks)
+    if not signature_ok or payload is None:
+        return result
+
+    try:
+        statement = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        checks.append(check("statement", False, "the signed payload is not UTF-8 JSON"))
+        return result
+    problems = statement_problems(statement)
+    checks.append(
+        check(
+            "statement",
+            not problems,
+            "; ".join(problems) or "in-toto Statement v1 with our predicate type",
+        )
+    )
+    if problems:
+        return result
+
+    result["statement"] = statement
+    if record_checker is not None:
+        checks.extend(_run_record_checker(record_checker, statement))
+    result["valid"] = all(item["ok"] for item in checks)
+    return result
+
+
+def verify_pdf_envelope(
+    pdf_bytes: bytes,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    record_checker: RecordChecker | None = None,
+    envelope_name: str = ENVELOPE_ATTACHMENT_NAME,
+) -> dict:
+    """Verify the envelope embedded in an attestation PDF.
+
+    Returns ``{"valid", "checks", "statement"}`` (plus ``envelope_sha256`` once the envelope
+    is found). ``statement`` is set only when the signature is valid and the payload is well
+    formed, so callers never act on unauthenticated claims; ``record_checker(statement)`` runs
+    only then, and its checks are appended (an exception from it becomes a failing check).
+    Never raises on a malformed file: every problem is a named, failing check.
+    """
+    checks: list[Check] = []
+    result = {"valid": False, "checks": checks, "statement": None}
+
+    is_pdf = _looks_like_pdf(pdf_bytes)
+    checks.append(check("pdf_file", is_pdf, "PDF header found" if is_pdf else "not a PDF file"))
+    if not is_pdf:
+        return result
+
+    envelope = extract_attachment(bytes(pdf_bytes), envelope_name)
+    if envelope is None:
+        count = attachment_names(bytes(pdf_bytes)).count(envelope_name)
+        detail = (
+            f"{count} attachments named {envelope_name}; expected exactly one"
+            if count > 1
+            else f"no readable attachment named {envelope_name}"
+        )
+        checks.append(check("envelope_attachment", False, detail))
+        return result
+    checks.append(check("envelope_attachment", True, f"{envelope_name}, {len(envelope)} bytes"))
+
+    inner = verify_envelope_bytes(envelope, public_keys, record_checker=record_checker)
+    checks.extend(inner["checks"])
+    result.update(
+        valid=inner["valid"],
+        statement=inner["statement"],
+        envelope_sha256=inner.get("envelope_sha256"),
+    )
+    return result
