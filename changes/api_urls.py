@@ -1,3 +1,52 @@
-"""placeholder"""
+"""API v1 routes (mounted under ``/api/v1/``). Explicit paths: integer ids, no format
+suffixes, and only the methods each resource supports (anything else is 405)."""
 
-urlpatterns = []
+from django.urls import path
+
+from . import apis
+
+LIST = {"get": "list"}
+LIST_CREATE = {"get": "list", "post": "create"}
+DETAIL = {"get": "retrieve"}
+
+urlpatterns = [
+    path("auth/token/", apis.TokenApi.as_view(), name="api-token"),
+    path("teams/", apis.TeamViewSet.as_view(LIST), name="api-team-list"),
+    path("teams/<int:pk>/", apis.TeamViewSet.as_view(DETAIL), name="api-team-detail"),
+    path("systems/", apis.SystemViewSet.as_view(LIST_CREATE), name="api-system-list"),
+    path("systems/<int:pk>/", apis.SystemViewSet.as_view(DETAIL), name="api-system-detail"),
+    path(
+        "systems/<int:system_pk>/protocols/",
+        apis.ProtocolVersionViewSet.as_view(LIST_CREATE),
+        name="api-protocol-list",
+    ),
+    path(
+        "systems/<int:system_pk>/protocols/diff/",
+        apis.ProtocolDiffApi.as_view(),
+        name="api-protocol-diff",
+    ),
+    path(
+        "systems/<int:system_pk>/protocols/<int:pk>/",
+        apis.ProtocolVersionViewSet.as_view(DETAIL),
+        name="api-protocol-detail",
+    ),
+    path("changes/", apis.ChangeViewSet.as_view(LIST_CREATE), name="api-change-list"),
+    path(
+        "changes/<int:pk>/",
+        apis.ChangeViewSet.as_view({"get": "retrieve", "patch": "partial_update"}),
+        name="api-change-detail",
+    ),
+    path("changes/<int:pk>/submit/", apis.ChangeSubmitApi.as_view(), name="api-change-submit"),
+    path(
+        "changes/<int:pk>/withdraw/", apis.ChangeWithdrawApi.as_view(), name="api-change-withdraw"
+    ),
+    path("changes/<int:pk>/close/", apis.ChangeCloseApi.as_view(), name="api-change-close"),
+    path("changes/<int:pk>/reviews/", apis.ChangeReviewsApi.as_view(), name="api-change-reviews"),
+    path("changes/<int:pk>/gate/", apis.ChangeGateApi.as_view(), name="api-change-gate"),
+    path("changes/<int:pk>/deploy/", apis.ChangeDeployApi.as_view(), name="api-change-deploy"),
+    path(
+        "changes/<int:pk>/timeline/", apis.ChangeTimelineApi.as_view(), name="api-change-timeline"
+    ),
+    path("audit/events/", apis.AuditEventsApi.as_view(), name="api-audit-events"),
+    path("audit/verify/", apis.AuditVerifyApi.as_view(), name="api-audit-verify"),
+]

@@ -148,6 +148,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A system's criticality and a change's risk share one choice set: one enum component.
+    "ENUM_NAME_OVERRIDES": {"CriticalityEnum": "changes.models.CRITICALITY_CHOICES"},
 }
 
 # Celery: the embedded default is a real worker on the filesystem transport.

@@ -1,0 +1,683 @@
+"""REST API v1: the public contract (docs/CONTRACT.md), documented at ``/api/schema/``.
+
+Thin views: an input serializer parses the request, one service (writes) or one selector
+(reads, always scoped to ``request.user``) does the work, an output serializer renders it.
+Domain errors become 400/403/409 centrally in ``changes.errors.api_exception_handler``;
+a change the user may not see is a 404, never a 403, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
+from django.db import transaction
+from django.db.models import Prefetch
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from . import audit, diff, permissions, selectors, services
+from . import serializers as s
+from .errors import NotAllowed, ValidationFailed
+from .filters import ChangeFilter
+from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
+
+# --- shared pieces -----------------------------------------------------------------------
+
+_ERROR_TEXT = {
+    400: "Invalid input: `detail` names the first bad field, `fields` lists them all.",
+    401: "Not authenticated: send `Authorization: Token <token>`.",
+    403: "Not allowed (role, independence rule, re-authentication); audited as "
+    "`permission.denied`. Independence failures list every `reasons`.",
+    404: "No such object, or not visible to you.",
+    409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
+    "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
+}
+
+
+def errors(*codes: int, media_type: str | None = None) -> dict:
+    """Documented error responses (bodies are ``{"detail", "code", ...}``)."""
+    return {
+        ((code, media_type) if media_type else code): OpenApiResponse(
+            s.ErrorSerializer, description=_ERROR_TEXT[code]
+        )
+        for code in codes
+    }
+
+
+class Pagination(PageNumberPagination):
+    page_size = 25
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+def parse(serializer_class, data, request, **kwargs) -> dict:
+    """Validate ``data`` with an input serializer; invalid input raises 400."""
+    serializer = serializer_class(data=data, context={"request": request}, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def visible_change(request, pk) -> ChangeRequest:
+    try:
+        return selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise NotFound("No such change.")
+
+
+def change_detail(request, pk) -> dict:
+    """The full change document (reviews prefetched; the gate computed once)."""
+    reviews = Prefetch("reviews", queryset=Review.objects.select_related("reviewer"))
+    try:
+        change = (
+            selectors.visible_changes(request.user).prefetch_related("editors", reviews).get(pk=pk)
+        )
+    except ChangeRequest.DoesNotExist:
+        raise NotFound("No such change.")
+    return s.ChangeDetailSerializer(change, context={"request": request}).data
+
+
+class _RoleGate(BasePermission):
+    """Refuses a role-gated write before its input is parsed (the service checks again), so
+    a refused user gets 403 whatever the body. Reads pass unless ``gate_reads``."""
+
+    gate_reads = False
+    gated_methods = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def allows(self, user) -> bool:
+        raise NotImplementedError
+
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS and not self.gate_reads:
+            return True
+        if request.method not in SAFE_METHODS and request.method not in self.gated_methods:
+            return True
+        return self.allows(request.user)
+
+
+class AdminWrites(_RoleGate):
+    message = "Only admins register AI systems."
+
+    def allows(self, user):
+        return permissions.can_manage_systems(user)
+
+
+class EngineerWrites(_RoleGate):
+    message = "Only engineers add protocol versions."
+
+    def allows(self, user):
+        return permissions.can_create_protocol(user, None)
+
+
+class EngineerFiles(_RoleGate):
+    """Only filing (POST) is role-gated; who may edit a given change is the service's call."""
+
+    message = "Only engineers file protocol changes."
+    gated_methods = frozenset({"POST"})
+
+    def allows(self, user):
+        return permissions.can_create_change(user, None)
+
+
+class AuditReaders(_RoleGate):
+    message = "Only auditors and admins read the audit log."
+    gate_reads = True
+
+    def allows(self, user):
+        return permissions.can_read_audit(user)
+
+
+# --- auth --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def _issue_token(request, user) -> Token:
+    """Issue (or return) the user's API token: a login, as far as axes and the audit log go."""
+    token, created = Token.objects.get_or_create(user=user)
+    # Resets axes' failure count (AXES_RESET_ON_SUCCESS) and audits ``auth.login``.
+    user_logged_in.send(sender=user.__class__, request=request, user=user)
+    audit.append(
+        actor=user,
+        verb="auth.token_issued",
+        obj=user,
+        data={"ip": request.META.get("REMOTE_ADDR", ""), "new": created},
+    )
+    return token
+
+
+class TokenApi(APIView):
+    """Exchange a username and password for an API token.
+
+    Failed attempts are audited (``auth.login_failed``) and throttled by django-axes: after
+    ``AXES_FAILURE_LIMIT`` failures the username is locked (403 ``locked_out``, audited as
+    ``auth.locked_out``) until the cool-off passes.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["auth"],
+        auth=[],
+        request=s.TokenRequestSerializer,
+        responses={200: s.TokenSerializer, **errors(400, 403)},
+    )
+    def post(self, request):
+        data = parse(s.TokenRequestSerializer, request.data, request)
+        # The DRF request (not request._request): axes flags a lockout on the object it is
+        # given, and AxesMiddleware would otherwise swap our JSON for its HTML lockout page.
+        user = authenticate(request=request, username=data["username"], password=data["password"])
+        if getattr(request, "axes_locked_out", False):
+            raise NotAllowed(
+                "Too many failed login attempts: this account is locked for a while.",
+                code="locked_out",
+            )
+        if user is None:
+            raise ValidationFailed(
+                "Unable to log in with the username and password given.",
+                code="invalid_credentials",
+            )
+        token = _issue_token(request, user)
+        return Response(s.TokenSerializer({"token": token.key}).data)
+
+
+# --- teams, systems, protocols -----------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(tags=["teams"], responses={200: s.TeamSerializer, **errors(401)}),
+    retrieve=extend_schema(tags=["teams"], responses={200: s.TeamSerializer, **errors(401, 404)}),
+)
+class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    """Teams and their members (membership decides reviewer independence)."""
+
+    queryset = Team.objects.none()  # schema introspection only; get_queryset scopes
+    serializer_class = s.TeamSerializer
+    pagination_class = Pagination
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.visible_teams(self.request.user)
+
+
+@extend_schema_view(
+    list=extend_schema(tags=["systems"], responses={200: s.SystemSerializer, **errors(401)}),
+    retrieve=extend_schema(
+        tags=["systems"], responses={200: s.SystemSerializer, **errors(401, 404)}
+    ),
+)
+class SystemViewSet(viewsets.ReadOnlyModelViewSet):
+    """AI systems. Everyone reads; admins register. Targets never carry secrets."""
+
+    queryset = AISystem.objects.none()  # schema introspection only
+    serializer_class = s.SystemSerializer
+    permission_classes = [IsAuthenticated, AdminWrites]
+    pagination_class = Pagination
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.visible_systems(self.request.user)
+
+    @extend_schema(
+        tags=["systems"],
+        request=s.SystemCreateSerializer,
+        responses={201: s.SystemSerializer, **errors(400, 401, 403, 409)},
+    )
+    def create(self, request):
+        data = parse(s.SystemCreateSerializer, request.data, request)
+        system = services.system_create(actor=request.user, **data)
+        return Response(s.SystemSerializer(system).data, status=status.HTTP_201_CREATED)
+
+
+def visible_system(request, system_pk) -> AISystem:
+    try:
+        return selectors.visible_systems(request.user).get(pk=system_pk)
+    except AISystem.DoesNotExist:
+        raise NotFound("No such AI system.")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        tags=["protocols"], responses={200: s.ProtocolVersionSerializer, **errors(401, 404)}
+    ),
+    retrieve=extend_schema(
+        tags=["protocols"], responses={200: s.ProtocolVersionSerializer, **errors(401, 404)}
+    ),
+)
+class ProtocolVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """A system's protocol versions: immutable once created (no PUT, PATCH or DELETE)."""
+
+    queryset = ProtocolVersion.objects.none()  # schema introspection only
+    serializer_class = s.ProtocolVersionSerializer
+    permission_classes = [IsAuthenticated, EngineerWrites]
+    pagination_class = Pagination
+    filter_backends = []
+
+    def get_queryset(self):
+        system = visible_system(self.request, self.kwargs["system_pk"])
+        return selectors.visible_protocols(self.request.user, system)
+
+    @extend_schema(
+        tags=["protocols"],
+        request=s.ProtocolVersionCreateSerializer,
+        responses={201: s.ProtocolVersionSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def create(self, request, system_pk):
+        system = visible_system(request, system_pk)
+        data = parse(s.ProtocolVersionCreateSerializer, request.data, request)
+        protocol = services.protocol_version_create(actor=request.user, system=system, **data)
+        return Response(s.ProtocolVersionSerializer(protocol).data, status=status.HTTP_201_CREATED)
+
+
+def protocol_unified_diff(a: ProtocolVersion, b: ProtocolVersion) -> dict[str, str]:
+    """Per part (system prompt, body) and combined: a multi-file patch, one file per part."""
+    parts = {
+        attr: diff.unified_diff(
+            getattr(a, attr),
+            getattr(b, attr),
+            fromfile=f"{a.version}/{attr}",
+            tofile=f"{b.version}/{attr}",
+        )
+        for attr in ("system_prompt", "body")
+    }
+    combined = "\n".join(text for text in parts.values() if text)
+    return {
+        "diff": combined + "\n" if combined else "",
+        **{f"{k}_diff": v for k, v in parts.items()},
+    }
+
+
+class ProtocolDiffApi(APIView):
+    """A unified diff between any two protocol versions of one system."""
+
+    @extend_schema(
+        tags=["protocols"],
+        parameters=[s.ProtocolDiffQuerySerializer],
+        responses={200: s.ProtocolDiffSerializer, **errors(400, 401, 404)},
+    )
+    def get(self, request, system_pk):
+        system = visible_system(request, system_pk)
+        query = parse(s.ProtocolDiffQuerySerializer, request.query_params, request)
+        found = selectors.visible_protocols(request.user, system).in_bulk(
+            [query["from"], query["to"]]
+        )
+        a, b = found.get(query["from"]), found.get(query["to"])
+        if a is None or b is None:
+            raise NotFound(f"No such protocol version of {system.name}.")
+        return Response(
+            {
+                "from": s.ProtocolVersionRefSerializer(a).data,
+                "to": s.ProtocolVersionRefSerializer(b).data,
+                **protocol_unified_diff(a, b),
+            }
+        )
+
+
+# --- change requests ---------------------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(
+        tags=["changes"],
+        summary="List the changes you may see",
+        responses={200: s.ChangeSummarySerializer, **errors(400, 401)},
+    ),
+    retrieve=extend_schema(
+        tags=["changes"],
+        summary="One change, with its reviews and deploy gate",
+        responses={200: s.ChangeDetailSerializer, **errors(401, 404)},
+    ),
+    create=extend_schema(
+        tags=["changes"],
+        summary="File a change (engineers); it starts in draft",
+        request=s.ChangeWriteSerializer,
+        responses={201: s.ChangeDetailSerializer, **errors(400, 401, 403)},
+    ),
+    partial_update=extend_schema(
+        tags=["changes"],
+        summary="Edit a change; voids earlier approvals and returns a reviewed change to draft",
+        request=s.ChangeWriteSerializer,
+        responses={200: s.ChangeDetailSerializer, **errors(400, 401, 403, 404, 409)},
+    ),
+)
+class ChangeViewSet(viewsets.GenericViewSet):
+    """Change requests, scoped to what the user may see."""
+
+    queryset = ChangeRequest.objects.none()  # schema introspection only
+    serializer_class = s.ChangeSummarySerializer
+    permission_classes = [IsAuthenticated, EngineerFiles]
+    filterset_class = ChangeFilter
+    pagination_class = Pagination
+
+    def get_queryset(self):
+        return selectors.visible_changes(self.request.user)
+
+    def get_serializer_class(self):
+        # The browsable API builds its forms from this; JSON responses name theirs.
+        if self.request is not None and self.request.method in ("POST", "PATCH"):
+            return s.ChangeWriteSerializer
+        return s.ChangeSummarySerializer
+
+    def list(self, request):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(s.ChangeSummarySerializer(page, many=True).data)
+
+    def retrieve(self, request, pk):
+        return Response(change_detail(request, pk))
+
+    def create(self, request):
+        data = parse(s.ChangeWriteSerializer, request.data, request)
+        change = services.change_request_create(actor=request.user, **data)
+        return Response(change_detail(request, change.pk), status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, pk):
+        change = visible_change(request, pk)
+        data = parse(s.ChangeWriteSerializer, request.data, request, partial=True)
+        services.change_request_update(actor=request.user, change_request=change, data=data)
+        return Response(change_detail(request, pk))
+
+
+class _ChangeOperation(GenericAPIView):
+    """One workflow operation on one visible change."""
+
+    queryset = ChangeRequest.objects.none()  # schema introspection only
+    serializer_class = s.NoBodySerializer  # the browsable API's form; see each extend_schema
+    filter_backends = []
+    pagination_class = Pagination
+
+    def change(self) -> ChangeRequest:
+        return visible_change(self.request, self.kwargs["pk"])
+
+
+class ChangeSubmitApi(_ChangeOperation):
+    @extend_schema(
+        tags=["changes"],
+        summary="Submit a change (author): starts its evaluation runs",
+        request=None,
+        responses={200: s.ChangeDetailSerializer, **errors(401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        services.change_request_submit(actor=request.user, change_request=self.change())
+        return Response(change_detail(request, pk))
+
+
+class ChangeWithdrawApi(_ChangeOperation):
+    serializer_class = s.WithdrawSerializer
+
+    @extend_schema(
+        tags=["changes"],
+        summary="Withdraw a change (author or admin); cancels runs in flight",
+        request=s.WithdrawSerializer,
+        responses={200: s.ChangeDetailSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        change = self.change()
+        data = parse(s.WithdrawSerializer, request.data, request)
+        services.change_request_withdraw(
+            actor=request.user, change_request=change, reason=data["reason"]
+        )
+        return Response(change_detail(request, pk))
+
+
+class ChangeCloseApi(_ChangeOperation):
+    @extend_schema(
+        tags=["changes"],
+        summary="Close a deployed change (author or admin)",
+        request=None,
+        responses={200: s.ChangeDetailSerializer, **errors(401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        services.change_request_close(actor=request.user, change_request=self.change())
+        return Response(change_detail(request, pk))
+
+
+class ChangeReviewsApi(_ChangeOperation):
+    serializer_class = s.ReviewCreateSerializer
+
+    @extend_schema(
+        tags=["reviews"],
+        summary="The change's reviews, oldest first (voided ones included)",
+        responses={200: s.ReviewSerializer(many=True), **errors(401, 404)},
+    )
+    def get(self, request, pk):
+        reviews = self.change().reviews.select_related("reviewer", "change").order_by("id")
+        page = self.paginate_queryset(reviews)
+        return self.get_paginated_response(s.ReviewSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=["reviews"],
+        summary="Sign a review (independent reviewer; re-enter your password)",
+        description="The signature binds to the change's current content hash. Send the "
+        "`content_sha256` you reviewed to be refused (409 `stale_content`) if the change was "
+        "edited meanwhile. Authors, editors and (for high/critical systems) the author's team "
+        "are refused with 403 `not_independent` and the `reasons`.",
+        request=s.ReviewCreateSerializer,
+        responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        change = self.change()
+        data = parse(s.ReviewCreateSerializer, request.data, request)
+        review = services.review_submit(
+            actor=request.user,
+            change_request=change,
+            decision=data["decision"],
+            comment=data["comment"],
+            password=data["password"],
+            expected_sha256=data.get("content_sha256"),
+        )
+        return Response(s.ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class ChangeGateApi(_ChangeOperation):
+    @extend_schema(
+        tags=["deploy"],
+        summary="The deploy gate: every unmet condition, in words",
+        responses={200: s.GateSerializer, **errors(401, 404)},
+    )
+    def get(self, request, pk):
+        return Response(s.GateSerializer(selectors.gate(self.change())).data)
+
+
+class ChangeDeployApi(_ChangeOperation):
+    serializer_class = s.DeploySerializer
+
+    @extend_schema(
+        tags=["deploy"],
+        summary="Deploy an approved change (engineer or pipeline token)",
+        description="Refused with 409 `gate_closed` and the same `reasons` as the gate.",
+        request=s.DeploySerializer,
+        responses={201: s.DeploymentSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        change = self.change()
+        data = parse(s.DeploySerializer, request.data, request)
+        deployment = services.change_request_deploy(
+            actor=request.user, change_request=change, environment=data["environment"]
+        )
+        return Response(s.DeploymentSerializer(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class ChangeTimelineApi(_ChangeOperation):
+    serializer_class = s.AuditEventSerializer
+
+    @extend_schema(
+        tags=["changes"],
+        summary="The change's audit events, oldest first",
+        responses={200: s.AuditEventSerializer(many=True), **errors(401, 404)},
+    )
+    def get(self, request, pk):
+        page = self.paginate_queryset(selectors.timeline(self.change()))
+        return self.get_paginated_response(s.AuditEventSerializer(page, many=True).data)
+
+
+# --- audit log ---------------------------------------------------------------------------
+
+
+class JSONLinesRenderer(BaseRenderer):
+    """Selected by ``?format=jsonl`` (or ``Accept: application/x-ndjson``); the view streams."""
+
+    media_type = "application/x-ndjson"
+    format = "jsonl"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode()
+
+
+class CSVRenderer(BaseRenderer):
+    """Selected by ``?format=csv`` (or ``Accept: text/csv``); the view streams."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data, ensure_ascii=False).encode()
+
+
+AUDIT_FIELDS = (
+    "id",
+    "created_at",
+    "actor_id",
+    "actor_username",
+    "verb",
+    "object_type",
+    "object_id",
+    "data",
+    "prev_hash",
+    "hash",
+)
+
+
+def audit_records(queryset):
+    """Every event of ``queryset`` as a dict, streamed from the database in chunks."""
+    for row in queryset.values_list(*audit.VERIFY_COLUMNS).iterator(chunk_size=2000):
+        record = dict(zip(audit.VERIFY_COLUMNS, row, strict=True))
+        if isinstance(record["data"], str):
+            record["data"] = json.loads(record["data"])
+        record["created_at"] = s.audit_time(record["created_at"])
+        yield {name: record[name] for name in AUDIT_FIELDS}
+
+
+def jsonl_lines(queryset):
+    for record in audit_records(queryset):
+        yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_cell(value):
+    # Spreadsheets execute cells starting with these; auditors open exports in them.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def csv_lines(queryset):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(AUDIT_FIELDS)
+    for record in audit_records(queryset):
+        record["data"] = json.dumps(record["data"], ensure_ascii=False, sort_keys=True)
+        yield writer.writerow([_csv_cell(record[name]) for name in AUDIT_FIELDS])
+
+
+class AuditEventsApi(GenericAPIView):
+    """The append-only audit log (auditors and admins).
+
+    ``?format=jsonl`` streams every matching event as JSON lines and ``?format=csv`` as CSV;
+    otherwise a paginated JSON list. Each event carries ``prev_hash`` and ``hash`` so an
+    export can be re-verified offline.
+    """
+
+    queryset = AuditEvent.objects.none()  # schema introspection only
+    serializer_class = s.AuditEventSerializer
+    permission_classes = [IsAuthenticated, AuditReaders]
+    pagination_class = Pagination
+    filter_backends = []
+    # DRF reads ``?format=`` (URL_FORMAT_OVERRIDE) to pick a renderer, so the export formats
+    # are renderers; the view streams them itself.
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, JSONLinesRenderer, CSVRenderer]
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        # Errors are JSON whatever export format was asked for.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    @extend_schema(
+        tags=["audit"],
+        parameters=[
+            s.AuditQuerySerializer,
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["json", "jsonl", "csv"],
+                description="`jsonl` or `csv` streams every matching event (no pagination).",
+            ),
+        ],
+        responses={
+            (200, "application/json"): s.AuditEventSerializer(many=True),
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="One AuditEvent JSON object per line."
+            ),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="A header row, then one event per row."
+            ),
+            **errors(400, 401, 403, media_type="application/json"),
+        },
+    )
+    def get(self, request):
+        query = parse(s.AuditQuerySerializer, request.query_params, request)
+        events = selectors.audit_events(**query)
+        export = request.accepted_renderer.format
+        if export in ("jsonl", "csv"):
+            lines = jsonl_lines(events) if export == "jsonl" else csv_lines(events)
+            response = StreamingHttpResponse(
+                lines, content_type=f"{request.accepted_renderer.media_type}; charset=utf-8"
+            )
+            response["Content-Disposition"] = f'attachment; filename="audit-events.{export}"'
+            return response
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(s.AuditEventSerializer(page, many=True).data)
+
+
+class AuditVerifyApi(APIView):
+    """Walk the hash chain and name the first broken event (auditors and admins)."""
+
+    permission_classes = [IsAuthenticated, AuditReaders]
+
+    @extend_schema(tags=["audit"], responses={200: s.AuditVerifySerializer, **errors(401, 403)})
+    def get(self, request):
+        count, problem = audit.verify_chain()
+        head = audit.head()
+        result = {
+            "valid": problem is None,
+            "events": count,
+            "first_bad_event": problem.event_id if problem else None,
+            "reason": problem.reason if problem else None,
+            "head_id": head.pk if head else None,
+            "head_hash": head.hash if head else None,
+        }
+        return Response(s.AuditVerifySerializer(result).data)
