@@ -24,6 +24,53 @@ def visible_changes(user) -> QuerySet[ChangeRequest]:
     return qs.filter(scope)
 
 
+LIST_COLUMNS = (
+    "id", "title", "system_id", "system__name", "state", "risk", "change_type", "author_id",
+    "author__username", "content_sha256", "revision", "retrospective_pending", "created_at",
+    "updated_at", "submitted_at", "deployed_at",
+)  # fmt: skip
+
+
+def change_list(user) -> QuerySet:
+    """The visible changes as rows of only the columns a list shows (no Markdown bodies, no
+    protocol texts, no model instances): the change list stays fast at 10,000s of rows."""
+    return visible_changes(user).select_related(None).values(*LIST_COLUMNS)
+
+
+def _iso(value):
+    # The same text DRF's DateTimeField gives, so list and detail agree.
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def change_summaries(rows) -> list[dict]:
+    """Shape ``change_list`` rows as the API's change summary (ChangeSummarySerializer)."""
+    return [
+        {
+            "id": row["id"],
+            "reference": f"CR-{row['id']}",
+            "title": row["title"],
+            "system": row["system_id"],
+            "system_name": row["system__name"],
+            "state": row["state"],
+            "state_label": states.LABELS[row["state"]],
+            "risk": row["risk"],
+            "change_type": row["change_type"],
+            "author": row["author__username"],
+            "content_sha256": row["content_sha256"],
+            "revision": row["revision"],
+            "retrospective_pending": row["retrospective_pending"],
+            "created_at": _iso(row["created_at"]),
+            "updated_at": _iso(row["updated_at"]),
+            "submitted_at": _iso(row["submitted_at"]),
+            "deployed_at": _iso(row["deployed_at"]),
+        }
+        for row in rows
+    ]
+
+
 def visible_systems(user) -> QuerySet[AISystem]:
     return AISystem.objects.select_related("owner_team").all()
 
