@@ -163,6 +163,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(BROKER_DIR / "out"),
         "data_folder_processed": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # kombu polls the folder; the 1 s default made every batch wait up to a second.
+        "polling_interval": 0.1,
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
@@ -184,6 +186,8 @@ CELERY_BEAT_SCHEDULE = {
 # Evaluation engine.
 EVAL_ALLOWED_HOSTS = env("EVAL_ALLOWED_HOSTS")
 EVAL_BATCH_SIZE = env.int("EVAL_BATCH_SIZE", default=50)
+# Tests and benchmarks set a private queue so parallel runs on one broker never mix.
+EVAL_TASK_QUEUE = env.str("EVAL_TASK_QUEUE", default="celery")
 EVAL_LEASE_SECONDS = env.int("EVAL_LEASE_SECONDS", default=60)
 EVAL_ERROR_THRESHOLD = env.float("EVAL_ERROR_THRESHOLD", default=0.1)
 EVAL_MAX_RESPONSE_BYTES = env.int("EVAL_MAX_RESPONSE_BYTES", default=1_000_000)

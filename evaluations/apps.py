@@ -7,4 +7,9 @@ class EvaluationsConfig(AppConfig):
     name = "evaluations"
 
     def ready(self):
-        pass
+        # The workflow (``changes``) never imports this app: it calls the port registered here.
+        from changes import hooks
+
+        from .port import DjangoEvaluationPort
+
+        hooks.register_evaluation(DjangoEvaluationPort())

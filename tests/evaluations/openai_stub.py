@@ -64,7 +64,7 @@ class OpenAIStub:
         class Handler(_Handler):
             owner = stub
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server = _Server((self.host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -143,6 +143,12 @@ class OpenAIStub:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             },
         }
+
+
+class _Server(ThreadingHTTPServer):
+    # A benchmark opens many connections at once; the default backlog of 5 drops some.
+    request_queue_size = 256
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):

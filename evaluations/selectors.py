@@ -1,0 +1,182 @@
+"""Reads of evaluation state: which runs judge a change's current content, their progress, and
+the gate's reasons in words. No writes here (those live in ``evaluations.services``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .models import Batch, EvaluationRun, Suite
+
+STATUS_WORDS = {
+    EvaluationRun.QUEUED: "is still queued",
+    EvaluationRun.RUNNING: "is still running",
+}
+
+
+def linked_suites(change) -> list[Suite]:
+    """The suites linked to ``change``, in a stable order (name, version, id)."""
+    if change.pk is None:
+        return []
+    return list(Suite.objects.filter(change_links__change=change).order_by("name", "version", "id"))
+
+
+def runs_for_change(change) -> QuerySet[EvaluationRun]:
+    """Every run of ``change``, newest first, with its suite (old content hashes included)."""
+    return EvaluationRun.objects.filter(change=change).select_related("suite").order_by("-id")
+
+
+def current_runs(change) -> list[EvaluationRun]:
+    """The newest run per linked suite for the change's *current* content hash.
+
+    A change resubmitted without an edit evaluates the same hash again; only the newest run
+    per suite speaks for that content.
+    """
+    newest: dict[int, EvaluationRun] = {}
+    for run in runs_for_change(change).filter(content_sha256=change.content_sha256):
+        newest.setdefault(run.suite_id, run)
+    return sorted(newest.values(), key=lambda r: (r.suite.name, r.suite.version, r.suite_id))
+
+
+def run_label(run: EvaluationRun) -> str:
+    return f"Evaluation run {run.pk} ({run.suite.name} v{run.suite.version})"
+
+
+def run_reasons(run: EvaluationRun) -> list[str]:
+    """Why ``run`` does not (yet) let its change through; empty when it passed."""
+    label = run_label(run)
+    if run.is_live:
+        return [
+            f"{label} {STATUS_WORDS[run.status]}: {run.done_samples}/{run.total_samples} samples."
+        ]
+    if run.status == EvaluationRun.CANCELLED:
+        why = f": {run.status_reason}" if run.status_reason else "."
+        return [f"{label} was cancelled{why}"]
+    if run.status == EvaluationRun.ERRORED:
+        why = run.status_reason or "too many samples failed"
+        return [f"{label} errored (neither pass nor fail): {why}"]
+    if run.verdict == "pass":
+        return []
+    verdict = {"fail": "failed the gate", "inconclusive": "was inconclusive"}.get(
+        run.verdict, f"ended with verdict '{run.verdict or 'none'}'"
+    )
+    details = [str(r) for r in (run.reasons or [])]
+    if not details:
+        return [f"{label} {verdict}."]
+    return [f"{label} {verdict}: {reason}" for reason in details]
+
+
+def gate_reasons(change) -> list[str]:
+    """Every evaluation condition the change's current content does not meet, in words.
+
+    Empty only when every linked suite's newest run for the current hash completed with
+    verdict ``pass``.
+    """
+    suites = linked_suites(change)
+    if not suites:
+        return ["No evaluation suite is linked to this change."]
+    by_suite = {run.suite_id: run for run in current_runs(change)}
+    reasons: list[str] = []
+    for suite in suites:
+        run = by_suite.get(suite.pk)
+        if run is None:
+            reasons.append(
+                f"Suite {suite.name} v{suite.version} has not been evaluated on the current "
+                f"content (hash {change.content_sha256[:12]}…)."
+            )
+        else:
+            reasons.extend(run_reasons(run))
+    return reasons
+
+
+def evaluation_digest(change) -> str:
+    """SHA-256 over the sorted result digests of the newest completed runs that evaluated the
+    change's current content ("" when there are none). Approvals bind to it."""
+    digests = sorted(
+        run.result_digest
+        for run in current_runs(change)
+        if run.status == EvaluationRun.COMPLETED and run.result_digest
+    )
+    if not digests:
+        return ""
+    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()
+
+
+def planned_power(change) -> list[dict]:
+    """[{"suite": Suite, **stats.plan_power(...)}] per linked suite, under the policy the
+    change's system would apply: what each suite can show before it runs."""
+    from . import gates, stats
+
+    out = []
+    for suite in linked_suites(change):
+        policy = gates.policy_for(change.system.criticality, suite.document.get("gate") or {})
+        out.append({"suite": suite, **stats.plan_power(suite.document, policy=policy)})
+    return out
+
+
+def run_progress(run: EvaluationRun, *, now=None) -> dict:
+    """done / total / errors / percent / ETA (seconds, from the rate so far) of one run."""
+    now = now or timezone.now()
+    total = run.total_samples or 0
+    done = min(run.done_samples, total) if total else run.done_samples
+    eta = None
+    if run.is_live and run.started_at and done:
+        elapsed = (now - run.started_at).total_seconds()
+        if elapsed > 0:
+            eta = max(0.0, (total - done) * elapsed / done)
+    return {
+        "done": done,
+        "total": total,
+        "errors": run.error_samples,
+        "percent": round(100.0 * done / total, 1) if total else 0.0,
+        "eta_seconds": round(eta, 1) if eta is not None else None,
+    }
+
+
+def batches_to_requeue(*, now, requeue_after: float) -> list[int]:
+    """Batch ids the reaper should enqueue again, oldest run first.
+
+    - leased whose lease expired (a worker died or stalled), while the run is live;
+    - pending never enqueued (the broker was down at submit time), or enqueued longer than
+      ``requeue_after`` seconds ago in a run where no worker holds a live lease (its message
+      was lost, e.g. taken by a worker killed before it could claim the batch) and where no
+      batch finished in that time either.
+    """
+    live = EvaluationRun.LIVE_STATUSES
+    expired = Batch.objects.filter(
+        status=Batch.LEASED, lease_expires_at__lt=now, run__status__in=live
+    ).values_list("id", flat=True)
+    stale_before = now - timedelta(seconds=requeue_after)
+    # A run with a live lease or a batch finished lately is progressing: its pending batches
+    # are just waiting their turn in the queue, not lost.
+    busy_runs = Batch.objects.filter(
+        Q(status=Batch.LEASED, lease_expires_at__gte=now) | Q(finished_at__gte=stale_before)
+    ).values("run_id")
+    never_sent = Batch.objects.filter(
+        status=Batch.PENDING,
+        enqueued_at__isnull=True,
+        run__status__in=live,
+        run__created_at__lt=now - timedelta(seconds=5),
+    ).values_list("id", flat=True)
+    stale = (
+        Batch.objects.filter(
+            status=Batch.PENDING, enqueued_at__lt=stale_before, run__status__in=live
+        )
+        .exclude(run_id__in=busy_runs)
+        .values_list("id", flat=True)
+    )
+    return sorted(set(expired) | set(never_sent) | set(stale))
+
+
+def runs_awaiting_finalize() -> list[int]:
+    """Live runs whose every batch is done (their finaliser was lost: a safety net)."""
+    unfinished = Batch.objects.filter(status__in=[Batch.PENDING, Batch.LEASED]).values("run_id")
+    return list(
+        EvaluationRun.objects.filter(status__in=EvaluationRun.LIVE_STATUSES)
+        .exclude(pk__in=unfinished)
+        .values_list("id", flat=True)
+    )

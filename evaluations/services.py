@@ -1,0 +1,766 @@
+"""Every write of the evaluation engine, one transaction each.
+
+Run lifecycle (each move writes exactly one audit event via ``changes.audit.append``)::
+
+    queued --first batch claimed--> running --last batch done--> completed | errored
+    queued/running --withdraw/resubmit--> cancelled
+
+Work is split into :class:`~evaluations.models.Batch` rows. A worker claims a batch with a
+conditional UPDATE (pending, or leased with an expired lease, and the run still live), so a
+duplicate or stale message is a no-op. Samples are written with ``ignore_conflicts`` under a
+unique constraint, counters are recomputed with COUNT queries, and the run is finalised under
+row locks (change, then run), so retries, redeliveries and two workers finishing at once can
+neither duplicate a sample nor record a verdict twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from changes import audit, roles
+from changes import services as change_services
+from changes.errors import Conflict, NotAllowed, ValidationFailed
+
+from . import gates, runner, selectors
+from .models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
+from .suite_schema import SuiteError, parse_suite, suite_sha256
+from .targets import TargetConfigError, build_target, validate_target_config
+
+log = logging.getLogger(__name__)
+
+#: A pending batch whose message may have been lost is re-sent after this many seconds.
+REQUEUE_AFTER_SECONDS = 30.0
+#: A worker task keeps claiming further batches of its run for at most this long.
+STEAL_BUDGET_SECONDS = 30.0
+#: A worker process rebuilds its cached targets (clients, pinned addresses) this often.
+TARGET_CACHE_SECONDS = 300.0
+#: A batch claimed this many times without finishing ends its run ``errored``.
+MAX_BATCH_ATTEMPTS = 5
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+# --- suites ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def suite_create(*, actor, text: str, fmt: str = "yaml") -> Suite:
+    """Store a suite document (engineer). Writes ``suite.created``.
+
+    Suites are immutable and identified by name + version: re-uploading identical content
+    returns the stored suite (no event); the same name + version with other content is a
+    conflict (bump the version).
+    """
+    if not (roles.has_role(actor, roles.ENGINEER) or roles.is_admin(actor)):
+        raise NotAllowed("Only engineers add evaluation suites.")
+    fmt = (fmt or "yaml").lower()
+    if fmt not in ("yaml", "json"):
+        raise ValidationFailed("format: a suite is YAML or JSON.")
+    try:
+        document = parse_suite(text, fmt)
+    except SuiteError as exc:
+        raise ValidationFailed(
+            exc.errors[0] if exc.errors else "Invalid suite document.",
+            code="invalid_suite",
+            reasons=exc.errors,
+            fields={"suite": exc.errors},
+        ) from None
+    sha = suite_sha256(document)
+    existing = Suite.objects.filter(name=document["name"], version=document["version"]).first()
+    if existing is not None:
+        return _same_or_conflict(existing, sha)
+    suite = Suite(
+        name=document["name"],
+        version=document["version"],
+        description=document.get("description", ""),
+        document=document,
+        source_text=text if isinstance(text, str) else text.decode("utf-8"),
+        source_format=fmt,
+        content_sha256=sha,
+        created_by=actor,
+    )
+    try:
+        with transaction.atomic():
+            suite.save()
+    except IntegrityError:  # a concurrent upload of the same name + version won the race
+        return _same_or_conflict(Suite.objects.get(name=suite.name, version=suite.version), sha)
+    audit.append(
+        actor=actor,
+        verb="suite.created",
+        obj=suite,
+        data={
+            "name": suite.name,
+            "version": suite.version,
+            "sha256": sha,
+            "samples": suite.sample_count,
+        },
+    )
+    return suite
+
+
+def _same_or_conflict(existing: Suite, sha: str) -> Suite:
+    if existing.content_sha256 == sha:
+        return existing
+    raise Conflict(
+        f"Suite {existing.name} v{existing.version} already exists with different content; "
+        "suites are immutable, so upload it under a new version.",
+        code="duplicate",
+    )
+
+
+# --- links and targets (called through the port, inside the workflow's transactions) -----
+
+
+def change_suites_set(*, change, suite_ids: Iterable) -> None:
+    """Replace the suites linked to ``change`` (no event: the change's own edit event records
+    the move of its content hash). Unknown ids are refused, all named."""
+    try:
+        wanted = {int(s) for s in suite_ids}
+    except (TypeError, ValueError):
+        raise ValidationFailed("suites: a list of suite ids is expected.") from None
+    found = set(Suite.objects.filter(pk__in=wanted).values_list("id", flat=True))
+    unknown = sorted(wanted - found)
+    if unknown:
+        raise ValidationFailed(
+            f"suites: unknown suite id(s): {', '.join(map(str, unknown))}.",
+            fields={"suites": [f"Unknown suite id {i}." for i in unknown]},
+        )
+    ChangeSuite.objects.filter(change=change).exclude(suite_id__in=wanted).delete()
+    have = set(ChangeSuite.objects.filter(change=change).values_list("suite_id", flat=True))
+    ChangeSuite.objects.bulk_create(
+        [ChangeSuite(change=change, suite_id=s) for s in sorted(wanted - have)]
+    )
+
+
+def target_validate(target: dict) -> dict:
+    """The normalised target config, or ValidationFailed("target: ...")."""
+    try:
+        return validate_target_config(target)
+    except TargetConfigError as exc:
+        raise ValidationFailed(f"target: {exc}", fields={"target": [str(exc)]}) from None
+
+
+def _build_target(config: dict):
+    return build_target(
+        config,
+        allowed_hosts=list(_setting("EVAL_ALLOWED_HOSTS", [])),
+        max_response_bytes=int(_setting("EVAL_MAX_RESPONSE_BYTES", 1_000_000)),
+    )
+
+
+def _target_for_submit(config: dict) -> tuple[dict, dict]:
+    """(normalised config, identity) of a system's target, refused with the reason when it
+    cannot be used here (unknown fields, a secret inside, a host not allowed)."""
+    config = target_validate(config)
+    try:
+        target = _build_target(config)
+    except TargetConfigError as exc:
+        raise ValidationFailed(f"target: {exc}", fields={"target": [str(exc)]}) from None
+    # describe() names kind, model and host: never a key (keys are read at call time).
+    return config, target.describe()
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def runs_start(*, change, actor) -> list[EvaluationRun]:
+    """Create one queued run per linked suite for the change's current content, with its
+    batches, in the caller's transaction. Writes ``evaluation.run_created`` per run;
+    schedules the batches' wake-ups on commit.
+
+    Raises ValidationFailed when no suite is linked or the system's target is invalid.
+    """
+    suites = selectors.linked_suites(change)
+    if not suites:
+        raise ValidationFailed(
+            "suites: link at least one evaluation suite before submitting",
+            fields={"suites": ["Link at least one evaluation suite."]},
+        )
+    # A live run of an older submission can only exist if a verdict never arrived; the new
+    # submission supersedes it (and the database allows one live run per change and suite).
+    runs_cancel(change=change, actor=actor, reason="Superseded by a new submission.")
+    system = change.system
+    target, identity = _target_for_submit(system.target or {})
+    protocol = change.proposed_protocol
+    batch_size = max(1, int(_setting("EVAL_BATCH_SIZE", 50)))
+    runs: list[EvaluationRun] = []
+    batch_ids: list[int] = []
+    for suite in suites:
+        keys = [_key_list(k) for k in runner.plan_samples(suite.document)]
+        run = EvaluationRun.objects.create(
+            change=change,
+            suite=suite,
+            content_sha256=change.content_sha256,
+            protocol=protocol,
+            system_prompt=protocol.system_prompt,
+            target=target,
+            target_identity=identity,
+            policy=gates.policy_for(system.criticality, suite.document.get("gate") or {}),
+            seed=secrets.randbits(62),
+            total_samples=len(keys),
+        )
+        batches = Batch.objects.bulk_create(
+            [
+                Batch(run=run, index=i, keys=keys[start : start + batch_size])
+                for i, start in enumerate(range(0, len(keys), batch_size))
+            ]
+        )
+        # bulk_create returns primary keys on PostgreSQL and SQLite >= 3.35.
+        batch_ids += [b.pk for b in batches]
+        audit.append(
+            actor=actor,
+            verb="evaluation.run_created",
+            obj=run,
+            data={
+                "change": change.pk,
+                "suite": {"id": suite.pk, "name": suite.name, "version": suite.version},
+                "content_sha256": run.content_sha256,
+                "target": identity,
+                "total_samples": run.total_samples,
+                "batches": len(batches),
+                "seed": run.seed,
+                "policy": run.policy,
+            },
+        )
+        runs.append(run)
+    transaction.on_commit(lambda: enqueue_batches(batch_ids), robust=True)
+    return runs
+
+
+def enqueue_batches(batch_ids: list[int]) -> int:
+    """Send one wake-up per batch and stamp ``enqueued_at`` on those sent.
+
+    Never raises: with the broker down the web request that committed the work must still
+    succeed; unsent batches keep ``enqueued_at`` empty and the reaper sends them later.
+    """
+    from .tasks import execute_batch
+
+    # EVAL_TASK_QUEUE (optional) routes the wake-ups to a dedicated queue, e.g. one per test
+    # session so parallel runs sharing a broker never take each other's messages.
+    options = {"queue": queue} if (queue := _setting("EVAL_TASK_QUEUE", None)) else {}
+    sent: list[int] = []
+    try:
+        for batch_id in batch_ids:
+            execute_batch.apply_async(args=[batch_id], retry=False, **options)
+            sent.append(batch_id)
+    except Exception:  # noqa: BLE001 - any broker failure: log, the reaper recovers
+        log.warning(
+            "broker unavailable: %d of %d batch wake-ups not sent (the reaper will resend)",
+            len(batch_ids) - len(sent),
+            len(batch_ids),
+            exc_info=True,
+        )
+    if sent:
+        try:
+            Batch.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
+        except Exception:  # noqa: BLE001 - only bookkeeping for the reaper
+            log.warning("could not stamp enqueued_at on %d batches", len(sent), exc_info=True)
+    return len(sent)
+
+
+def runs_cancel(*, change, actor, reason: str = "The change was withdrawn.") -> list[int]:
+    """queued/running -> cancelled for every live run of ``change``. Writes
+    ``evaluation.run_cancelled`` per run. Workers holding its batches finish as no-ops."""
+    cancelled = []
+    live = EvaluationRun.objects.filter(change=change, status__in=EvaluationRun.LIVE_STATUSES)
+    for run in live.select_related("suite").order_by("id"):
+        moved = EvaluationRun.objects.filter(
+            pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES
+        ).update(status=EvaluationRun.CANCELLED, status_reason=reason, finished_at=timezone.now())
+        if moved:
+            audit.append(
+                actor=actor,
+                verb="evaluation.run_cancelled",
+                obj=run,
+                data={"change": change.pk, "from": run.status, "reason": reason},
+            )
+            cancelled.append(run.pk)
+    return cancelled
+
+
+# --- execution ---------------------------------------------------------------------------
+
+
+def _key_list(key) -> list:
+    return [key.scenario_id, key.condition, int(key.cue_index), int(key.epoch)]
+
+
+class _BatchExecutor:
+    """Runs batches in one long-lived event loop per worker process.
+
+    Why not ``runner.run_batch_sync`` (a new loop, client and connections per batch): a worker
+    runs batch after batch against the same target, and rebuilding the HTTP client for each
+    one throws away its keep-alive connections. Targets are cached per config (and allow-list)
+    for the life of the process; a prefork child builds its own on first use, after the fork.
+    """
+
+    def __init__(self):
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._targets: dict[str, object] = {}
+        self._pid: int | None = None
+        self._built = time.monotonic()
+
+    def _key(self, config: dict) -> str:
+        allowed = sorted(_setting("EVAL_ALLOWED_HOSTS", []))
+        return json.dumps([config, allowed, _setting("EVAL_MAX_RESPONSE_BYTES", 0)],
+                          sort_keys=True, default=str)  # fmt: skip
+
+    def _target(self, config: dict):
+        key = self._key(config)
+        if len(self._targets) >= 32 or time.monotonic() - self._built > TARGET_CACHE_SECONDS:
+            # Many distinct targets, or old ones: start afresh (a host name is resolved and
+            # pinned once per target, so a long-lived pin would outlive DNS changes).
+            self.close()
+            self._ensure_loop()
+        target = self._targets.get(key)
+        if target is None:
+            if not self._targets:
+                self._built = time.monotonic()
+            target = self._targets[key] = _build_target(config)
+        return target
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._pid != os.getpid():  # forked: the parent's loop and clients are not ours
+            self._loop, self._targets, self._pid = None, {}, os.getpid()
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def run(self, run: EvaluationRun, keys: list) -> list:
+        self._ensure_loop()  # first: a fork resets the cache before targets are looked up
+        document = run.suite.document
+        target = self._target(run.target)
+        judge = self._target(document["judge"]) if document.get("judge") else None
+        loop = self._ensure_loop()  # after: looking up may have started afresh
+        coro = runner.run_batch(
+            target, document, keys, run.system_prompt, run_seed=run.seed, judge=judge
+        )
+        return loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        targets, self._targets = list(self._targets.values()), {}
+        if self._loop is not None and not self._loop.is_closed():
+            for target in targets:
+                with contextlib.suppress(Exception):
+                    self._loop.run_until_complete(target.aclose())
+            self._loop.close()
+        self._loop = None
+
+
+_EXECUTOR = _BatchExecutor()
+
+
+def _clean_text(value) -> str:
+    # PostgreSQL text and jsonb refuse NUL characters; a model reply may contain them.
+    return (value or "").replace("\x00", "\ufffd")
+
+
+def _clean_json(value):
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, dict):
+        return {_clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _clean_text(str(value))
+
+
+def _sample_from_outcome(run_id: int, outcome) -> Sample:
+    key = outcome.key
+    return Sample(
+        run_id=run_id,
+        scenario_id=key.scenario_id,
+        condition=key.condition,
+        cue_index=int(key.cue_index),
+        epoch=int(key.epoch),
+        label=outcome.label,
+        output=_clean_text(outcome.output),
+        reasoning=_clean_text(outcome.reasoning),
+        af_reasoning=bool(outcome.af_reasoning),
+        evidence=_clean_json(outcome.evidence or {}),
+        error=_clean_text(outcome.error),
+        latency_ms=max(0, round(outcome.latency_ms or 0)),
+        attempts=min(max(int(outcome.attempts or 0), 0), 32767),
+    )
+
+
+def _lease_seconds() -> int:
+    return max(1, int(_setting("EVAL_LEASE_SECONDS", 60)))
+
+
+@transaction.atomic
+def batch_claim(*, batch_id: int, worker_id: str) -> Batch | None:
+    """pending (or leased with an expired lease, or leased by this very task) -> leased.
+
+    One conditional UPDATE: when it touches no row (done, leased by a live worker, run no
+    longer live) the claim is a no-op and returns None. The first claim of a run moves it
+    queued -> running and writes ``evaluation.run_started`` (once: a conditional UPDATE).
+    """
+    now = timezone.now()
+    token = worker_id.split("@", 1)[0]
+    claimable = Q(status=Batch.PENDING) | Q(status=Batch.LEASED, lease_expires_at__lt=now)
+    if token:
+        claimable |= Q(status=Batch.LEASED, lease_owner__startswith=f"{token}@")
+    live_runs = EvaluationRun.objects.filter(status__in=EvaluationRun.LIVE_STATUSES).values("pk")
+    claimed = Batch.objects.filter(claimable, pk=batch_id, run_id__in=live_runs).update(
+        status=Batch.LEASED,
+        lease_owner=worker_id[:100],
+        lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+        attempts=F("attempts") + 1,
+    )
+    if not claimed:
+        return None
+    batch = Batch.objects.select_related("run", "run__suite").get(pk=batch_id)
+    run = batch.run
+    started = EvaluationRun.objects.filter(pk=run.pk, status=EvaluationRun.QUEUED).update(
+        status=EvaluationRun.RUNNING, started_at=now
+    )
+    if started:
+        run.status, run.started_at = EvaluationRun.RUNNING, now
+        audit.append(
+            actor=None,
+            verb="evaluation.run_started",
+            obj=run,
+            data={"change": run.change_id, "worker": worker_id[:100], "batch": batch.index},
+        )
+    return batch
+
+
+def batch_execute(*, batch_id: int, worker_id: str, steal: bool = False) -> str:
+    """Run one batch: claim it, call the target for every key that has no sample yet, store
+    the samples, mark the batch done, and finalise the run when it was the last one.
+
+    With ``steal`` (what the worker task does), keep going: claim the run's next pending
+    batch and run it too, until none is left or ``STEAL_BUDGET_SECONDS`` have passed. Each
+    batch still has its own claim and lease, so this changes nothing about correctness; it
+    saves a broker round trip per batch (on the filesystem transport a polling interval
+    each). The wake-ups of batches stolen this way are no-ops when they arrive.
+
+    Returns what happened to the last batch: ``"skipped"`` (not claimable: a duplicate
+    message, a live lease elsewhere, a finished or cancelled run), ``"done"``,
+    ``"finalized"`` or ``"aborted"``. Holds no transaction while the target is called.
+    """
+    result, run_id = _execute_one(batch_id=batch_id, worker_id=worker_id)
+    deadline = time.monotonic() + STEAL_BUDGET_SECONDS
+    while steal and result == "done" and time.monotonic() < deadline:
+        next_id = (
+            Batch.objects.filter(run_id=run_id, status=Batch.PENDING)
+            .order_by("index")
+            .values_list("id", flat=True)
+            .first()
+        )
+        if next_id is None:
+            break
+        outcome, _ = _execute_one(batch_id=next_id, worker_id=worker_id)
+        # Another worker may have claimed that one first: look for the next.
+        result = "done" if outcome == "skipped" else outcome
+    return result
+
+
+def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
+    batch = batch_claim(batch_id=batch_id, worker_id=worker_id)
+    if batch is None:
+        return "skipped", None
+    run = batch.run
+    if batch.attempts > MAX_BATCH_ATTEMPTS:
+        run_abort(
+            run_id=run.pk,
+            reason=f"Batch {batch.index} was claimed {batch.attempts - 1} times without "
+            "finishing (workers crashed or timed out on it).",
+        )
+        return "aborted", run.pk
+    keys = [tuple(k) for k in batch.keys]
+    if batch.attempts > 1:
+        keys = _keys_without_samples(run, keys)
+    outcomes = []
+    if keys:
+        try:
+            with _lease_keeper(batch.pk, worker_id):
+                outcomes = _EXECUTOR.run(run, [runner.SampleKey(*k) for k in keys])
+        except TargetConfigError as exc:
+            run_abort(run_id=run.pk, reason=f"The target cannot be used here: {exc}")
+            return "aborted", run.pk
+    batch_record(batch=batch, outcomes=outcomes)
+    if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
+        return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
+    return "done", run.pk
+
+
+def _keys_without_samples(run: EvaluationRun, keys: list[tuple]) -> list[tuple]:
+    """A retried batch skips keys an earlier attempt already stored."""
+    scenarios = {k[0] for k in keys}
+    have = set(
+        Sample.objects.filter(run=run, scenario_id__in=scenarios).values_list(
+            "scenario_id", "condition", "cue_index", "epoch"
+        )
+    )
+    return [k for k in keys if (k[0], k[1], int(k[2]), int(k[3])) not in have]
+
+
+@contextmanager
+def _lease_keeper(batch_id: int, worker_id: str):
+    """Extend the lease while a long batch runs, so a slow target is not mistaken for a
+    dead worker. A daemon thread with its own database connection, closed on exit."""
+    lease = _lease_seconds()
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(max(0.5, lease / 3)):
+                kept = Batch.objects.filter(
+                    pk=batch_id, status=Batch.LEASED, lease_owner=worker_id[:100]
+                ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
+                if not kept:
+                    log.info("lease on batch %s lost to another worker", batch_id)
+                    return
+        except Exception:  # noqa: BLE001 - a missed heartbeat only risks a duplicate attempt
+            log.warning("lease heartbeat for batch %s failed", batch_id, exc_info=True)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=beat, name=f"lease-{batch_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@transaction.atomic
+def batch_record(*, batch: Batch, outcomes: list) -> None:
+    """Store a batch's samples (idempotent), leased -> done, and refresh the run's counters
+    from COUNT queries (never increments, so a retry cannot double count). No audit event:
+    a batch is not a run state change."""
+    run_id = batch.run_id
+    # Serialise counter refreshes of one run (PostgreSQL); NO KEY so sample inserts, which
+    # take KEY SHARE on the run through their foreign key, are not blocked.
+    list(EvaluationRun.objects.select_for_update(no_key=True).filter(pk=run_id).values("pk"))
+    Sample.objects.bulk_create(
+        [_sample_from_outcome(run_id, o) for o in outcomes],
+        ignore_conflicts=True,
+        batch_size=500,
+    )
+    Batch.objects.filter(pk=batch.pk).exclude(status=Batch.DONE).update(
+        status=Batch.DONE, finished_at=timezone.now(), lease_expires_at=None
+    )
+    _refresh_counters(run_id)
+
+
+def _refresh_counters(run_id: int) -> dict:
+    counts = Sample.objects.filter(run_id=run_id).aggregate(
+        done=Count("id"), errors=Count("id", filter=Q(label="error"))
+    )
+    EvaluationRun.objects.filter(pk=run_id).update(
+        done_samples=counts["done"], error_samples=counts["errors"]
+    )
+    return counts
+
+
+def result_digest(samples: list[dict], stats: dict) -> str:
+    """SHA-256 of canonical JSON of the sorted (key, label) rows and the statistics."""
+    rows = sorted(
+        [s["scenario_id"], s["condition"], s["cue_index"], s["epoch"], s["label"]] for s in samples
+    )
+    body = json.dumps(
+        {"samples": rows, "stats": stats},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+SAMPLE_FIELDS = (
+    "scenario_id",
+    "condition",
+    "cue_index",
+    "epoch",
+    "label",
+    "output",
+    "reasoning",
+    "af_reasoning",
+    "evidence",
+    "error",
+    "latency_ms",
+    "attempts",
+)
+
+
+@transaction.atomic
+def run_finalize(*, run_id: int) -> EvaluationRun | None:
+    """running -> completed (verdict pass/fail/inconclusive) or errored (error share above
+    ``EVAL_ERROR_THRESHOLD``), once every batch is done. Writes ``evaluation.run_completed``.
+
+    Exactly one caller wins: the change row, then the run row, are locked (that order
+    everywhere, so it cannot deadlock with a withdrawal), and the status moves with a
+    conditional UPDATE. When every current run of the change has finished, records the
+    change's verdict through ``change_request_record_verdict`` in this same transaction.
+    """
+    change_id = EvaluationRun.objects.filter(pk=run_id).values_list("change_id", flat=True).first()
+    if change_id is None:
+        return None
+    change = change_services.lock_change(change_id)
+    run = (
+        EvaluationRun.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("suite")
+        .get(pk=run_id)
+    )
+    if not run.is_live or Batch.objects.filter(run=run).exclude(status=Batch.DONE).exists():
+        return None
+    samples = list(Sample.objects.filter(run=run).values(*SAMPLE_FIELDS))
+    counts = _refresh_counters(run.pk)
+    decision = gates.evaluate(run.suite.document, samples, run.policy)
+    stats = decision.stats
+    total = run.total_samples or len(samples)
+    errors = counts["errors"] + max(0, total - counts["done"])
+    threshold = _error_threshold(run.policy)
+    share = errors / total if total else 1.0
+    now = timezone.now()
+    if share > threshold:
+        status, verdict = EvaluationRun.ERRORED, ""
+        reasons = [
+            f"{errors} of {total} samples failed ({share:.0%}), above the error threshold "
+            f"of {threshold:.0%}: the run is neither a pass nor a fail."
+        ]
+        status_reason = reasons[0] + _first_errors(samples)
+    else:
+        status, verdict = EvaluationRun.COMPLETED, decision.verdict
+        reasons, status_reason = list(decision.reasons), ""
+    digest = result_digest(samples, stats)
+    moved = EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+        status=status,
+        verdict=verdict,
+        reasons=reasons,
+        stats=stats,
+        result_digest=digest,
+        status_reason=status_reason,
+        finished_at=now,
+        done_samples=counts["done"],
+        error_samples=counts["errors"],
+    )
+    if not moved:
+        return None
+    run.refresh_from_db()
+    audit.append(
+        actor=None,
+        verb="evaluation.run_completed",
+        obj=run,
+        data={
+            "change": run.change_id,
+            "from": EvaluationRun.RUNNING,
+            "to": status,
+            "verdict": verdict,
+            "reasons": reasons,
+            "samples": counts["done"],
+            "errors": counts["errors"],
+            "result_digest": digest,
+        },
+    )
+    _record_change_verdict(change)
+    return run
+
+
+def _error_threshold(policy: dict) -> float:
+    """The deployment's ``EVAL_ERROR_THRESHOLD``, unless the suite's gate sets its own."""
+    if "max_error_rate" in (policy.get("overrides") or []):
+        return float(policy["max_error_rate"])
+    return float(_setting("EVAL_ERROR_THRESHOLD", 0.1))
+
+
+def _first_errors(samples: list[dict]) -> str:
+    messages = sorted({s["error"] for s in samples if s["label"] == "error" and s["error"]})
+    if not messages:
+        return ""
+    return " First error(s): " + "; ".join(m[:200] for m in messages[:3])
+
+
+def _record_change_verdict(change) -> None:
+    """When every current run of ``change`` has finished, hand the verdict to the workflow."""
+    runs = selectors.current_runs(change)
+    if not runs or any(r.is_live for r in runs):
+        return
+    reasons = selectors.gate_reasons(change)
+    change_services.change_request_record_verdict(
+        change_id=change.pk,
+        content_sha256=change.content_sha256,
+        passed=not reasons,
+        reasons=reasons,
+    )
+
+
+@transaction.atomic
+def run_abort(*, run_id: int, reason: str) -> EvaluationRun | None:
+    """queued/running -> errored without statistics (the target is unusable, or a batch keeps
+    killing workers). Writes ``evaluation.run_completed`` with the reason; records the
+    change's verdict when this was its last live run."""
+    change_id = EvaluationRun.objects.filter(pk=run_id).values_list("change_id", flat=True).first()
+    if change_id is None:
+        return None
+    change = change_services.lock_change(change_id)
+    run = EvaluationRun.objects.select_for_update(no_key=True, of=("self",)).get(pk=run_id)
+    source = run.status
+    counts = _refresh_counters(run.pk)
+    moved = EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+        status=EvaluationRun.ERRORED,
+        verdict="",
+        reasons=[reason],
+        status_reason=reason,
+        finished_at=timezone.now(),
+    )
+    if not moved:
+        return None
+    run.refresh_from_db()
+    audit.append(
+        actor=None,
+        verb="evaluation.run_completed",
+        obj=run,
+        data={
+            "change": run.change_id,
+            "from": source,
+            "to": EvaluationRun.ERRORED,
+            "verdict": "",
+            "reasons": [reason],
+            "samples": counts["done"],
+            "errors": counts["errors"],
+            "result_digest": "",
+        },
+    )
+    _record_change_verdict(change)
+    return run
+
+
+def leases_reap(*, now=None) -> dict:
+    """Re-send wake-ups for batches whose lease expired or whose message was lost, and
+    finalise runs whose finaliser was lost. Idempotent; safe to run on any schedule."""
+    now = now or timezone.now()
+    batch_ids = selectors.batches_to_requeue(now=now, requeue_after=REQUEUE_AFTER_SECONDS)
+    sent = enqueue_batches(batch_ids) if batch_ids else 0
+    finalized = 0
+    for run_id in selectors.runs_awaiting_finalize():
+        if run_finalize(run_id=run_id):
+            finalized += 1
+    if batch_ids or finalized:
+        log.info("reaper: %d batch(es) re-sent, %d run(s) finalised", sent, finalized)
+    return {"requeued": sent, "finalized": finalized}
