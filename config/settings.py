@@ -156,12 +156,14 @@ SPECTACULAR_SETTINGS = {
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "data_folder_processed": str(BROKER_DIR / "processed"),
+        # Fanout/pidbox exchanges: kombu's default is ./control in whatever the cwd is.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
         # kombu polls the folder; the 1 s default made every batch wait up to a second.
         "polling_interval": 0.1,
