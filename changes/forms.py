@@ -1,0 +1,303 @@
+"""Forms of the web UI. They validate input shape; the services decide and write."""
+
+from __future__ import annotations
+
+import contextlib
+
+from django import forms
+from django.apps import apps
+from django.db.models import Q
+from django.urls import reverse
+
+from . import services, states
+from .models import AISystem, ChangeRequest, ProtocolVersion
+
+TEXTAREA = {"rows": 8, "class": "md-input"}
+MARKDOWN_FIELDS = ("rationale", "test_plan", "rollout_plan", "backout_plan")
+
+
+def suite_choices() -> list[tuple[int, str]]:
+    """Evaluation suites an engineer may link, or [] while the evaluations app has none."""
+    try:
+        suite_model = apps.get_model("evaluations", "Suite")
+    except LookupError:
+        return []
+    choices = []
+    for suite in suite_model.objects.all().order_by("name", "pk"):
+        version = getattr(suite, "version", "")
+        label = f"{suite.name} v{version}" if version else str(suite.name)
+        choices.append((suite.pk, label))
+    return choices
+
+
+def protocols_for(system_id) -> list[ProtocolVersion]:
+    if not system_id:
+        return []
+    with contextlib.suppress(TypeError, ValueError):
+        return list(ProtocolVersion.objects.filter(system_id=int(system_id)).order_by("-id"))
+    return []
+
+
+class ProtocolChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.version} · {obj.content_sha256[:10]}"
+
+
+class ChangeRequestForm(forms.Form):
+    """The fields of a change request. On edit the system is fixed."""
+
+    system = forms.ModelChoiceField(
+        queryset=AISystem.objects.select_related("owner_team"),
+        empty_label="Choose a system…",
+        help_text="The AI system whose protocol changes.",
+    )
+    base_protocol = ProtocolChoiceField(
+        queryset=ProtocolVersion.objects.none(),
+        label="Base version",
+        help_text="The protocol running today.",
+    )
+    proposed_protocol = ProtocolChoiceField(
+        queryset=ProtocolVersion.objects.none(),
+        label="Proposed version",
+        help_text="The protocol you want to deploy.",
+    )
+    title = forms.CharField(max_length=200, widget=forms.TextInput(attrs={"autocomplete": "off"}))
+    rationale = forms.CharField(
+        widget=forms.Textarea(attrs=TEXTAREA),
+        max_length=services.TEXT_LIMITS["rationale"],
+        help_text="Why this change? Markdown.",
+    )
+    test_plan = forms.CharField(
+        widget=forms.Textarea(attrs=TEXTAREA),
+        max_length=services.TEXT_LIMITS["test_plan"],
+        help_text="How you will know it works, under monitored and unmonitored cues. Markdown.",
+    )
+    risk = forms.ChoiceField(choices=ChangeRequest.RISK_CHOICES, initial="medium")
+    change_type = forms.ChoiceField(
+        choices=ChangeRequest.TYPE_CHOICES,
+        initial="normal",
+        help_text="Emergency changes may deploy on one approval; a retrospective review follows.",
+    )
+    rollout_plan = forms.CharField(
+        widget=forms.Textarea(attrs={**TEXTAREA, "rows": 4}),
+        required=False,
+        max_length=services.TEXT_LIMITS["rollout_plan"],
+        help_text="Markdown.",
+    )
+    backout_plan = forms.CharField(
+        widget=forms.Textarea(attrs={**TEXTAREA, "rows": 4}),
+        required=False,
+        max_length=services.TEXT_LIMITS["backout_plan"],
+        help_text="Markdown.",
+    )
+    suites = forms.TypedMultipleChoiceField(
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Evaluation suites run against the proposed protocol when you submit.",
+    )
+
+    def __init__(self, *args, change: ChangeRequest | None = None, **kwargs):
+        self.change = change
+        super().__init__(*args, **kwargs)
+        self.fields["suites"].choices = suite_choices()
+        if change is not None:
+            self.fields["system"].disabled = True
+            self.fields["system"].help_text = "A change stays on the system it was filed for."
+        else:
+            # htmx: choosing a system reloads the two version selects for that system.
+            self.fields["system"].widget.attrs.update(
+                {
+                    "hx-get": reverse("protocol-options"),
+                    "hx-target": "#protocol-fields",
+                    "hx-swap": "outerHTML",
+                    "hx-trigger": "change",
+                }
+            )
+        for name in MARKDOWN_FIELDS:
+            # htmx: a live preview of the sanitised Markdown, as the author types.
+            self.fields[name].widget.attrs.update(
+                {
+                    "hx-post": reverse("markdown-preview"),
+                    "hx-trigger": "input changed delay:350ms",
+                    "hx-target": f"#preview-{name}",
+                    "hx-swap": "innerHTML",
+                    "hx-vals": f'{{"field": "{name}"}}',
+                    "hx-sync": "this:replace",
+                }
+            )
+        system_id = self._system_id()
+        protocols = ProtocolVersion.objects.filter(system_id=system_id or 0).order_by("-id")
+        self.fields["base_protocol"].queryset = protocols
+        self.fields["proposed_protocol"].queryset = protocols
+
+    def _system_id(self):
+        if self.change is not None:
+            return self.change.system_id
+        value = self.data.get(self.add_prefix("system")) if self.is_bound else None
+        if value in (None, ""):
+            value = self.initial.get("system")
+        value = getattr(value, "pk", value)
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    @classmethod
+    def initial_for(cls, change: ChangeRequest, suite_ids: list[int]) -> dict:
+        return {
+            "system": change.system_id,
+            "base_protocol": change.base_protocol_id,
+            "proposed_protocol": change.proposed_protocol_id,
+            "title": change.title,
+            "rationale": change.rationale,
+            "test_plan": change.test_plan,
+            "risk": change.risk,
+            "change_type": change.change_type,
+            "rollout_plan": change.rollout_plan,
+            "backout_plan": change.backout_plan,
+            "suites": suite_ids,
+        }
+
+    def clean(self):
+        cleaned = super().clean()
+        base, proposed = cleaned.get("base_protocol"), cleaned.get("proposed_protocol")
+        if base and proposed and base.pk == proposed.pk:
+            self.add_error(
+                "proposed_protocol", "Choose a proposed version that differs from the base."
+            )
+        return cleaned
+
+
+class ExpectedChangeForm(forms.Form):
+    """One expected behaviour change: what the model does before and after."""
+
+    behaviour = forms.CharField(
+        max_length=500, widget=forms.TextInput(attrs={"placeholder": "e.g. e-mail in a summary"})
+    )
+    before = forms.CharField(
+        max_length=2000,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "quoted verbatim"}),
+    )
+    after = forms.CharField(
+        max_length=2000,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "redacted"}),
+    )
+
+
+ExpectedChangeFormSet = forms.formset_factory(
+    ExpectedChangeForm, extra=1, can_delete=True, max_num=50, validate_max=True
+)
+
+
+def expected_changes_from(formset) -> list[dict]:
+    """The kept rows, in order: existing rows (even unchanged) and filled-in new ones."""
+    rows = []
+    initial_count = formset.initial_form_count()
+    for index, form in enumerate(formset.forms):
+        if index >= initial_count and not form.has_changed():
+            continue  # an untouched blank row
+        if formset.can_delete and formset._should_delete_form(form):
+            continue
+        data = form.cleaned_data
+        rows.append({k: data.get(k, "") for k in ("behaviour", "before", "after")})
+    return rows
+
+
+class ReviewForm(forms.Form):
+    """A signed review decision; the password re-authenticates the signer."""
+
+    decision = forms.ChoiceField(
+        choices=[
+            ("approve", "Approve deployment"),
+            ("request_changes", "Request changes"),
+            ("reject", "Reject"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    comment = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        max_length=10_000,
+        help_text="Required when you request changes or reject.",
+    )
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Re-enter your password to sign.",
+    )
+    expected_sha256 = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+
+class WithdrawForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False)
+
+
+class DeployForm(forms.Form):
+    environment = forms.CharField(max_length=50, initial="production")
+
+
+class ChangeFilterForm(forms.Form):
+    """The change list's filters (all optional, all from the query string)."""
+
+    SORTS = [
+        ("-updated", "Recently updated"),
+        ("-created", "Newest first"),
+        ("created", "Oldest first"),
+    ]
+
+    q = forms.CharField(required=False, label="Search", max_length=200)
+    state = forms.ChoiceField(required=False, choices=[("", "Any state")] + [
+        (s, states.LABELS[s]) for s in states.STATES
+    ])  # fmt: skip
+    system = forms.ModelChoiceField(
+        required=False, queryset=AISystem.objects.all(), empty_label="Any system"
+    )
+    author = forms.CharField(
+        required=False,
+        max_length=150,
+        widget=forms.TextInput(attrs={"placeholder": "username"}),
+    )
+    risk = forms.ChoiceField(
+        required=False, choices=[("", "Any risk"), *ChangeRequest.RISK_CHOICES]
+    )
+    sort = forms.ChoiceField(required=False, choices=SORTS)
+
+    ORDERING = {"-updated": ("-updated_at", "-id"), "-created": ("-created_at", "-id"),
+                "created": ("created_at", "id")}  # fmt: skip
+
+    def apply(self, qs):
+        if not self.is_valid():
+            return qs.order_by("-updated_at", "-id")
+        data = self.cleaned_data
+        if data.get("q"):
+            term = data["q"].strip()
+            query = Q(title__icontains=term) | Q(rationale__icontains=term)
+            if term.upper().startswith("CR-") and term[3:].isdigit():
+                query |= Q(pk=int(term[3:]))
+            elif term.isdigit():
+                query |= Q(pk=int(term))
+            qs = qs.filter(query)
+        if data.get("state"):
+            qs = qs.filter(state=data["state"])
+        if data.get("system"):
+            qs = qs.filter(system=data["system"])
+        if data.get("author"):
+            qs = qs.filter(author__username=data["author"])
+        if data.get("risk"):
+            qs = qs.filter(risk=data["risk"])
+        return qs.order_by(*self.ORDERING.get(data.get("sort") or "-updated"))
+
+
+class AuditFilterForm(forms.Form):
+    verb = forms.CharField(required=False, max_length=64, help_text="Prefix, e.g. change.")
+    actor = forms.CharField(required=False, max_length=150, label="Actor (username)")
+    object_type = forms.CharField(required=False, max_length=64, label="Object type")
+    object_id = forms.CharField(required=False, max_length=64, label="Object id")
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )

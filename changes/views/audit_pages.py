@@ -1,0 +1,100 @@
+"""Auditor pages: every change, the audit log with filters and exports, chain verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import audit, permissions, selectors
+from ..forms import AuditFilterForm, ChangeFilterForm
+from ._common import deny, paginate
+
+AUDIT_PAGE_SIZE = 50
+
+
+def _require_auditor(request):
+    if not permissions.can_read_audit(request.user):
+        deny(request, "Only auditors and admins read the audit pages.")
+
+
+def _day_bounds(data):
+    tz = timezone.get_current_timezone()
+    since = until = None
+    if data.get("since"):
+        since = dt.datetime.combine(data["since"], dt.time.min, tzinfo=tz)
+    if data.get("until"):
+        until = dt.datetime.combine(data["until"], dt.time.max, tzinfo=tz)
+    return since, until
+
+
+@login_required
+@require_GET
+def audit_log(request):
+    _require_auditor(request)
+    form = AuditFilterForm(request.GET or None)
+    filters = {}
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        since, until = _day_bounds(data)
+        filters = {
+            "verb": data.get("verb") or None,
+            "actor": data.get("actor") or None,
+            "object_type": data.get("object_type") or None,
+            "object_id": data.get("object_id") or None,
+            "since": since,
+            "until": until,
+        }
+    events = selectors.audit_events(**filters).order_by("-id")
+    query = {k: v for k, v in request.GET.items() if k != "page" and v}
+    export = "/api/v1/audit/events/?"
+    return render(
+        request,
+        "changes/audit_log.html",
+        {
+            "form": form,
+            "page": paginate(request, events, AUDIT_PAGE_SIZE),
+            "export_jsonl": export + urlencode({"format": "jsonl", **query}),
+            "export_csv": export + urlencode({"format": "csv", **query}),
+            "filtered": bool(query),
+        },
+    )
+
+
+@login_required
+@require_POST
+def audit_verify(request):
+    _require_auditor(request)
+    checked, problem = audit.verify_chain()
+    if problem is None:
+        messages.success(request, f"The audit chain is intact: {checked:,} events verified.")
+    else:
+        messages.error(
+            request,
+            f"The audit chain is broken at event #{problem.event_id}: {problem.reason} "
+            f"({checked:,} events before it verified).",
+        )
+    return redirect("audit-log")
+
+
+@login_required
+@require_GET
+def audit_changes(request):
+    _require_auditor(request)
+    form = ChangeFilterForm(request.GET or None)
+    changes = form.apply(selectors.visible_changes(request.user)).annotate(
+        live_approvals=Count(
+            "reviews", filter=Q(reviews__decision="approve", reviews__voided_at__isnull=True)
+        )
+    )
+    return render(
+        request,
+        "changes/audit_changes.html",
+        {"form": form, "page": paginate(request, changes), "filtered": form.has_changed()},
+    )

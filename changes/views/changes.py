@@ -1,0 +1,255 @@
+"""Dashboard, change list, change page, create/edit forms and their htmx partials."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .. import diff, hooks, permissions, roles, selectors, services, states
+from ..errors import DomainError
+from ..forms import (
+    MARKDOWN_FIELDS,
+    ChangeFilterForm,
+    ChangeRequestForm,
+    ExpectedChangeFormSet,
+    expected_changes_from,
+    protocols_for,
+)
+from ..markdown import render_markdown
+from ..models import AISystem
+from ._common import (
+    attach_to_form,
+    attestation_panel,
+    change_or_404,
+    deny,
+    evaluation_panel,
+    paginate,
+)
+
+PREVIEW_FIELDS = frozenset(MARKDOWN_FIELDS)
+PREVIEW_MAX_CHARS = max(services.TEXT_LIMITS.values())
+# Form fields passed to the services as they are.
+_TEXT_AND_CHOICES = (
+    "title",
+    "rationale",
+    "test_plan",
+    "risk",
+    "change_type",
+    "rollout_plan",
+    "backout_plan",
+)
+
+
+@login_required
+@require_GET
+def dashboard(request):
+    data = selectors.dashboard(request.user)
+    counts = data["counts"]
+    context = {
+        "mine": data["mine"],
+        "awaiting_review": data["awaiting_review"],
+        "recently_deployed": data["recently_deployed"],
+        "state_counts": [(s, states.LABELS[s], counts.get(s, 0)) for s in states.STATES],
+        "total": sum(counts.values()),
+        "is_reviewer_role": roles.has_role(request.user, roles.REVIEWER),
+    }
+    return render(request, "changes/dashboard.html", context)
+
+
+@login_required
+@require_GET
+def change_list(request):
+    form = ChangeFilterForm(request.GET or None)
+    page = paginate(request, form.apply(selectors.visible_changes(request.user)))
+    return render(
+        request,
+        "changes/change_list.html",
+        {"form": form, "page": page, "filtered": form.is_bound and form.has_changed()},
+    )
+
+
+def available_actions(user, change) -> dict:
+    """Which buttons the change page offers this user; the services still decide."""
+    reviewable = change.state in states.REVIEWABLE or (
+        change.state == states.DEPLOYED and change.retrospective_pending
+    )
+    may_review = reviewable and roles.has_role(user, roles.REVIEWER)
+    if may_review:  # nothing left to do for someone whose approval of this content stands
+        may_review = not change.reviews.filter(
+            reviewer=user,
+            decision="approve",
+            voided_at__isnull=True,
+            content_sha256=change.content_sha256,
+        ).exists()
+    return {
+        "submit": permissions.can_submit_change(user, change)
+        and states.can_transition(change.state, states.SUBMITTED),
+        "edit": permissions.can_edit_change(user, change),
+        "withdraw": permissions.can_withdraw_change(user, change)
+        and states.can_transition(change.state, states.WITHDRAWN),
+        "close": change.state == states.DEPLOYED
+        and (change.author_id == user.pk or roles.is_admin(user)),
+        "review": may_review,
+        "deploy": change.state == states.APPROVED and permissions.can_deploy(user),
+    }
+
+
+@login_required
+@require_GET
+def change_detail(request, pk):
+    change = change_or_404(request.user, pk)
+    reviews = list(change.reviews.select_related("reviewer").order_by("created_at", "id"))
+    gate = selectors.gate(change)
+    valid_ids = {r.pk for r in selectors.valid_approvals(change)}
+    eval_html, eval_failed = evaluation_panel(change, request)
+    attest_html, attest_failed = attestation_panel(change, request)
+    context = {
+        "change": change,
+        "diff_parts": diff.protocol_diff(change.base_protocol, change.proposed_protocol, context=4),
+        "diff_mode": "unified" if request.GET.get("diff") == "unified" else "split",
+        "gate": gate,
+        "reviews": reviews,
+        "valid_review_ids": valid_ids,
+        "evaluation_panel": eval_html,
+        "evaluation_panel_failed": eval_failed,
+        "attestation_panel": attest_html,
+        "attestation_panel_failed": attest_failed,
+        "timeline": selectors.timeline(change),
+        "actions": available_actions(request.user, change),
+        "suites": hooks.evaluation().suite_refs(change),
+    }
+    return render(request, "changes/change_detail.html", context)
+
+
+def _form_context(form, formset, *, change=None):
+    voids = []
+    if change is not None:
+        voids = [r for r in change.reviews.all() if r.decision == "approve" and not r.voided_at]
+    return {
+        "form": form,
+        "formset": formset,
+        "change": change,
+        "live_approvals": voids,
+        "resets_to_draft": change is not None and change.state not in states.EDITABLE_IN_PLACE,
+    }
+
+
+def _default_protocols(system_id) -> dict:
+    """Base = the second newest version, proposed = the newest: the usual next change."""
+    protocols = protocols_for(system_id)
+    if len(protocols) >= 2:
+        return {"base_protocol": protocols[1].pk, "proposed_protocol": protocols[0].pk}
+    return {}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def change_create(request):
+    if not permissions.can_create_change(request.user, None):
+        deny(request, "Only engineers file protocol changes.")
+    if request.method == "POST":
+        form = ChangeRequestForm(request.POST)
+        formset = ExpectedChangeFormSet(request.POST, prefix="expected")
+        if form.is_valid() and formset.is_valid():
+            data = form.cleaned_data
+            try:
+                change = services.change_request_create(
+                    actor=request.user,
+                    system=data["system"],
+                    base_protocol=data["base_protocol"],
+                    proposed_protocol=data["proposed_protocol"],
+                    suites=data.get("suites") or [],
+                    expected_changes=expected_changes_from(formset),
+                    **{k: data[k] for k in _TEXT_AND_CHOICES},
+                )
+            except DomainError as error:
+                attach_to_form(form, error)
+                context = _form_context(form, formset)
+                return render(
+                    request, "changes/change_form.html", context, status=error.status_code
+                )
+            messages.success(request, f"{change.reference} filed as a draft.")
+            return redirect("change-detail", pk=change.pk)
+        return render(request, "changes/change_form.html", _form_context(form, formset), status=400)
+    initial = {}
+    system_id = request.GET.get("system")
+    if system_id and system_id.isdigit() and AISystem.objects.filter(pk=system_id).exists():
+        initial = {"system": int(system_id), **_default_protocols(system_id)}
+    form = ChangeRequestForm(initial=initial)
+    formset = ExpectedChangeFormSet(prefix="expected")
+    return render(request, "changes/change_form.html", _form_context(form, formset))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def change_edit(request, pk):
+    change = change_or_404(request.user, pk)
+    if change.state not in states.EDITABLE:
+        messages.error(request, f"A change in state '{change.state_label}' cannot be edited.")
+        return redirect("change-detail", pk=change.pk)
+    if not permissions.can_edit_change(request.user, change):
+        deny(request, "Only the author or an engineer on the owning team may edit this change.")
+    if request.method == "POST":
+        form = ChangeRequestForm(request.POST, change=change, initial={"system": change.system_id})
+        formset = ExpectedChangeFormSet(request.POST, prefix="expected")
+        if form.is_valid() and formset.is_valid():
+            data = form.cleaned_data
+            revision = change.revision
+            try:
+                updated = services.change_request_update(
+                    actor=request.user,
+                    change_request=change,
+                    data={
+                        "base_protocol": data["base_protocol"],
+                        "proposed_protocol": data["proposed_protocol"],
+                        "expected_changes": expected_changes_from(formset),
+                        "suites": data.get("suites") or [],
+                        **{k: data[k] for k in _TEXT_AND_CHOICES},
+                    },
+                )
+            except DomainError as error:
+                attach_to_form(form, error)
+                context = _form_context(form, formset, change=change)
+                return render(
+                    request, "changes/change_form.html", context, status=error.status_code
+                )
+            if updated.revision == revision:
+                messages.info(request, "Nothing that a reviewer signs has changed.")
+            else:
+                messages.success(
+                    request,
+                    f"{updated.reference} saved as revision {updated.revision}; "
+                    "earlier approvals no longer apply.",
+                )
+            return redirect("change-detail", pk=change.pk)
+        context = _form_context(form, formset, change=change)
+        return render(request, "changes/change_form.html", context, status=400)
+    suite_ids = [s["id"] for s in hooks.evaluation().suite_refs(change)]
+    initial = ChangeRequestForm.initial_for(change, suite_ids)
+    form = ChangeRequestForm(change=change, initial=initial)
+    formset = ExpectedChangeFormSet(prefix="expected", initial=list(change.expected_changes or []))
+    return render(request, "changes/change_form.html", _form_context(form, formset, change=change))
+
+
+@login_required
+@require_GET
+def protocol_options(request):
+    """htmx: the base/proposed selects for the chosen system."""
+    system_id = request.GET.get("system", "")
+    system_id = int(system_id) if system_id.isdigit() else None
+    initial = {"system": system_id, **_default_protocols(system_id)} if system_id else {}
+    form = ChangeRequestForm(initial=initial)
+    return render(request, "changes/_protocol_fields.html", {"form": form})
+
+
+@login_required
+@require_POST
+def markdown_preview(request):
+    """htmx: the sanitised HTML of one Markdown field, as the author types."""
+    field = request.POST.get("field", "")
+    if field not in PREVIEW_FIELDS:
+        field = "rationale"
+    text = request.POST.get(field, "")[:PREVIEW_MAX_CHARS]
+    return render(request, "changes/_markdown_preview.html", {"html": render_markdown(text)})

@@ -1,0 +1,79 @@
+"""AI systems, their protocol versions, and the compare page between any two versions."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from .. import diff, selectors
+from ..models import ProtocolVersion
+
+
+def _system_or_404(user, pk):
+    return get_object_or_404(selectors.visible_systems(user), pk=pk)
+
+
+@login_required
+@require_GET
+def system_list(request):
+    systems = selectors.visible_systems(request.user).annotate(
+        protocol_count=Count("protocols", distinct=True)
+    )
+    return render(request, "changes/system_list.html", {"systems": systems})
+
+
+@login_required
+@require_GET
+def system_detail(request, pk):
+    system = _system_or_404(request.user, pk)
+    protocols = list(system.protocols.select_related("created_by").order_by("-id"))
+    changes = selectors.visible_changes(request.user).filter(system=system)[:10]
+    return render(
+        request,
+        "changes/system_detail.html",
+        {"system": system, "protocols": protocols, "changes": changes},
+    )
+
+
+@login_required
+@require_GET
+def protocol_detail(request, pk, protocol_pk):
+    system = _system_or_404(request.user, pk)
+    protocol = get_object_or_404(ProtocolVersion, pk=protocol_pk, system=system)
+    return render(request, "changes/protocol_detail.html", {"system": system, "protocol": protocol})
+
+
+def _protocol_param(system, value):
+    if value in (None, ""):
+        return None
+    if not str(value).isdigit():
+        raise Http404("No such protocol version.")
+    return get_object_or_404(ProtocolVersion, pk=int(value), system=system)
+
+
+@login_required
+@require_GET
+def protocol_compare(request, pk):
+    """/systems/<id>/protocols/compare/?from=<protocol id>&to=<protocol id>"""
+    system = _system_or_404(request.user, pk)
+    protocols = list(system.protocols.order_by("-id"))
+    old = _protocol_param(system, request.GET.get("from"))
+    new = _protocol_param(system, request.GET.get("to"))
+    if old is None and new is None and len(protocols) >= 2:
+        old, new = protocols[1], protocols[0]
+    parts = diff.protocol_diff(old, new) if old and new else []
+    return render(
+        request,
+        "changes/protocol_compare.html",
+        {
+            "system": system,
+            "protocols": protocols,
+            "old": old,
+            "new": new,
+            "parts": parts,
+            "diff_mode": "unified" if request.GET.get("diff") == "unified" else "split",
+        },
+    )
