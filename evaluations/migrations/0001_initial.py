@@ -6,129 +6,289 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('changes', '0003_roles'),
+        ("changes", "0003_roles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Suite',
+            name="Suite",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=120)),
-                ('version', models.CharField(max_length=40)),
-                ('description', models.TextField(blank=True)),
-                ('document', models.JSONField(help_text='The normalised suite document.')),
-                ('source_text', models.TextField(help_text='The document exactly as uploaded.')),
-                ('source_format', models.CharField(choices=[('yaml', 'YAML'), ('json', 'JSON')], max_length=4)),
-                ('content_sha256', models.CharField(db_index=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=120)),
+                ("version", models.CharField(max_length=40)),
+                ("description", models.TextField(blank=True)),
+                ("document", models.JSONField(help_text="The normalised suite document.")),
+                ("source_text", models.TextField(help_text="The document exactly as uploaded.")),
+                (
+                    "source_format",
+                    models.CharField(choices=[("yaml", "YAML"), ("json", "JSON")], max_length=4),
+                ),
+                ("content_sha256", models.CharField(db_index=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', '-created_at'],
+                "ordering": ["name", "-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='EvaluationRun',
+            name="EvaluationRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_sha256', models.CharField(db_index=True, max_length=64)),
-                ('system_prompt', models.TextField()),
-                ('target', models.JSONField(help_text='The target config as stored (env var names, no keys).')),
-                ('target_identity', models.JSONField(default=dict, help_text='kind, model, host: never a key.')),
-                ('policy', models.JSONField(default=dict)),
-                ('seed', models.BigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('completed', 'Completed'), ('errored', 'Errored'), ('cancelled', 'Cancelled')], default='queued', max_length=10)),
-                ('verdict', models.CharField(blank=True, choices=[('pass', 'Pass'), ('fail', 'Fail'), ('inconclusive', 'Inconclusive')], max_length=12)),
-                ('reasons', models.JSONField(blank=True, default=list)),
-                ('stats', models.JSONField(blank=True, default=dict)),
-                ('total_samples', models.PositiveIntegerField(default=0)),
-                ('done_samples', models.PositiveIntegerField(default=0)),
-                ('error_samples', models.PositiveIntegerField(default=0)),
-                ('result_digest', models.CharField(blank=True, max_length=64)),
-                ('status_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('change', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evaluation_runs', to='changes.changerequest')),
-                ('protocol', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='changes.protocolversion')),
-                ('suite', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='evaluations.suite')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("content_sha256", models.CharField(db_index=True, max_length=64)),
+                ("system_prompt", models.TextField()),
+                (
+                    "target",
+                    models.JSONField(
+                        help_text="The target config as stored (env var names, no keys)."
+                    ),
+                ),
+                (
+                    "target_identity",
+                    models.JSONField(default=dict, help_text="kind, model, host: never a key."),
+                ),
+                ("policy", models.JSONField(default=dict)),
+                ("seed", models.BigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("completed", "Completed"),
+                            ("errored", "Errored"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "verdict",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("pass", "Pass"),
+                            ("fail", "Fail"),
+                            ("inconclusive", "Inconclusive"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("reasons", models.JSONField(blank=True, default=list)),
+                ("stats", models.JSONField(blank=True, default=dict)),
+                ("total_samples", models.PositiveIntegerField(default=0)),
+                ("done_samples", models.PositiveIntegerField(default=0)),
+                ("error_samples", models.PositiveIntegerField(default=0)),
+                ("result_digest", models.CharField(blank=True, max_length=64)),
+                ("status_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "change",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="evaluation_runs",
+                        to="changes.changerequest",
+                    ),
+                ),
+                (
+                    "protocol",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="changes.protocolversion",
+                    ),
+                ),
+                (
+                    "suite",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="evaluations.suite",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ChangeSuite',
+            name="ChangeSuite",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('change', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='suite_links', to='changes.changerequest')),
-                ('suite', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='change_links', to='evaluations.suite')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "change",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="suite_links",
+                        to="changes.changerequest",
+                    ),
+                ),
+                (
+                    "suite",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="change_links",
+                        to="evaluations.suite",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['suite__name'],
+                "ordering": ["suite__name"],
             },
         ),
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('keys', models.JSONField(help_text='[[scenario_id, condition, cue_index, epoch], ...]')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('leased', 'Leased'), ('done', 'Done')], default='pending', max_length=8)),
-                ('lease_owner', models.CharField(blank=True, max_length=100)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('enqueued_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='evaluations.evaluationrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveIntegerField()),
+                (
+                    "keys",
+                    models.JSONField(help_text="[[scenario_id, condition, cue_index, epoch], ...]"),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("leased", "Leased"), ("done", "Done")],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("lease_owner", models.CharField(blank=True, max_length=100)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("enqueued_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="batches",
+                        to="evaluations.evaluationrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'index'],
-                'indexes': [models.Index(fields=['status', 'lease_expires_at'], name='evaluations_status_f6161e_idx')],
-                'constraints': [models.UniqueConstraint(fields=('run', 'index'), name='uniq_batch_index')],
+                "ordering": ["run_id", "index"],
+                "indexes": [
+                    models.Index(
+                        fields=["status", "lease_expires_at"], name="evaluations_status_f6161e_idx"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("run", "index"), name="uniq_batch_index")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Sample',
+            name="Sample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scenario_id', models.CharField(max_length=120)),
-                ('condition', models.CharField(max_length=60)),
-                ('cue_index', models.PositiveSmallIntegerField()),
-                ('epoch', models.PositiveSmallIntegerField()),
-                ('label', models.CharField(choices=[('new', 'Follows the new protocol'), ('legacy', 'Follows the legacy protocol'), ('other', 'Other'), ('error', 'Error')], max_length=6)),
-                ('output', models.TextField(blank=True)),
-                ('reasoning', models.TextField(blank=True)),
-                ('af_reasoning', models.BooleanField(default=False)),
-                ('evidence', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('attempts', models.PositiveSmallIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='evaluations.evaluationrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("scenario_id", models.CharField(max_length=120)),
+                ("condition", models.CharField(max_length=60)),
+                ("cue_index", models.PositiveSmallIntegerField()),
+                ("epoch", models.PositiveSmallIntegerField()),
+                (
+                    "label",
+                    models.CharField(
+                        choices=[
+                            ("new", "Follows the new protocol"),
+                            ("legacy", "Follows the legacy protocol"),
+                            ("other", "Other"),
+                            ("error", "Error"),
+                        ],
+                        max_length=6,
+                    ),
+                ),
+                ("output", models.TextField(blank=True)),
+                ("reasoning", models.TextField(blank=True)),
+                ("af_reasoning", models.BooleanField(default=False)),
+                ("evidence", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("attempts", models.PositiveSmallIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="samples",
+                        to="evaluations.evaluationrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run_id', 'scenario_id', 'condition', 'cue_index', 'epoch'],
-                'indexes': [models.Index(fields=['run', 'condition', 'label'], name='evaluations_run_id_5176d4_idx')],
-                'constraints': [models.UniqueConstraint(fields=('run', 'scenario_id', 'condition', 'cue_index', 'epoch'), name='uniq_sample_per_cell')],
+                "ordering": ["run_id", "scenario_id", "condition", "cue_index", "epoch"],
+                "indexes": [
+                    models.Index(
+                        fields=["run", "condition", "label"], name="evaluations_run_id_5176d4_idx"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("run", "scenario_id", "condition", "cue_index", "epoch"),
+                        name="uniq_sample_per_cell",
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='suite',
-            constraint=models.UniqueConstraint(fields=('name', 'version'), name='uniq_suite_name_version'),
+            model_name="suite",
+            constraint=models.UniqueConstraint(
+                fields=("name", "version"), name="uniq_suite_name_version"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='evaluationrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('change', 'suite'), name='one_live_run_per_change_suite'),
+            model_name="evaluationrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "running"])),
+                fields=("change", "suite"),
+                name="one_live_run_per_change_suite",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='changesuite',
-            constraint=models.UniqueConstraint(fields=('change', 'suite'), name='uniq_change_suite'),
+            model_name="changesuite",
+            constraint=models.UniqueConstraint(
+                fields=("change", "suite"), name="uniq_change_suite"
+            ),
         ),
     ]
