@@ -1,3 +1,34 @@
-"""API routes (filled by the evaluations issue)."""
+"""API v1 routes for suites and evaluation runs (mounted under ``/api/v1/``).
 
-urlpatterns = []
+``changes/<pk>/evaluations/`` lives in the changes' URL space but is defined here, so the
+workflow app never imports the evaluation engine.
+"""
+
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("suites/", apis.SuiteListApi.as_view(), name="api-suite-list"),
+    path("suites/<int:pk>/", apis.SuiteDetailApi.as_view(), name="api-suite-detail"),
+    path(
+        "changes/<int:pk>/evaluations/",
+        apis.ChangeEvaluationsApi.as_view(),
+        name="api-change-evaluations",
+    ),
+    path(
+        "evaluations/<int:run_id>/",
+        apis.EvaluationDetailApi.as_view(),
+        name="api-evaluation-detail",
+    ),
+    path(
+        "evaluations/<int:run_id>/samples/",
+        apis.EvaluationSamplesApi.as_view(),
+        name="api-evaluation-samples",
+    ),
+    path(
+        "evaluations/<int:run_id>/cancel/",
+        apis.EvaluationCancelApi.as_view(),
+        name="api-evaluation-cancel",
+    ),
+]

@@ -1,3 +1,17 @@
-"""Web routes (filled by the evaluations issue)."""
+"""Web routes for suites and evaluation runs (mounted under ``/evaluations/``)."""
 
-urlpatterns = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("suites/", views.suite_list, name="suite-list"),
+    path("suites/new/", views.suite_upload, name="suite-upload"),
+    path("suites/<int:pk>/", views.suite_detail, name="suite-detail"),
+    path("runs/<int:pk>/", views.run_detail, name="run-detail"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run-progress"),
+    path("runs/<int:pk>/samples/", views.run_samples, name="run-samples"),
+    path("runs/<int:pk>/discordant/", views.run_discordant, name="run-discordant"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
+    path("changes/<int:pk>/panel/", views.change_panel, name="change-evaluation-panel"),
+]

@@ -1,0 +1,578 @@
+"""API serializers for suites, evaluation runs and samples, and the read models behind them.
+
+The statistics of a finished run are stored once, as plain JSON, in ``EvaluationRun.stats``
+(shape: ``evaluations.gates``). The output serializers here describe that JSON for the OpenAPI
+schema and reshape it a little (intervals as ``ci: [low, high]`` everywhere, never a NaN).
+A run that is still going, or whose samples were stored without statistics, gets *interim*
+statistics computed from its samples on read (flagged ``interim: true``).
+"""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from . import selectors
+from .models import EvaluationRun, Sample, Suite
+
+CRITICALITIES = ("low", "medium", "high", "critical")
+SAMPLE_FIELDS = (
+    "scenario_id",
+    "condition",
+    "cue_index",
+    "epoch",
+    "label",
+    "output",
+    "reasoning",
+    "af_reasoning",
+    "evidence",
+    "error",
+)
+
+
+# --- read models ---------------------------------------------------------------------------
+
+
+def planned_power(document: dict, criticality: str = "medium", policy: dict | None = None) -> dict:
+    """``stats.plan_power`` of a suite for a system of ``criticality`` (or under ``policy``)."""
+    from . import gates, stats
+
+    policy = policy or gates.policy_for(criticality, document.get("gate"))
+    return stats.plan_power(document, policy=policy)
+
+
+def run_stats(run: EvaluationRun, *, compute: bool = True) -> dict | None:
+    """The run's statistics: stored ones when the run finished with statistics, otherwise
+    (``compute``) interim ones from the samples stored so far, or None when there are none."""
+    if run.stats and run.stats.get("conditions") is not None:
+        return run.stats
+    if not compute:
+        return None
+    samples = list(Sample.objects.filter(run=run).values(*SAMPLE_FIELDS))
+    if not samples:
+        return None
+    from . import gates
+
+    policy = run.policy or gates.policy_for(
+        getattr(run.change.system, "criticality", "medium"), run.suite.document.get("gate")
+    )
+    verdict = gates.evaluate(run.suite.document, samples, policy)
+    return {**verdict.stats, "interim": True, "interim_verdict": verdict.verdict}
+
+
+def _ci(value) -> list | None:
+    if not value or len(value) != 2 or value[0] is None or value[1] is None:
+        return None
+    return [float(value[0]), float(value[1])]
+
+
+def condition_summaries(stats: dict | None) -> list[dict]:
+    """Per condition, in suite order: n and the new-protocol rate with its interval."""
+    out = []
+    for name, c in ((stats or {}).get("conditions") or {}).items():
+        out.append(
+            {
+                "condition": name,
+                "n": c.get("n", 0),
+                "new_rate": c.get("new", {}).get("rate"),
+                "new_ci": _ci(c.get("new", {}).get("ci")),
+            }
+        )
+    return out
+
+
+def gap_summaries(stats: dict | None) -> list[dict]:
+    """Per compared pair: the gap, its interval, the McNemar p-value (raw and Holm)."""
+    out = []
+    for g in (stats or {}).get("gaps") or []:
+        out.append(
+            {
+                "pair": list(g.get("pair") or []),
+                "n_pairs": g.get("n_pairs", 0),
+                "gap": g.get("gap"),
+                "ci": _ci(g.get("ci")),
+                "p_value": g.get("p_value"),
+                "p_holm": g.get("p_holm", g.get("p_value")),
+            }
+        )
+    return out
+
+
+def conditions_detail(stats: dict | None) -> list[dict]:
+    out = []
+    for name, c in ((stats or {}).get("conditions") or {}).items():
+        row = {"condition": name, "n": c.get("n", 0), "errors": c.get("errors", 0)}
+        row["total"] = c.get("total", row["n"] + row["errors"])
+        for label in ("new", "legacy", "other"):
+            cell = c.get(label) or {}
+            row[label] = {
+                "count": cell.get("count", 0),
+                "rate": cell.get("rate"),
+                "ci": _ci(cell.get("ci")),
+            }
+        af = c.get("af_reasoning") or {}
+        row["af_reasoning"] = {
+            "count": af.get("count", 0),
+            "n": af.get("n", 0),
+            "rate": af.get("rate"),
+            "ci": _ci(af.get("ci")),
+        }
+        out.append(row)
+    return out
+
+
+def gaps_detail(stats: dict | None) -> list[dict]:
+    several = len((stats or {}).get("gaps") or []) > 1
+    out = []
+    for g in (stats or {}).get("gaps") or []:
+        out.append(
+            {
+                "pair": list(g.get("pair") or []),
+                "n_pairs": g.get("n_pairs", 0),
+                "clusters": g.get("clusters", 0),
+                "rate_a": g.get("rate_a"),
+                "rate_b": g.get("rate_b"),
+                "gap": g.get("gap"),
+                "ci": _ci(g.get("ci")),
+                "ci_clustered": _ci(g.get("ci_clustered")),
+                "ci_score": _ci(g.get("ci_score")),
+                "method": g.get("method", ""),
+                "b": g.get("b", 0),
+                "c": g.get("c", 0),
+                "p_value": g.get("p_value"),
+                "p_holm": g.get("p_holm", g.get("p_value")),
+                "holm_adjusted": several,
+                "discordant_pairs": len(g.get("discordant") or []),
+                "min_detectable_gap": g.get("min_detectable_gap"),
+                "epochs_to_detect": g.get("epochs_to_detect"),
+                "epochs_to_bound": g.get("epochs_to_bound"),
+            }
+        )
+    return out
+
+
+def suite_ref(suite: Suite) -> dict:
+    return {
+        "id": suite.pk,
+        "name": suite.name,
+        "version": suite.version,
+        "sha256": suite.content_sha256,
+    }
+
+
+def run_summary(run: EvaluationRun, *, change_sha: str | None = None, request=None) -> dict:
+    """One run as listed on a change: status, progress, verdict and headline statistics."""
+    stats = run_stats(run, compute=False)
+    url = reverse("api-evaluation-detail", args=[run.pk])
+    current = change_sha if change_sha is not None else run.change.content_sha256
+    return {
+        "id": run.pk,
+        "url": request.build_absolute_uri(url) if request else url,
+        "change": run.change_id,
+        "suite": suite_ref(run.suite),
+        "content_sha256": run.content_sha256,
+        "is_current": run.content_sha256 == current,
+        "status": run.status,
+        "status_reason": run.status_reason,
+        "progress": selectors.run_progress(run),
+        "verdict": run.verdict or None,
+        "reasons": [str(r) for r in run.reasons or []],
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "summary": {
+            "conditions": condition_summaries(stats),
+            "gaps": gap_summaries(stats),
+        },
+    }
+
+
+def run_detail(run: EvaluationRun, *, request=None) -> dict:
+    """One run in full: every statistic, the policy, the power and links."""
+    from . import gates
+
+    data = run_summary(run, request=request)
+    stats = run_stats(run) or {}
+    samples_url = reverse("api-evaluation-samples", args=[run.pk])
+    page_url = reverse("run-detail", args=[run.pk])
+    policy = run.policy or gates.policy_for(
+        run.change.system.criticality, run.suite.document.get("gate")
+    )
+    data.update(
+        {
+            "interim": bool(stats.get("interim")),
+            "protocol": {"id": run.protocol_id, "version": run.protocol.version},
+            "target": _identity(run.target_identity),
+            "policy": policy,
+            "conditions": conditions_detail(stats),
+            "gaps": gaps_detail(stats),
+            "critical_legacy": list(stats.get("critical_legacy") or []),
+            "checks": list(stats.get("checks") or []),
+            "samples_summary": stats.get("samples")
+            or {"total": 0, "graded": 0, "errors": 0, "error_rate": 0.0},
+            "power": {
+                "planned": planned_power(run.suite.document, policy=policy),
+                "observed": [
+                    {
+                        "pair": g["pair"],
+                        "n_pairs": g["n_pairs"],
+                        "min_detectable_gap": g["min_detectable_gap"],
+                        "epochs_to_detect": g["epochs_to_detect"],
+                        "epochs_to_bound": g["epochs_to_bound"],
+                    }
+                    for g in gaps_detail(stats)
+                ],
+            },
+            "result_digest": run.result_digest,
+            "samples": request.build_absolute_uri(samples_url) if request else samples_url,
+            "page": request.build_absolute_uri(page_url) if request else page_url,
+        }
+    )
+    return data
+
+
+def _identity(identity: dict) -> dict:
+    """kind / model / host of the target; anything that looks like a secret is dropped."""
+    secretish = ("key", "token", "secret", "password", "authorization", "header")
+    return {
+        k: v
+        for k, v in (identity or {}).items()
+        if not any(word in str(k).lower() for word in secretish)
+    }
+
+
+# --- suites --------------------------------------------------------------------------------
+
+
+class SuiteRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+    sha256 = serializers.CharField(help_text="SHA-256 of the normalised suite document.")
+
+
+class SuiteSerializer(serializers.ModelSerializer):
+    """A suite as listed."""
+
+    url = serializers.SerializerMethodField()
+    sample_count = serializers.IntegerField(read_only=True)
+    conditions = serializers.SerializerMethodField()
+    scenarios = serializers.SerializerMethodField()
+    epochs = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Suite
+        fields = [
+            "id",
+            "url",
+            "name",
+            "version",
+            "description",
+            "content_sha256",
+            "sample_count",
+            "conditions",
+            "scenarios",
+            "epochs",
+            "source_format",
+            "created_by",
+            "created_at",
+        ]
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, suite) -> str:
+        url = reverse("api-suite-detail", args=[suite.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
+
+    def get_conditions(self, suite) -> list[str]:
+        return list(suite.document.get("conditions", {}))
+
+    def get_scenarios(self, suite) -> int:
+        return len(suite.document.get("scenarios", []))
+
+    def get_epochs(self, suite) -> int:
+        return int(suite.document.get("epochs", 1))
+
+
+class PowerPairSerializer(serializers.Serializer):
+    pair = serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2)
+    n_pairs = serializers.IntegerField()
+    min_detectable_gap = serializers.FloatField(
+        help_text="Smallest gap detectable at the policy's power (80% by default)."
+    )
+    epochs_to_detect = serializers.IntegerField(
+        help_text="Epochs needed to detect a gap of max_gap at that power."
+    )
+    pairs_to_bound = serializers.IntegerField(required=False)
+    epochs_to_bound = serializers.IntegerField(
+        help_text="Epochs a perfectly consistent model needs for the gap's upper bound to "
+        "reach max_gap."
+    )
+    adequate = serializers.BooleanField(required=False)
+
+
+class PlannedConditionSerializer(serializers.Serializer):
+    samples = serializers.IntegerField()
+    samples_to_show_compliance = serializers.IntegerField()
+    enough = serializers.BooleanField()
+
+
+class PlannedPowerSerializer(serializers.Serializer):
+    """What a suite can show before it runs (``evaluations.stats.plan_power``)."""
+
+    criticality = serializers.CharField(required=False)
+    alpha = serializers.FloatField()
+    power = serializers.FloatField()
+    max_gap = serializers.FloatField()
+    min_compliance = serializers.FloatField()
+    epochs = serializers.IntegerField()
+    scenarios = serializers.IntegerField()
+    samples_total = serializers.IntegerField()
+    pairs = PowerPairSerializer(many=True)
+    conditions = serializers.DictField(child=PlannedConditionSerializer())
+    adequate = serializers.BooleanField()
+    assumptions = serializers.CharField()
+
+
+class SuiteDetailSerializer(SuiteSerializer):
+    """A suite in full: the normalised document, the source as uploaded, planned power."""
+
+    planned_power = serializers.SerializerMethodField()
+
+    class Meta(SuiteSerializer.Meta):
+        fields = [*SuiteSerializer.Meta.fields, "document", "source_text", "planned_power"]
+
+    @extend_schema_field(PlannedPowerSerializer)
+    def get_planned_power(self, suite) -> dict:
+        criticality = self.context.get("criticality", "medium")
+        return {"criticality": criticality, **planned_power(suite.document, criticality)}
+
+
+class SuiteCreateSerializer(serializers.Serializer):
+    """Either the document itself (``document``) or its text (``text`` + ``format``).
+
+    A raw suite document is accepted too: a JSON object with the suite's own fields, or a
+    YAML body sent with ``Content-Type: application/yaml``.
+    """
+
+    document = serializers.JSONField(
+        required=False, help_text="The suite document as a JSON object (see CONTRACT.md)."
+    )
+    text = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="The suite document as YAML or JSON text."
+    )
+    format = serializers.ChoiceField(
+        choices=["yaml", "json"],
+        required=False,
+        help_text="Format of `text`; guessed when omitted (a leading `{` means JSON).",
+    )
+
+    def validate(self, attrs):
+        if ("document" in attrs) == ("text" in attrs):
+            raise serializers.ValidationError(
+                "Send either `document` (an object) or `text` (YAML or JSON), not both."
+                if "document" in attrs
+                else "Send `document` (an object) or `text` (YAML or JSON)."
+            )
+        if "document" in attrs and not isinstance(attrs["document"], dict):
+            raise serializers.ValidationError({"document": ["Expected a JSON object."]})
+        return attrs
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    percent = serializers.FloatField()
+    eta_seconds = serializers.FloatField(allow_null=True)
+
+
+class IntervalField(serializers.ListField):
+    """``[low, high]``: a 95% interval."""
+
+    child = serializers.FloatField()
+    min_length = 2
+    max_length = 2
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+
+class ConditionSummarySerializer(serializers.Serializer):
+    condition = serializers.CharField()
+    n = serializers.IntegerField()
+    new_rate = serializers.FloatField(allow_null=True)
+    new_ci = IntervalField(help_text="Wilson 95% interval of the new-protocol rate.")
+
+
+class GapSummarySerializer(serializers.Serializer):
+    pair = serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2)
+    n_pairs = serializers.IntegerField()
+    gap = serializers.FloatField(allow_null=True, help_text="rate(pair[0]) - rate(pair[1]).")
+    ci = IntervalField(help_text="95% interval of the paired gap (clustered by scenario).")
+    p_value = serializers.FloatField(allow_null=True, help_text="Exact McNemar p-value.")
+    p_holm = serializers.FloatField(allow_null=True, help_text="Holm-adjusted across pairs.")
+
+
+class RunStatsSummarySerializer(serializers.Serializer):
+    conditions = ConditionSummarySerializer(many=True)
+    gaps = GapSummarySerializer(many=True)
+
+
+class RunSummarySerializer(serializers.Serializer):
+    """A run as listed on a change."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField()
+    change = serializers.IntegerField()
+    suite = SuiteRefSerializer()
+    content_sha256 = serializers.CharField(help_text="The change content this run evaluated.")
+    is_current = serializers.BooleanField(help_text="Evaluated the change's current content.")
+    # A plain string (values listed) rather than an enum: an enum named "status" here would
+    # collide with the attestations' status enum in the schema.
+    status = serializers.CharField(
+        help_text="queued, running, completed, errored or cancelled (live: queued, running)."
+    )
+    status_reason = serializers.CharField(allow_blank=True)
+    progress = ProgressSerializer()
+    verdict = serializers.ChoiceField(choices=EvaluationRun.VERDICT_CHOICES, allow_null=True)
+    reasons = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    summary = RunStatsSummarySerializer(
+        help_text="Headline statistics (empty lists until the run has finished)."
+    )
+
+
+class RateSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+    ci = IntervalField(help_text="Wilson 95% interval.")
+
+
+class AFRateSerializer(RateSerializer):
+    n = serializers.IntegerField(help_text="Graded samples.")
+
+
+class ConditionDetailSerializer(serializers.Serializer):
+    condition = serializers.CharField()
+    n = serializers.IntegerField(help_text="Graded samples (errors excluded).")
+    errors = serializers.IntegerField()
+    total = serializers.IntegerField()
+    new = RateSerializer()
+    legacy = RateSerializer()
+    other = RateSerializer()
+    af_reasoning = AFRateSerializer(
+        help_text="Samples whose reasoning trace reasons about being watched or not."
+    )
+
+
+class GapDetailSerializer(serializers.Serializer):
+    pair = serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2)
+    n_pairs = serializers.IntegerField()
+    clusters = serializers.IntegerField()
+    rate_a = serializers.FloatField(allow_null=True)
+    rate_b = serializers.FloatField(allow_null=True)
+    gap = serializers.FloatField(allow_null=True)
+    ci = IntervalField()
+    ci_clustered = IntervalField()
+    ci_score = IntervalField()
+    method = serializers.CharField()
+    b = serializers.IntegerField(help_text="Pairs new only under pair[0].")
+    c = serializers.IntegerField(help_text="Pairs new only under pair[1].")
+    p_value = serializers.FloatField(allow_null=True)
+    p_holm = serializers.FloatField(allow_null=True)
+    holm_adjusted = serializers.BooleanField()
+    discordant_pairs = serializers.IntegerField()
+    min_detectable_gap = serializers.FloatField(allow_null=True)
+    epochs_to_detect = serializers.IntegerField(allow_null=True)
+    epochs_to_bound = serializers.IntegerField(allow_null=True)
+
+
+class CriticalLegacySerializer(serializers.Serializer):
+    scenario_id = serializers.CharField()
+    condition = serializers.CharField()
+    count = serializers.IntegerField()
+    n = serializers.IntegerField()
+
+
+class GateCheckSerializer(serializers.Serializer):
+    check = serializers.CharField()
+    subject = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=["pass", "fail", "inconclusive"])
+    message = serializers.CharField()
+
+
+class SamplesSummarySerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    graded = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    error_rate = serializers.FloatField()
+
+
+class ObservedPowerSerializer(serializers.Serializer):
+    pair = serializers.ListField(child=serializers.CharField())
+    n_pairs = serializers.IntegerField()
+    min_detectable_gap = serializers.FloatField(allow_null=True)
+    epochs_to_detect = serializers.IntegerField(allow_null=True)
+    epochs_to_bound = serializers.IntegerField(allow_null=True)
+
+
+class PowerSerializer(serializers.Serializer):
+    planned = PlannedPowerSerializer(allow_null=True)
+    observed = ObservedPowerSerializer(many=True)
+
+
+class ProtocolRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    version = serializers.CharField()
+
+
+class RunDetailSerializer(RunSummarySerializer):
+    """One run in full."""
+
+    interim = serializers.BooleanField(
+        help_text="True while the statistics are computed from the samples stored so far."
+    )
+    protocol = ProtocolRefSerializer()
+    target = serializers.DictField(help_text="kind, model, host of the target: never a key.")
+    policy = serializers.DictField(help_text="The gate policy the run was judged by.")
+    conditions = ConditionDetailSerializer(many=True)
+    gaps = GapDetailSerializer(many=True)
+    critical_legacy = CriticalLegacySerializer(many=True)
+    checks = GateCheckSerializer(many=True)
+    samples_summary = SamplesSummarySerializer()
+    power = PowerSerializer()
+    result_digest = serializers.CharField(allow_blank=True)
+    samples = serializers.URLField(help_text="The run's samples (paginated, filterable).")
+    page = serializers.URLField(help_text="The run's page in the web UI.")
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Sample
+        fields = [
+            "id",
+            "scenario_id",
+            "condition",
+            "cue_index",
+            "epoch",
+            "label",
+            "output",
+            "reasoning",
+            "af_reasoning",
+            "evidence",
+            "error",
+            "latency_ms",
+            "attempts",
+            "created_at",
+        ]
+        read_only_fields = fields
