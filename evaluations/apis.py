@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -24,9 +23,8 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.response import Response
 
 from changes import roles
-from changes import services as change_services
 from changes.apis import Pagination, errors, parse, visible_change
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from changes.errors import ValidationFailed
 from changes.selectors import visible_changes
 
 from . import selectors, services
@@ -83,46 +81,6 @@ def run_for(user, pk) -> EvaluationRun:
         return visible_runs(user).get(pk=pk)
     except EvaluationRun.DoesNotExist:
         raise NotFound("No such evaluation run.")
-
-
-def cancel_run(*, actor, run: EvaluationRun) -> None:
-    """Cancel one live run (the change's author or an admin; 409 once it has finished).
-
-    Uses ``services.run_cancel`` when the engine offers it. Until then it falls back to the
-    public pieces: the change-wide ``services.runs_cancel`` (which cancels every live run of
-    that change) and, once no current run is live, the workflow's verdict seam, so the change
-    leaves ``evaluating`` (to ``evaluation_failed``, naming the cancelled run) instead of
-    waiting forever. Locks the change, then the run: the engine's order.
-    """
-    single = getattr(services, "run_cancel", None)
-    if single is not None:
-        single(actor=actor, run=run)
-        return
-    if not (run.change.author_id == actor.pk or roles.is_admin(actor)):
-        raise NotAllowed("Only the change's author or an admin can cancel its evaluation runs.")
-    with transaction.atomic():
-        change = change_services.lock_change(run.change_id)
-        live = EvaluationRun.objects.select_for_update().filter(pk=run.pk).first()
-        if live is None or not live.is_live:
-            state = live.get_status_display().lower() if live else "gone"
-            raise Conflict(
-                f"Evaluation run {run.pk} has already finished ({state}); only a queued or "
-                "running run can be cancelled.",
-                code="run_finished",
-            )
-        services.runs_cancel(
-            change=change, actor=actor, reason=f"Cancelled by {actor.get_username()}."
-        )
-        current = selectors.current_runs(change)
-        if current and not any(r.is_live for r in current):
-            reasons = selectors.gate_reasons(change)
-            change_services.change_request_record_verdict(
-                change_id=change.pk,
-                content_sha256=change.content_sha256,
-                passed=not reasons,
-                reasons=reasons,
-                actor=actor,
-            )
 
 
 class EngineerAddsSuites(BasePermission):
@@ -375,6 +333,6 @@ class EvaluationCancelApi(GenericAPIView):
     )
     def post(self, request, run_id):
         run = run_for(request.user, run_id)
-        cancel_run(actor=request.user, run=run)
+        services.run_cancel(actor=request.user, run=run)
         run = run_for(request.user, run_id)
         return Response(s.RunSummarySerializer(s.run_summary(run, request=request)).data)

@@ -296,6 +296,46 @@ def runs_cancel(*, change, actor, reason: str = "The change was withdrawn.") -> 
     return cancelled
 
 
+@transaction.atomic
+def run_cancel(*, actor, run: EvaluationRun) -> None:
+    """One queued/running run -> cancelled (the change's author or an admin; 409 once it has
+    finished). Writes ``evaluation.run_cancelled``. When no run for the change's current
+    content is left live, the change gets its verdict (a cancelled run is not a pass), so it
+    leaves ``evaluating`` instead of waiting forever. Locks the change, then the run: the
+    same order as finalisation."""
+    if not (run.change.author_id == actor.pk or roles.is_admin(actor)):
+        raise NotAllowed("Only the change's author or an admin can cancel its evaluation runs.")
+    change = change_services.lock_change(run.change_id)
+    live = EvaluationRun.objects.select_for_update().filter(pk=run.pk).first()
+    if live is None or not live.is_live:
+        state = live.get_status_display().lower() if live else "gone"
+        raise Conflict(
+            f"Evaluation run {run.pk} has already finished ({state}); only a queued or "
+            "running run can be cancelled.",
+            code="run_finished",
+        )
+    reason = f"Cancelled by {actor.get_username()}."
+    EvaluationRun.objects.filter(pk=live.pk).update(
+        status=EvaluationRun.CANCELLED, status_reason=reason, finished_at=timezone.now()
+    )
+    audit.append(
+        actor=actor,
+        verb="evaluation.run_cancelled",
+        obj=live,
+        data={"change": change.pk, "from": live.status, "reason": reason},
+    )
+    current = selectors.current_runs(change)
+    if current and not any(r.is_live for r in current):
+        reasons = selectors.gate_reasons(change)
+        change_services.change_request_record_verdict(
+            change_id=change.pk,
+            content_sha256=change.content_sha256,
+            passed=not reasons,
+            reasons=reasons,
+            actor=actor,
+        )
+
+
 # --- execution ---------------------------------------------------------------------------
 
 

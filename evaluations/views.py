@@ -29,7 +29,7 @@ from changes.views._common import change_or_404, deny, paginate, report
 
 from . import selectors, services
 from . import serializers as read
-from .apis import cancel_run, visible_runs
+from .apis import visible_runs
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
 from .parsers import MAX_SOURCE_BYTES
@@ -437,7 +437,7 @@ def run_discordant(request, pk):
 def run_cancel(request, pk):
     run = run_or_404(request.user, pk)
     try:
-        cancel_run(actor=request.user, run=run)
+        services.run_cancel(actor=request.user, run=run)
     except Exception as exc:
         error = as_domain_error(exc)
         if error is None:
