@@ -1,0 +1,68 @@
+# Developer entry points. On a fresh machine with only Python 3.11+:
+#   make run    create .venv, install, migrate, seed the demo, start web + Celery worker + beat
+#   make test   the whole test suite
+# Overridable: HOST, PORT (make run), PYTEST_ARGS (make test, e.g. PYTEST_ARGS="-n 2 -x"),
+# PYTHON (the interpreter that creates .venv).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The first python3.1x / python3 on PATH that is at least 3.11.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	>/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help install run test bench lint fmt
+
+help:
+	@echo "make run    - install (first time), migrate, seed demo data, start web + worker + beat"
+	@echo "              on http://$(HOST):$(PORT)/ (override with HOST=... PORT=...)"
+	@echo "make test   - run the whole test suite (PYTEST_ARGS=... to pass pytest options)"
+	@echo "make bench  - run bench/ and write bench/RESULTS.md"
+	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make fmt    - ruff format and ruff check --fix"
+
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "Python 3.11 or newer is required (none found as python3.1x or python3)."; exit 1; fi
+	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when requirements.lock changes (uv is used when present, pip otherwise).
+$(STAMP): requirements.lock | $(PY)
+	@echo "Installing the locked dependencies into $(VENV) ..."
+	@if command -v uv >/dev/null 2>&1; then \
+		uv pip install --python $(PY) -r requirements.lock; \
+	else \
+		$(PY) -m pip install --disable-pip-version-check --quiet -r requirements.lock; \
+	fi
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) scripts/dev.py --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@if [ -f bench/__main__.py ]; then \
+		$(PY) -m bench; \
+	else \
+		echo "bench/__main__.py does not exist yet: nothing to run."; exit 1; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

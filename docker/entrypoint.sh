@@ -1,0 +1,19 @@
+#!/bin/sh
+# Container entrypoint for web, worker and beat: optional start-up steps, then the command.
+#   DJANGO_MIGRATE_ON_START=true  apply migrations first (set it on the web service only)
+#   DJANGO_SEED_DEMO=true         also load the demo data (and a development signing key)
+set -eu
+
+cd /app
+
+if [ "${DJANGO_MIGRATE_ON_START:-false}" = "true" ]; then
+    echo "entrypoint: applying migrations"
+    python manage.py migrate --noinput
+fi
+
+if [ "${DJANGO_SEED_DEMO:-false}" = "true" ]; then
+    echo "entrypoint: seeding demo data"
+    python manage.py seed_demo
+fi
+
+exec "$@"

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""``make run``: prepare the embedded default and run web, Celery worker and beat together.
+
+1. ``migrate``, ``seed_demo`` (its logins are shown again once the app answers),
+   ``collectstatic`` (skipped when no static source changed since the last run).
+2. Starts gunicorn (``config.wsgi``), a real Celery worker (prefork) and Celery beat, each
+   in its own process group, their output prefixed with ``[web]``, ``[worker]``, ``[beat]``
+   and copied to ``var/log/<name>.log``.
+3. Prints the URL and the demo logins once ``/healthz`` answers.
+4. Ctrl-C (or SIGTERM) stops all three; when one of them dies, the others are stopped too and
+   the exit status is non-zero.
+
+Run with the project's virtualenv Python: ``.venv/bin/python scripts/dev.py [--host H --port P]``.
+Environment variables (``DATABASE_URL``, ``CELERY_BROKER_URL``, ...) pass through; ``DEBUG``
+defaults to true here so that errors are readable (static files are served by WhiteNoise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+STOP_GRACE_SECONDS = 10
+LOGIN_LINE = re.compile(r"^\S+ / \S+$")
+_print_lock = threading.Lock()
+
+
+def say(message: str = "") -> None:
+    with _print_lock:
+        print(message, flush=True)
+
+
+def manage(*args: str, env: dict, capture: bool = False) -> str:
+    """Run a manage.py command in the foreground; exit on failure."""
+    say(f"[dev] manage.py {' '.join(args)}")
+    result = subprocess.run(
+        [PY, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+        check=False,
+    )
+    if capture and result.stdout:
+        say(result.stdout.rstrip())
+    if result.returncode != 0:
+        say(f"[dev] manage.py {args[0]} failed with exit status {result.returncode}")
+        sys.exit(result.returncode)
+    return result.stdout or ""
+
+
+class Child:
+    """One supervised process in its own process group, its output prefixed and logged."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path, on_line=None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_dir / f"{name}.log"
+        self.on_line = on_line
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches only the supervisor, which forwards it
+        )
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        with self.log_path.open("a", encoding="utf-8") as log:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                log.write(line + "\n")
+                log.flush()
+                say(f"[{self.name}] {line}")
+                if self.on_line:
+                    self.on_line(line)
+
+    def poll(self):
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        """SIGTERM to the main process only: gunicorn and Celery stop their own children."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, children included."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_http(url: str, timeout: float, children: list[Child]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def collectstatic(env: dict) -> None:
+    """``collectstatic`` when a static source or the lock changed since the last run.
+
+    Compressing the collected files (WhiteNoise, brotli) costs half a minute; a stamp in
+    STATIC_ROOT skips it when nothing changed."""
+    static_root = Path(env.get("STATIC_ROOT", ROOT / "staticfiles"))
+    stamp = static_root / ".make-run-stamp"
+    sources = [ROOT / "requirements.lock", ROOT / "config" / "settings.py"]
+    sources += [p for p in (ROOT / "static").rglob("*") if p.is_file()]
+    newest = max((p.stat().st_mtime for p in sources if p.exists()), default=0)
+    if stamp.exists() and stamp.stat().st_mtime >= newest:
+        say("[dev] static files are up to date (collectstatic skipped)")
+        return
+    manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--skip-setup", action="store_true", help="no migrate/seed/collectstatic")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    env.setdefault("DEBUG", "true")
+    env["PYTHONUNBUFFERED"] = "1"
+    var_dir = Path(env.get("VAR_DIR", ROOT / "var"))
+    log_dir = var_dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    if not port_is_free(args.host, args.port):
+        say(f"[dev] {args.host}:{args.port} is already in use; try `make run PORT=8001`.")
+        return 1
+
+    seed_output = ""
+    if not args.skip_setup:
+        manage("migrate", "--noinput", env=env)
+        seed_output = manage("seed_demo", env=env, capture=True)
+        collectstatic(env)
+
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame):
+        if not stopping.is_set():
+            say(f"\n[dev] {signal.Signals(signum).name} received: stopping web, worker and beat")
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, request_stop)
+
+    worker_ready = threading.Event()
+
+    def watch_worker(line: str) -> None:
+        if " ready." in line and not worker_ready.is_set():
+            worker_ready.set()
+            say("[dev] Celery worker is ready")
+
+    bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+    web_argv = [PY, "-m", "gunicorn", "config.wsgi:application", "--bind", bind]
+    web_argv += f"--workers {args.web_workers} --threads 4 --timeout 120".split()
+    web_argv += ["--access-logfile", str(log_dir / "access.log"), "--error-logfile", "-"]
+    # prefork, as in production: the evaluation executor keeps one event loop per process.
+    worker_argv = [PY, "-m", "celery", "-A", "config", "worker", "--pool", "prefork"]
+    worker_argv += f"--concurrency {args.worker_concurrency} --loglevel INFO".split()
+    worker_argv += ["--hostname", "dev-worker@%h", "--without-mingle", "--without-gossip"]
+    beat_argv = [PY, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
+    beat_argv += ["--schedule", str(var_dir / "celerybeat-schedule")]
+    children = [
+        Child("web", web_argv, env, log_dir),
+        Child("worker", worker_argv, env, log_dir, on_line=watch_worker),
+        Child("beat", beat_argv, env, log_dir),
+    ]
+    say(f"[dev] started web (pid {children[0].proc.pid}), worker (pid {children[1].proc.pid}), "
+        f"beat (pid {children[2].proc.pid}); logs in {log_dir}")  # fmt: skip
+
+    shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    url = f"http://{shown_host}:{args.port}/"
+    if wait_for_http(url + "healthz", timeout=60, children=children):
+        logins = [line for line in seed_output.splitlines() if LOGIN_LINE.match(line.strip())]
+        token = [line for line in seed_output.splitlines() if line.startswith("Pipeline API")]
+        rule = "=" * 72
+        banner = [rule, f"  Protocol-change manager: {url}", f"  API docs: {url}api/docs/"]
+        if logins:
+            banner.append("  Demo logins (username / password; for the demo only):")
+            banner += [f"    {line.strip()}" for line in logins]
+        banner += [f"  {line}" for line in token]
+        banner += ["  Web, Celery worker and beat are running. Ctrl-C stops all three.", rule]
+        say("\n".join(banner))
+
+    exit_code = 0
+    while not stopping.is_set():
+        dead = [c for c in children if c.poll() is not None]
+        if dead:
+            exit_code = dead[0].poll() or 1
+            say(f"[dev] {dead[0].name} exited with status {dead[0].poll()}: stopping the others")
+            break
+        stopping.wait(0.5)
+
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"[dev] {child.name} did not stop in {STOP_GRACE_SECONDS}s: killing it")
+            child.kill()
+            child.proc.wait()
+        child.kill()  # whatever the main process left behind in its group
+        child.reader.join(timeout=2)
+    say("[dev] stopped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
