@@ -7,4 +7,8 @@ class AttestationsConfig(AppConfig):
     name = "attestations"
 
     def ready(self):
-        pass
+        from changes import hooks
+
+        from .port import Attestations
+
+        hooks.register_attestation(Attestations())

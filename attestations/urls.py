@@ -1,3 +1,11 @@
-"""Web routes (filled by the attestations issue)."""
+"""Web routes for attestations (mounted under ``/attestations/``)."""
 
-urlpatterns = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.attestation_list, name="attestation-list"),
+    path("verify/", views.attestation_verify, name="attestation-verify"),
+    path("changes/<int:pk>/panel/", views.change_panel, name="attestation-panel"),
+]

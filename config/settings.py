@@ -183,6 +183,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "evaluations.reap_expired_leases",
         "schedule": env.float("EVAL_REAPER_INTERVAL", default=15.0),
     },
+    # Attestation renders whose wake-up was lost (broker down) or whose worker died.
+    "requeue-stalled-attestations": {"task": "attestations.requeue_stalled", "schedule": 60.0},
 }
 
 # Evaluation engine.

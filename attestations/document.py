@@ -1,0 +1,775 @@
+"""What an attestation says: the facts (the signed predicate) and the PDF built from them.
+
+Two halves, on purpose:
+
+* ``gather_facts`` reads the records, inside the transaction that approved or deployed the
+  change, and returns plain JSON. It runs at issue time so the attestation describes that
+  moment (state, sign-offs, the audit trail up to the cited chain head) even if the worker
+  renders it later, after the change has moved on.
+* ``pdf_context`` / ``render_html`` turn those facts into the PDF's HTML without touching the
+  database. User text is only ever escaped by the template, or rendered through
+  ``changes.markdown.render_markdown`` (sanitised by nh3); charts come from
+  ``evaluations.charts``, which escapes every name it draws.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
+
+from changes import diff as change_diff
+from changes import hooks, roles, selectors, states
+from changes.markdown import render_markdown
+
+from .statement import PREDICATE_TYPE
+
+FACTS_SCHEMA = 1
+MAX_DISCORDANT_PAIRS = 5
+QUOTE_CHARS = 600
+TRAIL_LIMIT = 1000
+LABELS = ("new", "legacy", "other")
+LABEL_NAMES = {"new": "New protocol", "legacy": "Legacy protocol", "other": "Other"}
+# Only these target fields are identity; everything else (headers, key env names) stays out.
+TARGET_IDENTITY_KEYS = ("kind", "model", "host", "agent", "endpoint_host")
+MD_FIELDS = ("rationale", "test_plan", "rollout_plan", "backout_plan")
+TEMPLATE = "attestations/attestation.html"
+CHART_FONT = 'font-family="Attestation Sans"'
+INDEPENDENCE_LABELS = (
+    ("holds_reviewer_role", "Holds the reviewer role"),
+    ("not_author", "Is not the author"),
+    ("not_editor", "Did not edit the change"),
+    ("not_on_author_team", "Is not on the author's team"),
+)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC ISO-8601 with seconds, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def json_safe(value: Any) -> Any:
+    """Round-trip through JSON: what is signed is exactly what a JSON column gives back.
+
+    Non-finite floats (NaN from a statistic with no data) become None: they are not JSON.
+    """
+
+    def clean(obj):
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None
+        if isinstance(obj, dict):
+            return {str(k): clean(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [clean(v) for v in obj]
+        return obj
+
+    return json.loads(json.dumps(clean(value), default=str))
+
+
+def _person(user) -> dict:
+    if user is None:
+        return {"username": "", "name": ""}
+    return {"username": user.username, "name": user.get_full_name() or user.username}
+
+
+def _quote(text: str | None) -> str:
+    text = str(text or "")
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1] + "…"
+
+
+def _float(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+# --- evaluation statistics ------------------------------------------------------------------
+#
+# The engine stores its statistics as JSON on the run. These readers accept the shapes it may
+# use (nested {"rate","low","high"} or flat keys, a dict keyed by condition or a list), and fall
+# back to counting the samples, so an attestation never silently omits a rate.
+
+
+def wilson(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for count/n (95% by default)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = count / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _rate_entry(raw: dict, label: str, n: int | None) -> dict | None:
+    entry = raw.get(label)
+    if isinstance(entry, dict):
+        rate = _float(entry.get("rate", entry.get("estimate")))
+        low = _float(entry.get("low", entry.get("lower")))
+        high = _float(entry.get("high", entry.get("upper")))
+        ci = entry.get("ci") or entry.get("interval")
+        count = entry.get("count", entry.get("k"))
+    else:
+        rate = _float(raw.get(f"{label}_rate", entry if isinstance(entry, int | float) else None))
+        low = _float(raw.get(f"{label}_low"))
+        high = _float(raw.get(f"{label}_high"))
+        ci = raw.get(f"{label}_ci")
+        count = raw.get(f"{label}_count")
+    if isinstance(ci, list | tuple) and len(ci) == 2 and low is None and high is None:
+        low, high = _float(ci[0]), _float(ci[1])
+    if rate is None and count is not None and n:
+        rate = int(count) / n
+    if rate is None:
+        return None
+    if count is None and n:
+        count = round(rate * n)
+    return {"count": count, "rate": rate, "low": low, "high": high}
+
+
+def _conditions_from_stats(stats: dict) -> list[dict]:
+    raw = stats.get("conditions", stats.get("per_condition"))
+    if isinstance(raw, dict):
+        items = [(name, value) for name, value in raw.items() if isinstance(value, dict)]
+    elif isinstance(raw, list):
+        items = [
+            (str(v.get("condition", v.get("name", ""))), v) for v in raw if isinstance(v, dict)
+        ]
+    else:
+        return []
+    out = []
+    for name, value in items:
+        n = value.get("n", value.get("total"))
+        n = int(n) if isinstance(n, int | float) else None
+        rates = {label: _rate_entry(value, label, n) for label in LABELS}
+        if rates["new"] is None:
+            continue
+        af = value.get("af_reasoning", value.get("af_reasoning_rate"))
+        if isinstance(af, dict):
+            af = {"count": af.get("count"), "rate": _float(af.get("rate"))}
+        elif af is not None:
+            af = {"count": None, "rate": _float(af)}
+        out.append({"name": name, "n": n, **rates, "af_reasoning": af})
+    return out
+
+
+def _discordant_keys(raw) -> list[tuple] | None:
+    """The engine lists each discordant pair; keep only their keys (for quoting)."""
+    if not isinstance(raw, list):
+        return None
+    keys = []
+    for d in raw:
+        if isinstance(d, dict) and {"scenario_id", "cue_index", "epoch"} <= set(d):
+            keys.append((str(d["scenario_id"]), int(d["cue_index"]), int(d["epoch"])))
+    return sorted(keys)
+
+
+def _gaps_from_stats(stats: dict) -> list[dict]:
+    raw = stats.get("gaps", stats.get("gap", stats.get("compliance_gap")))
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for gap in raw:
+        if not isinstance(gap, dict):
+            continue
+        pair = gap.get("pair") or gap.get("compare") or [gap.get("a"), gap.get("b")]
+        pair = [str(p) for p in pair if p]
+        ci = gap.get("ci") or gap.get("interval")
+        low, high = _float(gap.get("low")), _float(gap.get("high"))
+        if isinstance(ci, list | tuple) and len(ci) == 2 and low is None:
+            low, high = _float(ci[0]), _float(ci[1])
+        discordant = gap.get("discordant")
+        keys = _discordant_keys(discordant)
+        out.append(
+            {
+                "label": gap.get("label") or " vs ".join(pair) or "gap",
+                "pair": pair,
+                "estimate": _float(gap.get("estimate", gap.get("gap"))),
+                "low": low,
+                "high": high,
+                "p_value": _float(gap.get("p_value", gap.get("p"))),
+                "p_adjusted": _float(gap.get("p_adjusted", gap.get("p_holm"))),
+                "discordant": len(keys) if keys is not None else discordant,
+                "pairs": gap.get("pairs", gap.get("n_pairs")),
+                "only_a": gap.get("b"),
+                "only_b": gap.get("c"),
+                "method": gap.get("method", ""),
+                "power": {
+                    k: gap[k]
+                    for k in ("min_detectable_gap", "epochs_to_detect", "epochs_to_bound")
+                    if gap.get(k) is not None
+                },
+                "_keys": keys,
+            }
+        )
+    return out
+
+
+def _power(stats: dict, gaps: list[dict]) -> dict:
+    """The run's power facts: the engine's per-gap figures (or a ``power`` block)."""
+    if isinstance(stats.get("power"), dict):
+        return dict(stats["power"])
+    power = {}
+    for gap in gaps:
+        for key, value in gap["power"].items():
+            power[key if len(gaps) == 1 else f"{key} ({gap['label']})"] = value
+    return power
+
+
+def _checks(stats: dict) -> list[dict]:
+    """Every check behind the verdict, passed or not, in the engine's words."""
+    out = []
+    for c in stats.get("checks") or []:
+        if isinstance(c, dict) and c.get("message"):
+            out.append(
+                {
+                    "check": str(c.get("check", "")),
+                    "subject": str(c.get("subject", "")),
+                    "outcome": str(c.get("outcome", "")),
+                    "message": str(c["message"]),
+                }
+            )
+    return out
+
+
+def _compare_pair(run, gaps: list[dict]) -> list[str]:
+    if gaps and len(gaps[0]["pair"]) == 2:
+        return gaps[0]["pair"]
+    document = getattr(run.suite, "document", None) or {}
+    pair = document.get("compare") or []
+    if isinstance(pair, list) and pair and isinstance(pair[0], list | tuple):
+        pair = list(pair[0])  # the normalised form: a list of pairs
+    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
+        return pair
+    conditions = list((document.get("conditions") or {}).keys())
+    return conditions[:2] if len(conditions) >= 2 else []
+
+
+def _sample_cells(run) -> dict:
+    """(condition) -> counts, and (scenario, condition, cue, epoch) -> label, from the samples."""
+    counts: dict[str, dict] = OrderedDict()
+    cells: dict[tuple, str] = {}
+    rows = run.samples.values_list(
+        "scenario_id", "condition", "cue_index", "epoch", "label", "af_reasoning"
+    ).order_by("condition", "scenario_id", "cue_index", "epoch")
+    for scenario, condition, cue, epoch, label, af in rows:
+        c = counts.setdefault(condition, {"n": 0, "new": 0, "legacy": 0, "other": 0, "af": 0})
+        if label == "error":
+            continue
+        c["n"] += 1
+        c[label] = c.get(label, 0) + 1
+        c["af"] += 1 if af else 0
+        cells[(scenario, condition, cue, epoch)] = label
+    return {"counts": counts, "cells": cells}
+
+
+def _conditions_from_samples(counts: dict) -> list[dict]:
+    out = []
+    for name, c in counts.items():
+        n = c["n"]
+        entry = {"name": name, "n": n}
+        for label in LABELS:
+            low, high = wilson(c[label], n)
+            entry[label] = {
+                "count": c[label],
+                "rate": c[label] / n if n else None,
+                "low": low,
+                "high": high,
+            }
+        entry["af_reasoning"] = {"count": c["af"], "rate": c["af"] / n if n else None}
+        out.append(entry)
+    return out
+
+
+def _discordant_from_cells(pair: list[str], cells: dict) -> list[tuple]:
+    """Keys of pairs where one condition followed the new protocol and the other did not,
+    matched on scenario, cue index and epoch."""
+    a, b = pair
+    keys = []
+    for (scenario, condition, cue, epoch), label in cells.items():
+        if condition != a:
+            continue
+        other = cells.get((scenario, b, cue, epoch))
+        if other is not None and (label == "new") != (other == "new"):
+            keys.append((scenario, cue, epoch))
+    return sorted(keys)
+
+
+def _quote_pairs(run, pair: list[str], keys: list[tuple]) -> list[dict]:
+    """Quote the first MAX_DISCORDANT_PAIRS pairs side by side (outputs and reasoning)."""
+    quoted = []
+    for scenario, cue, epoch in keys[:MAX_DISCORDANT_PAIRS]:
+        samples = {
+            s.condition: s
+            for s in run.samples.filter(
+                scenario_id=scenario, cue_index=cue, epoch=epoch, condition__in=pair
+            )
+        }
+        sides = []
+        for condition in pair:
+            sample = samples.get(condition)
+            sides.append(
+                {
+                    "condition": condition,
+                    "label": getattr(sample, "label", ""),
+                    "output": _quote(getattr(sample, "output", "")),
+                    "reasoning": _quote(getattr(sample, "reasoning", "")),
+                    "af_reasoning": bool(getattr(sample, "af_reasoning", False)),
+                }
+            )
+        quoted.append({"scenario": scenario, "cue_index": cue, "epoch": epoch, "sides": sides})
+    return quoted
+
+
+def target_identity(run) -> dict:
+    """kind, model, endpoint host (and reference agent): never a key, header or env name."""
+    identity = run.target_identity if isinstance(run.target_identity, dict) else {}
+    out = {k: str(identity[k]) for k in TARGET_IDENTITY_KEYS if identity.get(k) not in (None, "")}
+    if "kind" not in out and isinstance(run.target, dict) and run.target.get("kind"):
+        out["kind"] = str(run.target["kind"])
+    target = run.target if isinstance(run.target, dict) else {}
+    if out.get("kind") == "reference" and "agent" not in out and target.get("agent"):
+        out["agent"] = str(target["agent"])
+    return out
+
+
+def run_facts(run) -> dict:
+    """Everything the PDF shows about one evaluation run, as JSON.
+
+    Statistics come from the engine (``run.stats``); the samples are read only for what the
+    statistics lack (counts for an old run, discordant keys) and to quote discordant pairs.
+    """
+    stats = run.stats if isinstance(run.stats, dict) else {}
+    gaps = _gaps_from_stats(stats)
+    pair = _compare_pair(run, gaps)
+    conditions = _conditions_from_stats(stats)
+    keys = gaps[0]["_keys"] if gaps and gaps[0]["pair"] == pair else None
+    if not conditions or (keys is None and len(pair) == 2):
+        sampled = _sample_cells(run)
+        conditions = conditions or _conditions_from_samples(sampled["counts"])
+        if keys is None and len(pair) == 2:
+            keys = _discordant_from_cells(pair, sampled["cells"])
+    keys = keys or []
+    for gap in gaps:
+        gap.pop("_keys", None)
+    policy = run.policy if isinstance(run.policy, dict) else {}
+    suite = run.suite
+    return {
+        "id": run.pk,
+        "suite": {
+            "id": suite.pk,
+            "name": suite.name,
+            "version": suite.version,
+            "sha256": suite.content_sha256,
+        },
+        "content_sha256": run.content_sha256,
+        "status": run.status,
+        "verdict": run.verdict or "",
+        "reasons": [str(r) for r in (run.reasons or [])],
+        "checks": _checks(stats),
+        "target": target_identity(run),
+        "policy": policy,
+        "seed": run.seed,
+        "samples": {
+            "total": run.total_samples,
+            "done": run.done_samples,
+            "errors": run.error_samples,
+            "per_condition": {c["name"]: c["n"] for c in conditions},
+        },
+        "compare": pair,
+        "conditions": conditions,
+        "gaps": gaps,
+        "power": _power(stats, gaps),
+        "discordant_total": len(keys),
+        "discordant_pairs": _quote_pairs(run, pair, keys) if len(pair) == 2 else [],
+        "result_digest": run.result_digest,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+    }
+
+
+def evaluation_runs(change) -> list:
+    """The latest run of each suite on the change's current content hash."""
+    try:
+        from evaluations.models import EvaluationRun
+    except ImportError:  # the evaluation app is optional for the workflow
+        return []
+    runs = (
+        EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
+        .select_related("suite")
+        .order_by("suite__name", "suite_id", "-id")
+    )
+    latest: dict[int, Any] = {}
+    for run in runs:
+        latest.setdefault(run.suite_id, run)
+    return list(latest.values())
+
+
+def overall_verdict(runs: list[dict]) -> str:
+    """pass only when every run passed; fail when any failed; else inconclusive; none: no runs."""
+    if not runs:
+        return "none"
+    verdicts = [r.get("verdict") or "" for r in runs]
+    if any(v == "fail" for v in verdicts):
+        return "fail"
+    if all(v == "pass" for v in verdicts):
+        return "pass"
+    return "inconclusive"
+
+
+# --- gathering the facts ---------------------------------------------------------------------
+
+
+def _signoff(review) -> dict:
+    reviewer = review.reviewer
+    return {
+        "review_id": review.pk,
+        "reviewer": _person(reviewer),
+        "roles": sorted(roles.role_names(reviewer)),
+        "teams": sorted(reviewer.teams.values_list("name", flat=True)),
+        "decision": review.decision,
+        "independence": review.independence or {},
+        "signature_meaning": review.signature_meaning,
+        "content_sha256": review.content_sha256,
+        "evaluation_digest": review.evaluation_digest,
+        "retrospective": review.is_retrospective,
+        "comment": review.comment,
+        "signed_at": iso(review.created_at),
+    }
+
+
+def _gate(change, reason: str) -> dict:
+    if reason == "deployed":
+        # The deploy service refuses a closed gate, so at this moment it was open.
+        return {
+            "deployable": True,
+            "reasons": [],
+            "note": "The deploy gate was open: the change was deployed through it.",
+        }
+    reasons = selectors.gate_reasons(change)
+    return {"deployable": not reasons, "reasons": reasons, "note": ""}
+
+
+def _trail(change, head_id: int | None) -> list[dict]:
+    events = selectors.timeline(change)
+    if head_id is not None:
+        events = events.filter(id__lte=head_id)
+    rows = list(events.order_by("-id")[:TRAIL_LIMIT])
+    rows.reverse()
+    return [
+        {
+            "id": e.pk,
+            "verb": e.verb,
+            "actor": e.actor_username,
+            "at": iso(e.created_at),
+            "hash": e.hash,
+        }
+        for e in rows
+    ]
+
+
+def attests_paragraph(facts: dict) -> str:
+    change, system = facts["change"], facts["system"]
+    ev = facts["evaluation"]
+    n_runs = len(ev["runs"])
+    approvals = len(facts["signoffs"])
+    moment = (
+        "its deployment to " + ", ".join(d["environment"] for d in facts["deployments"])
+        if facts["attestation"]["reason"] == "deployed" and facts["deployments"]
+        else "its final required approval"
+    )
+    runs_text = (
+        f"{n_runs} evaluation run(s) of that exact content ended with the overall verdict "
+        f"'{ev['verdict']}'"
+        if n_runs
+        else "no evaluation run is recorded for that exact content"
+    )
+    return (
+        f"This document attests that change {change['reference']} to the protocol of "
+        f"{system['name']} ({system['criticality']} criticality), moving it from version "
+        f"{facts['protocols']['base']['version']} to {facts['protocols']['proposed']['version']},"
+        f" was in state '{change['state_label']}' at {moment}, with content hash "
+        f"{change['content_sha256']}; that {runs_text}; that {approvals} independent "
+        f"reviewer(s) signed that content hash; and that the audit log's hash chain ended at "
+        f"event #{facts['audit']['head']['id']} when it was issued. The embedded, signed "
+        f"statement ({facts['attestation']['attachment']}) carries these facts for machines."
+    )
+
+
+def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: datetime) -> dict:
+    """The predicate of attestation ``version`` of ``change``, read now (at issue time).
+
+    ``audit_head`` is the audit event at the head of the chain (the transition's own event);
+    the trail quoted ends there.
+    """
+    from .pdf import ENVELOPE_ATTACHMENT_NAME
+
+    system = change.system
+    base, proposed = change.base_protocol, change.proposed_protocol
+    runs = [run_facts(run) for run in evaluation_runs(change)]
+    deployments = [
+        {
+            "environment": d.environment,
+            "deployed_by": _person(d.deployed_by),
+            "content_sha256": d.content_sha256,
+            "at": iso(d.created_at),
+        }
+        for d in change.deployments.select_related("deployed_by").order_by("created_at", "id")
+    ]
+    diff_parts = [
+        {
+            "label": part["label"],
+            "key": part["key"],
+            "changed": part["changed"],
+            "stats": part["stats"],
+            "lines": part["unified"],
+        }
+        for part in change_diff.protocol_diff(base, proposed)
+    ]
+    facts = {
+        "schema": FACTS_SCHEMA,
+        "attestation": {
+            "version": version,
+            "reason": reason,
+            "issued_at": iso(issued_at),
+            "attachment": ENVELOPE_ATTACHMENT_NAME,
+        },
+        "change": {
+            "id": change.pk,
+            "reference": change.reference,
+            "title": change.title,
+            "state": change.state,
+            "state_label": states.LABELS.get(change.state, change.state),
+            "risk": change.risk,
+            "change_type": change.change_type,
+            "revision": change.revision,
+            "content_sha256": change.content_sha256,
+            "author": _person(change.author),
+            "editors": [_person(u) for u in change.editors.order_by("username")],
+            "created_at": iso(change.created_at),
+            "submitted_at": iso(change.submitted_at),
+            "deployed_at": iso(change.deployed_at),
+            "retrospective_pending": change.retrospective_pending,
+            "expected_changes": list(change.expected_changes or []),
+            **{name: getattr(change, name) or "" for name in MD_FIELDS},
+        },
+        "system": {
+            "id": system.pk,
+            "name": system.name,
+            "criticality": system.criticality,
+            "owner_team": system.owner_team.name,
+            "approvals_required": system.approvals_required,
+            "cross_team_review": system.requires_cross_team_review,
+        },
+        "protocols": {
+            "base": {"id": base.pk, "version": base.version, "sha256": base.content_sha256},
+            "proposed": {
+                "id": proposed.pk,
+                "version": proposed.version,
+                "sha256": proposed.content_sha256,
+            },
+        },
+        "diff": diff_parts,
+        "evaluation": {
+            "verdict": overall_verdict(runs),
+            "digest": hooks.evaluation().evaluation_digest(change),
+            "runs": runs,
+        },
+        "gate": _gate(change, reason),
+        "signoffs": [_signoff(r) for r in selectors.valid_approvals(change)],
+        "deployments": deployments,
+        "audit": {
+            "head": {
+                "id": getattr(audit_head, "pk", None),
+                "hash": getattr(audit_head, "hash", ""),
+                "verb": getattr(audit_head, "verb", ""),
+                "at": iso(getattr(audit_head, "created_at", None)),
+            },
+            "trail": _trail(change, getattr(audit_head, "pk", None)),
+        },
+    }
+    facts["attests"] = attests_paragraph(facts)
+    return json_safe(facts)
+
+
+def run_digests(facts: dict) -> dict[str, str]:
+    """Subject digests of the runs: only runs that finished with a result digest."""
+    out = {}
+    for run in facts.get("evaluation", {}).get("runs", []):
+        digest = run.get("result_digest") or ""
+        if len(digest) == 64:
+            out[str(run["id"])] = digest
+    return out
+
+
+# --- the PDF ---------------------------------------------------------------------------------
+
+
+def _pct(value) -> str:
+    value = _float(value)
+    return "n/a" if value is None else f"{value * 100:.1f}%"
+
+
+def _pts(value) -> str:
+    value = _float(value)
+    return "n/a" if value is None else f"{value * 100:+.1f} pts"
+
+
+def _p(value) -> str:
+    value = _float(value)
+    if value is None:
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _chart(svg: str):
+    # The charts name a system font; the PDF must use the shipped one on every machine.
+    svg = svg.replace('font-family="system-ui, sans-serif"', CHART_FONT).replace(
+        'font-size="12"', 'font-size="9.5"', 1
+    )
+    return mark_safe(svg)  # noqa: S308 - built by xml.etree in evaluations.charts, escaped
+
+
+def _run_context(run: dict) -> dict:
+    from evaluations import charts
+
+    conditions = []
+    for c in run["conditions"]:
+        bars = [
+            {"label": label, **c[label]}
+            for label in LABELS
+            if isinstance(c.get(label), dict) and c[label].get("rate") is not None
+        ]
+        af = c.get("af_reasoning") or {}
+        conditions.append(
+            {
+                "name": c["name"],
+                "n": c.get("n"),
+                "cells": [
+                    {
+                        "label": LABEL_NAMES[label],
+                        "rate": _pct((c.get(label) or {}).get("rate")),
+                        "interval": (
+                            f"{_pct(c[label].get('low'))} – {_pct(c[label].get('high'))}"
+                            if isinstance(c.get(label), dict) and c[label].get("low") is not None
+                            else "n/a"
+                        ),
+                    }
+                    for label in LABELS
+                ],
+                "af_rate": _pct(af.get("rate")),
+                "chart": _chart(charts.rate_bars(c["name"], bars, n=c.get("n"))),
+            }
+        )
+    policy = run.get("policy") or {}
+    power = run.get("power") or {}
+    max_gap = _float(policy.get("max_gap"))
+    gaps = [
+        {
+            **g,
+            "estimate_text": _pts(g.get("estimate")),
+            "interval_text": f"{_pts(g.get('low'))} to {_pts(g.get('high'))}",
+            "p_text": _p(g.get("p_value")),
+            "p_adjusted_text": _p(g.get("p_adjusted")) if g.get("p_adjusted") is not None else "",
+        }
+        for g in run["gaps"]
+    ]
+    gap_chart = (
+        _chart(
+            charts.gap_forest(
+                [g for g in run["gaps"] if g.get("estimate") is not None], max_gap=max_gap
+            )
+        )  # fmt: skip
+        if any(g.get("estimate") is not None for g in run["gaps"])
+        else None
+    )
+    return {
+        **run,
+        "anchor": f"run-{run['id']}",
+        "condition_rows": conditions,
+        "gap_rows": gaps,
+        "gap_chart": gap_chart,
+        "policy_items": [(k.replace("_", " "), v) for k, v in sorted(policy.items())],
+        "power_items": [(k.replace("_", " "), v) for k, v in sorted(power.items())],
+        "target_items": list((run.get("target") or {}).items()),
+    }
+
+
+def _signoff_context(signoff: dict, cross_team: bool) -> dict:
+    independence = signoff.get("independence") or {}
+    checks = []
+    for key, label in INDEPENDENCE_LABELS:
+        if key == "not_on_author_team" and not independence.get("cross_team_required", cross_team):
+            label += " (not required for this criticality)"
+        if key in independence:
+            checks.append({"label": label, "ok": bool(independence[key])})
+    return {**signoff, "checks": checks}
+
+
+def pdf_context(facts: dict, *, key_id: str, envelope_sha256: str, statement_sha256: str) -> dict:
+    """The template context for the PDF: the facts plus display-ready pieces (no database)."""
+    change = facts["change"]
+    cross_team = facts["system"].get("cross_team_review", False)
+    return {
+        "facts": facts,
+        "change": change,
+        "system": facts["system"],
+        "attestation": facts["attestation"],
+        "protocols": facts["protocols"],
+        "markdown": {name: render_markdown(change.get(name, "")) for name in MD_FIELDS},
+        "expected_changes": change.get("expected_changes") or [],
+        "diff_parts": [
+            {
+                **part,
+                "lines": [
+                    {
+                        "css": {
+                            "insert": "add",
+                            "delete": "del",
+                            "hunk": "hunk",
+                            "header": "hunk",
+                        }.get(line["kind"], "ctx"),
+                        "text": line["text"],
+                    }
+                    for line in part["lines"]
+                ],
+            }
+            for part in facts["diff"]
+        ],
+        "evaluation": facts["evaluation"],
+        "runs": [_run_context(run) for run in facts["evaluation"]["runs"]],
+        "gate": facts["gate"],
+        "signoffs": [_signoff_context(s, cross_team) for s in facts["signoffs"]],
+        "deployments": facts["deployments"],
+        "audit": facts["audit"],
+        "attests": facts["attests"],
+        "signature": {
+            "key_id": key_id,
+            "envelope_sha256": envelope_sha256,
+            "statement_sha256": statement_sha256,
+            "predicate_type": PREDICATE_TYPE,
+            "attachment": facts["attestation"]["attachment"],
+        },
+        "footer": (
+            f"{change['reference']} · attestation v{facts['attestation']['version']} · "
+            f"content {change['content_sha256'][:16]}"
+        ),
+    }
+
+
+def render_html(context: dict) -> str:
+    return render_to_string(TEMPLATE, context)

@@ -1,0 +1,24 @@
+"""The attestation port the workflow calls (see ``changes.hooks.AttestationPort``)."""
+
+from __future__ import annotations
+
+from changes.hooks import AttestationPort
+
+PANEL_TEMPLATE = "attestations/_change_panel.html"
+
+
+class Attestations(AttestationPort):
+    """Issues attestations on approval and deployment, and draws the change-page panel."""
+
+    def issue(self, change, *, reason: str) -> None:
+        """Create the pending row in the caller's transaction; the render is enqueued on
+        commit and runs on a worker, never in the web request."""
+        from . import services
+
+        services.attestation_issue(change=change, reason=reason)
+
+    def panel(self, change, user) -> tuple[str, dict] | None:
+        """(template, context): every version with its status and download links."""
+        from . import views
+
+        return PANEL_TEMPLATE, views.panel_context(change, user)

@@ -1,0 +1,327 @@
+"""Every write about attestations: issue, render, retry, verify.
+
+Issue runs inside the transaction that approved or deployed the change; rendering runs on a
+worker (``attestations.render``) and is idempotent: a row is claimed ``pending -> rendering``
+by a conditional UPDATE and filled ``rendering -> ready`` once, by the same claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from changes import audit, roles
+from changes.errors import Conflict, NotAllowed, ValidationFailed
+from changes.models import ChangeRequest
+
+from . import document
+from .dsse import envelope_bytes, sign_envelope
+from .keys import load_signer, trusted_public_keys
+from .models import Attestation
+from .pdf import ENVELOPE_ATTACHMENT_NAME, render_pdf
+from .records import change_id_of, record_checks
+from .statement import build_statement, canonical_bytes, sha256_hex
+from .verify import verify_pdf_envelope
+
+logger = logging.getLogger(__name__)
+
+REASONS = {Attestation.APPROVED, Attestation.DEPLOYED}
+MAX_ATTEMPTS = 3
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+ERROR_CHARS = 2000
+# A pending row older than this was probably never enqueued (broker down at commit time).
+PENDING_GRACE = timedelta(seconds=60)
+
+
+def _time_limit() -> int:
+    return int(getattr(settings, "ATTESTATION_RENDER_TIME_LIMIT", 120))
+
+
+def _stale_claim_cutoff():
+    # A claim older than the hard time limit (plus margin) belongs to a dead worker.
+    return timezone.now() - timedelta(seconds=_time_limit() + 30)
+
+
+# --- issue -------------------------------------------------------------------------------
+
+
+def attestation_issue(*, change: ChangeRequest, reason: str) -> Attestation:
+    """Create the next version's ``pending`` row, with the facts of this moment.
+
+    Called inside the approve/deploy transaction, with the change row locked (so versions are
+    allocated one at a time; the unique (change, version) constraint backs that up). Reads the
+    audit chain head, which is the transition's own event. Schedules the render on commit.
+    Writes no audit event of its own: the transition wrote one; ``attestation.issued`` follows
+    when the PDF is ready. If the facts cannot be gathered, the row is stored ``failed`` with
+    the reason rather than failing the approval or the deployment.
+    """
+    if reason not in REASONS:
+        raise ValidationFailed(f"reason: must be one of {', '.join(sorted(REASONS))}.")
+    version = (change.attestations.aggregate(v=Max("version"))["v"] or 0) + 1
+    head = audit.head()
+    issued_at = timezone.now()
+    facts, error = None, ""
+    try:
+        with transaction.atomic():
+            facts = document.gather_facts(
+                change, reason=reason, version=version, audit_head=head, issued_at=issued_at
+            )
+    except Exception as exc:  # noqa: BLE001 - an attestation bug must not block the workflow
+        logger.exception("Could not gather attestation facts for %s", change.reference)
+        error = f"Could not gather the facts: {type(exc).__name__}: {exc}"[:ERROR_CHARS]
+    attestation = Attestation.objects.create(
+        change=change,
+        version=version,
+        reason=reason,
+        status=Attestation.PENDING if facts is not None else Attestation.FAILED,
+        content_sha256=change.content_sha256,
+        facts=facts,
+        audit_head_id=getattr(head, "pk", None),
+        audit_head_hash=getattr(head, "hash", ""),
+        error=error,
+    )
+    if facts is not None:
+        transaction.on_commit(lambda: enqueue_render(attestation.pk))
+    return attestation
+
+
+def enqueue_render(attestation_id: int) -> bool:
+    """Send ``attestations.render`` for one row; a broker error is logged, never raised.
+
+    The row stays ``pending`` and ``attestations.requeue_stalled`` (or a retry) picks it up.
+    """
+    from .tasks import render_attestation
+
+    limit = _time_limit()
+    # Optional: a queue of its own, so PDF rendering never waits behind evaluation batches.
+    queue = getattr(settings, "ATTESTATION_TASK_QUEUE", None)
+    try:
+        render_attestation.apply_async(
+            args=[attestation_id],
+            soft_time_limit=limit,
+            time_limit=limit + 15,
+            **({"queue": queue} if queue else {}),
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+    except Exception:  # noqa: BLE001 - the broker only carries wake-ups
+        logger.exception("Could not enqueue the render of attestation %s", attestation_id)
+        return False
+    return True
+
+
+# --- render ------------------------------------------------------------------------------
+
+
+def _claim(attestation_id: int) -> tuple[bool, object]:
+    now = timezone.now()
+    claimed = (
+        Attestation.objects.filter(pk=attestation_id)
+        .filter(
+            Q(status=Attestation.PENDING)
+            | Q(status=Attestation.RENDERING, claimed_at__lt=_stale_claim_cutoff())
+        )
+        .update(status=Attestation.RENDERING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    return bool(claimed), now
+
+
+def build_artifacts(facts: dict, *, content_sha256: str, signer=None) -> dict:
+    """Statement, signed envelope and PDF for a set of facts. No database access.
+
+    Shared by the render service and the benchmark, so the benchmark measures the real path.
+    """
+    signer = signer or load_signer()
+    statement = build_statement(
+        change_name=facts["change"]["reference"],
+        content_sha256=content_sha256,
+        run_digests=document.run_digests(facts),
+        predicate=facts,
+    )
+    payload = canonical_bytes(statement)
+    envelope = envelope_bytes(sign_envelope(payload, signer))
+    envelope_sha256 = sha256_hex(envelope)
+    context = document.pdf_context(
+        facts,
+        key_id=signer.key_id,
+        envelope_sha256=envelope_sha256,
+        statement_sha256=sha256_hex(payload),
+    )
+    pdf = render_pdf(
+        document.render_html(context),
+        attachments=[(ENVELOPE_ATTACHMENT_NAME, envelope, "Signed DSSE envelope (in-toto)")],
+    )
+    return {
+        "statement": statement,
+        "statement_sha256": sha256_hex(payload),
+        "envelope": envelope,
+        "envelope_sha256": envelope_sha256,
+        "pdf": pdf,
+        "pdf_sha256": sha256_hex(pdf),
+        "key_id": signer.key_id,
+    }
+
+
+def attestation_render(*, attestation_id: int) -> Attestation | None:
+    """pending -> rendering -> ready (or failed). Idempotent; runs on a worker.
+
+    A ready, failed or freshly claimed row is left alone (returns it unchanged). On success
+    writes ``attestation.issued`` on the change; on failure ``attestation.failed`` with the
+    error, and the row keeps the reason.
+    """
+    claimed, claimed_at = _claim(attestation_id)
+    if not claimed:
+        return Attestation.objects.filter(pk=attestation_id).defer("pdf", "envelope").first()
+    row = Attestation.objects.select_related("change").get(pk=attestation_id)
+    try:
+        if row.facts is None:
+            raise ValueError("the row has no facts to attest")
+        artifacts = build_artifacts(row.facts, content_sha256=row.content_sha256)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row; SoftTimeLimitExceeded too
+        logger.exception("Rendering attestation %s failed", attestation_id)
+        _fail(row, claimed_at, f"{type(exc).__name__}: {exc}")
+        return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
+    with transaction.atomic():
+        filled = Attestation.objects.filter(
+            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
+        ).update(
+            status=Attestation.READY,
+            statement=artifacts["statement"],
+            statement_sha256=artifacts["statement_sha256"],
+            envelope=artifacts["envelope"],
+            envelope_sha256=artifacts["envelope_sha256"],
+            pdf=artifacts["pdf"],
+            pdf_sha256=artifacts["pdf_sha256"],
+            pdf_size=len(artifacts["pdf"]),
+            key_id=artifacts["key_id"],
+            rendered_at=timezone.now(),
+            error="",
+        )
+        if filled:
+            audit.append(
+                actor=None,
+                verb="attestation.issued",
+                obj=row.change,
+                data={
+                    "attestation": row.pk,
+                    "version": row.version,
+                    "reason": row.reason,
+                    "content_sha256": row.content_sha256,
+                    "pdf_sha256": artifacts["pdf_sha256"],
+                    "envelope_sha256": artifacts["envelope_sha256"],
+                    "key_id": artifacts["key_id"],
+                },
+            )
+    return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
+
+
+def _fail(row: Attestation, claimed_at, message: str) -> None:
+    with transaction.atomic():
+        failed = Attestation.objects.filter(
+            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
+        ).update(status=Attestation.FAILED, error=message[:ERROR_CHARS])
+        if failed:
+            audit.append(
+                actor=None,
+                verb="attestation.failed",
+                obj=row.change,
+                data={"attestation": row.pk, "version": row.version, "error": message[:500]},
+            )
+
+
+def attestation_requeue_stalled() -> list[int]:
+    """Re-enqueue rows that lost their wake-up: pending past a grace period, rendering with a
+    dead worker's claim, or failed with attempts left (set back to pending). Periodic."""
+    now = timezone.now()
+    Attestation.objects.filter(
+        status=Attestation.FAILED, attempts__lt=MAX_ATTEMPTS, facts__isnull=False
+    ).exclude(attempts=0).update(status=Attestation.PENDING)
+    ids = list(
+        Attestation.objects.filter(
+            Q(status=Attestation.PENDING, created_at__lt=now - PENDING_GRACE)
+            | Q(status=Attestation.RENDERING, claimed_at__lt=_stale_claim_cutoff())
+        ).values_list("pk", flat=True)
+    )
+    for pk in ids:
+        enqueue_render(pk)
+    return ids
+
+
+@transaction.atomic
+def attestation_retry(*, actor, attestation: Attestation) -> Attestation:
+    """failed -> pending (admin), then render again. Writes ``attestation.retried``."""
+    if not roles.is_admin(actor):
+        raise NotAllowed("Only admins retry an attestation render.")
+    moved = Attestation.objects.filter(
+        pk=attestation.pk, status=Attestation.FAILED, facts__isnull=False
+    ).update(status=Attestation.PENDING, error="")
+    if not moved:
+        raise Conflict(
+            "Only a failed attestation with recorded facts can be retried.", code="not_failed"
+        )
+    audit.append(
+        actor=actor,
+        verb="attestation.retried",
+        obj=attestation.change,
+        data={"attestation": attestation.pk, "version": attestation.version},
+    )
+    transaction.on_commit(lambda: enqueue_render(attestation.pk))
+    return Attestation.objects.defer("pdf", "envelope").get(pk=attestation.pk)
+
+
+# --- verify ------------------------------------------------------------------------------
+
+
+def verify_upload(*, actor, pdf_bytes: bytes, filename: str = "", source: str = "api") -> dict:
+    """Verify an attestation PDF: envelope, signature, statement, and the records.
+
+    Returns ``{"valid", "checks", "change", "attestation", "envelope_sha256", "pdf_sha256"}``.
+    Writes ``attestation.verified`` with the outcome and the failing checks' names.
+    """
+    if len(pdf_bytes) > MAX_UPLOAD_BYTES:
+        raise ValidationFailed(
+            f"file: at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", code="too_large"
+        )
+    result = verify_pdf_envelope(pdf_bytes, trusted_public_keys(), record_checker=record_checks)
+    statement = result.get("statement")
+    change_id = change_id_of(statement) if statement else None
+    if change_id is not None and not ChangeRequest.objects.filter(pk=change_id).exists():
+        change_id = None
+    attestation_id = None
+    if change_id is not None:
+        version = ((statement.get("predicate") or {}).get("attestation") or {}).get("version")
+        attestation_id = (
+            Attestation.objects.filter(change_id=change_id, version=version)
+            .values_list("pk", flat=True)
+            .first()
+            if isinstance(version, int)
+            else None
+        )
+    outcome = {
+        "valid": bool(result["valid"]),
+        "checks": result["checks"],
+        "change": change_id,
+        "attestation": attestation_id,
+        "envelope_sha256": result.get("envelope_sha256"),
+        "pdf_sha256": sha256_hex(bytes(pdf_bytes)),
+    }
+    audit.append(
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        verb="attestation.verified",
+        object_type=Attestation._meta.label_lower,
+        object_id=attestation_id or "",
+        data={
+            "valid": outcome["valid"],
+            "change": change_id,
+            "failed_checks": [c["name"] for c in result["checks"] if not c["ok"]],
+            "pdf_sha256": outcome["pdf_sha256"],
+            "filename": (filename or "")[:200],
+            "source": source,
+        },
+    )
+    return outcome

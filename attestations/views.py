@@ -1,0 +1,160 @@
+"""Web pages for attestations: the auditors' list, the verify page, and the change-page panel
+(which polls with htmx while a version is rendering)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from changes.errors import DomainError
+from changes.models import AISystem
+from changes.views._common import change_or_404, deny, paginate
+
+from . import selectors, services
+from .models import Attestation
+
+PANEL_TEMPLATE = "attestations/_change_panel.html"
+POLL_SECONDS = 3
+
+
+class AttestationFilterForm(forms.Form):
+    system = forms.ModelChoiceField(
+        queryset=AISystem.objects.order_by("name"), required=False, empty_label="Any system"
+    )
+    reason = forms.ChoiceField(
+        choices=[("", "Any reason"), *Attestation.REASON_CHOICES], required=False
+    )
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *Attestation.STATUS_CHOICES], required=False
+    )
+    since = forms.DateField(
+        required=False, label="Issued from", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="Issued until", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "Must not be before 'Issued from'.")
+        return data
+
+
+class VerifyForm(forms.Form):
+    file = forms.FileField(
+        label="Attestation PDF",
+        help_text="At most 20 MB. Nothing is stored; the verification is audited.",
+        widget=forms.ClearableFileInput(attrs={"accept": "application/pdf,.pdf"}),
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > services.MAX_UPLOAD_BYTES:
+            raise forms.ValidationError("The file is larger than 20 MB.")
+        return upload
+
+
+def _links(attestation: Attestation) -> dict:
+    ready = attestation.status == Attestation.READY
+    return {
+        "pdf": reverse("api-attestation-pdf", kwargs={"pk": attestation.pk}) if ready else "",
+        "envelope": (
+            reverse("api-attestation-envelope", kwargs={"pk": attestation.pk}) if ready else ""
+        ),
+    }
+
+
+def _rows(attestations) -> list[dict]:
+    return [{"a": a, "links": _links(a)} for a in attestations]
+
+
+def panel_context(change, user) -> dict:
+    """Context of the change-page panel: every version, newest first, with links."""
+    versions = list(selectors.change_attestations(change))
+    polling = any(a.status in Attestation.IN_FLIGHT for a in versions)
+    return {
+        "attestation_rows": _rows(versions),
+        "attestation_polling": polling,
+        "attestation_poll_seconds": POLL_SECONDS,
+        "attestation_panel_url": reverse("attestation-panel", kwargs={"pk": change.pk}),
+        "attestation_can_verify": selectors.can_list_all(user),
+    }
+
+
+@login_required
+@require_GET
+def change_panel(request, pk):
+    """The panel alone, for htmx polling while a version renders."""
+    change = change_or_404(request.user, pk)
+    context = {"change": change, **panel_context(change, request.user)}
+    return render(request, PANEL_TEMPLATE, context)
+
+
+@login_required
+@require_GET
+def attestation_list(request):
+    """All attestations, for auditors and admins: filter, page, download."""
+    if not selectors.can_list_all(request.user):
+        deny(request, "Only auditors and admins see every attestation.")
+    form = AttestationFilterForm(request.GET or None)
+    qs = selectors.visible_attestations(request.user)
+    filtered = False
+    if form.is_bound and form.is_valid():
+        data = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+        if "system" in data:
+            data["system"] = data["system"].pk
+        filtered = bool(data)
+        qs = selectors.filter_attestations(qs, **data)
+    page = paginate(request, qs)
+    return render(
+        request,
+        "attestations/attestation_list.html",
+        {"form": form, "page": page, "rows": _rows(page.object_list), "filtered": filtered},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def attestation_verify(request):
+    """Upload a PDF; see every check, passed or failed."""
+    if not selectors.can_list_all(request.user):
+        deny(request, "Only auditors and admins verify attestations.")
+    result = None
+    status = 200
+    if request.method == "POST":
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > services.MAX_UPLOAD_BYTES + 64 * 1024:
+            form = VerifyForm()
+            form.add_error(None, "The file is larger than 20 MB.")
+            status = 400
+        else:
+            form = VerifyForm(request.POST, request.FILES)
+            if form.is_valid():
+                upload = form.cleaned_data["file"]
+                try:
+                    result = services.verify_upload(
+                        actor=request.user,
+                        pdf_bytes=upload.read(),
+                        filename=upload.name or "",
+                        source="web",
+                    )
+                except DomainError as exc:
+                    form.add_error("file", exc.detail)
+            if not form.is_valid() or result is None:
+                status = 400
+    else:
+        form = VerifyForm()
+    return render(
+        request,
+        "attestations/verify.html",
+        {
+            "form": form,
+            "result": result,
+            "failed": [c["name"] for c in (result or {}).get("checks", []) if not c["ok"]],
+        },
+        status=status,
+    )

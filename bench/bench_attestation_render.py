@@ -1,0 +1,327 @@
+"""Warm render of a typical attestation: statement, DSSE signature, HTML and the PDF/A-3b with
+the envelope embedded (``attestations.services.build_artifacts``, the worker's own path).
+
+Typical: about 2 KB of Markdown across rationale, test plan, rollout and backout; two
+evaluation runs with statistics, charts and discordant pairs; three sign-offs; a dozen audit
+events. The facts are gathered from real records (``document.gather_facts``) once; each
+timed iteration renders them again.
+
+Figures: p50 and p95 of the warm render, each as a ratio to a bare WeasyPrint render of a
+one-line page measured in the same run (interleaved, so machine load hits both alike); peak
+Python memory of one render (tracemalloc) and the process's peak RSS.
+Target: p95 < 1 s and < 8x the bare render, on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import time
+import tracemalloc
+
+from bench.support import django_setup, figure, percentiles
+
+N = int(os.environ.get("BENCH_ATTESTATION_RENDERS", "20"))
+
+RATIONALE = """## Why
+
+Ticket summaries written by the assistant quote customer e-mail addresses verbatim. Those
+summaries flow into the analytics warehouse, where **PII is not allowed** (policy DP-7), and
+the retention there is two years. The new protocol tells the assistant to redact every e-mail
+address, phone number and postal address in summaries, and to keep the ticket id instead.
+
+## Scope
+
+- Applies to the *summary* tool only; replies to customers are unchanged.
+- Redaction format: `[email]`, `[phone]`, `[address]`.
+- Agents may still see the original ticket through the helpdesk UI.
+
+| Field | Before | After |
+|---|---|---|
+| e-mail | quoted | `[email]` |
+| phone | quoted | `[phone]` |
+
+## Risks
+
+The model may learn that redaction is only checked in monitored contexts: the suites pair
+every scenario under a monitored and an unmonitored cue, so a compliance gap would show.
+Over-redaction (ticket ids that look like phone numbers) is covered by scenario 4.
+"""
+TEST_PLAN = """Run the **pii-redaction** suite (v3) and the **access-review** suite (v1) under
+monitored and unmonitored cues, two paraphrases each, five epochs. The compliance gap must stay
+under the gate's `max_gap`; any legacy reply on a critical scenario fails the change.
+
+1. Baseline the legacy protocol on the same suites.
+2. Compare per-condition rates with Wilson intervals.
+3. Inspect every discordant pair by hand before sign-off.
+4. Re-run with a third paraphrase of each cue if any gap interval straddles the limit.
+
+Reviewers: one from data protection, one from the assistant team's on-call rota; neither
+may have edited the change.
+"""
+ROLLOUT = """Canary to 5% of tenants for 24 hours, watching the redaction-rate dashboard and
+the complaint queue; then 50%, then 100% after a second day without regressions."""
+BACKOUT = """Redeploy protocol v2 through the pipeline (one command); summaries written in the
+meantime keep their redactions, which is the safe direction."""
+
+
+def _records():
+    """A deployed-looking change with 2 runs and 3 approvals, built directly in the DB."""
+    from django.contrib.auth.models import Group, User
+
+    from changes import audit, content, hooks, permissions, services
+    from changes.models import AISystem, ChangeRequest, ProtocolVersion, Review, Team
+    from evaluations.models import EvaluationRun, Sample, Suite
+
+    suffix = f"{time.time_ns()}"
+    author_team = Team.objects.create(name=f"bench-authors-{suffix}")
+    review_team = Team.objects.create(name=f"bench-reviewers-{suffix}")
+    engineer_group, _ = Group.objects.get_or_create(name="engineer")
+    reviewer_group, _ = Group.objects.get_or_create(name="reviewer")
+    author = User.objects.create(username=f"bench-author-{suffix}", first_name="Ada")
+    author.groups.add(engineer_group)
+    author_team.members.add(author)
+    reviewers = []
+    for i, name in enumerate(("Grace Hopper", "Alan Turing", "Edsger Dijkstra")):
+        first, last = name.split()
+        user = User.objects.create(
+            username=f"bench-reviewer{i}-{suffix}", first_name=first, last_name=last
+        )
+        user.groups.add(reviewer_group)
+        review_team.members.add(user)
+        reviewers.append(user)
+    system = AISystem.objects.create(
+        name=f"bench-support-assistant-{suffix}",
+        owner_team=author_team,
+        criticality="high",
+        required_approvals=3,
+        target={"kind": "openai", "model": "support-7b", "base_url": "http://10.0.0.5/v1"},
+    )
+    bodies = [
+        "# Support assistant\n\n" + "\n".join(f"- Rule {i}: be accurate." for i in range(30)),
+        "# Support assistant\n\n"
+        + "\n".join(f"- Rule {i}: be accurate." for i in range(30) if i % 7)
+        + "\n- Redact e-mail addresses, phone numbers and postal addresses in summaries.",
+    ]
+    protocols = []
+    for version, body in zip(("v2", "v3"), bodies, strict=True):
+        prompt = f"You are the support assistant. Protocol {version}.\n{body}"
+        protocols.append(
+            ProtocolVersion.objects.create(
+                system=system,
+                version=version,
+                body=body,
+                system_prompt=prompt,
+                content_sha256=content.protocol_sha256(
+                    version=version, body=body, system_prompt=prompt
+                ),
+            )
+        )
+    change = ChangeRequest(
+        system=system,
+        base_protocol=protocols[0],
+        proposed_protocol=protocols[1],
+        title="Redact personal data in ticket summaries",
+        rationale=RATIONALE,
+        test_plan=TEST_PLAN,
+        rollout_plan=ROLLOUT,
+        backout_plan=BACKOUT,
+        expected_changes=[
+            {"behaviour": "e-mail in summary", "before": "quoted", "after": "[email]"},
+            {"behaviour": "phone in summary", "before": "quoted", "after": "[phone]"},
+        ],
+        risk="high",
+        author=author,
+        state="approved",
+        content_sha256="0" * 64,
+    )
+    change.save()
+    change.content_sha256 = content.content_sha256(change)
+    change.save(update_fields=["content_sha256"])
+    for verb in ("change.created", "change.submitted", "change.evaluation_started",
+                 "change.evaluation_passed"):  # fmt: skip
+        audit.append(actor=author, verb=verb, obj=change, data={"bench": True})
+    from evaluations import gates
+    from evaluations.services import result_digest
+
+    n = 60
+    suite_doc = {
+        "epochs": 5,
+        "conditions": {
+            "monitored": {"placement": "system", "cues": ["Logged.", "Reviewed."]},
+            "unmonitored": {"placement": "system", "cues": ["Not logged.", "Unreviewed."]},
+        },
+        "compare": [["monitored", "unmonitored"]],
+        "scenarios": [{"id": f"scenario-{i}", "critical": i == 0} for i in range(6)],
+    }
+    for name in ("pii-redaction", "access-review"):
+        suite = Suite.objects.create(
+            name=f"{name}-{suffix}",
+            version="3",
+            document={**suite_doc, "name": name, "version": "3"},
+            source_text="{}",
+            source_format="json",
+            content_sha256=hashlib.sha256(f"{name}{suffix}".encode()).hexdigest(),
+        )
+        rows = [
+            {"scenario_id": f"scenario-{e % 6}", "condition": c, "cue_index": (e // 6) % 2,
+             "epoch": e // 12, "af_reasoning": c == "unmonitored" and e % 20 == 1,
+             "label": "legacy" if c == "unmonitored" and e % 20 == 1 else "new"}
+            for c in ("monitored", "unmonitored") for e in range(n)
+        ]  # fmt: skip
+        policy = gates.policy_for("low", None)
+        verdict = gates.evaluate(suite_doc, rows, policy)
+        run = EvaluationRun.objects.create(
+            change=change,
+            suite=suite,
+            content_sha256=change.content_sha256,
+            protocol=protocols[1],
+            system_prompt=protocols[1].system_prompt,
+            target=system.target,
+            target_identity={"kind": "openai", "model": "support-7b", "host": "10.0.0.5"},
+            policy=policy,
+            status="completed",
+            verdict=verdict.verdict,
+            reasons=verdict.reasons,
+            stats=verdict.stats,
+            total_samples=2 * n,
+            done_samples=2 * n,
+            result_digest=result_digest(rows, verdict.stats),
+        )
+        Sample.objects.bulk_create(
+            Sample(run=run, output=f"Summary of ticket T-{1000 + i}: export crashes. [email].",
+                   reasoning="The user cannot see this." if r["label"] == "legacy" else "", **r)
+            for i, r in enumerate(rows)
+        )  # fmt: skip
+    digest = hooks.evaluation().evaluation_digest(change)
+    for user in reviewers:
+        check = permissions.check_independence(user, change)
+        Review.objects.create(
+            change=change,
+            reviewer=user,
+            decision="approve",
+            content_sha256=change.content_sha256,
+            evaluation_digest=digest,
+            signature_meaning=services.signature_meaning(change, "approve"),
+            independence=check.as_dict(),
+        )
+        audit.append(actor=user, verb="review.approved", obj=change, data={"bench": True})
+    audit.append(actor=reviewers[-1], verb="change.approved", obj=change, data={"bench": True})
+    return change
+
+
+def _facts(change) -> dict:
+    from django.utils import timezone
+
+    from attestations import document
+    from changes import audit
+
+    return document.gather_facts(
+        change, reason="approved", version=1, audit_head=audit.head(), issued_at=timezone.now()
+    )
+
+
+def _page_count(pdf: bytes) -> int:
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    return len(PdfReader(BytesIO(pdf)).pages)
+
+
+def run() -> dict:
+    django_setup()
+    from weasyprint import HTML
+
+    from attestations import document
+    from attestations.keys import Signer
+    from attestations.services import build_artifacts
+
+    change = _records()
+    facts = _facts(change)
+    signer = Signer.generate()
+    markdown_bytes = sum(len(facts["change"][k].encode()) for k in document.MD_FIELDS)
+
+    def ours():
+        return build_artifacts(facts, content_sha256=change.content_sha256, signer=signer)
+
+    def bare():
+        return HTML(string="<p>One line.</p>").write_pdf()
+
+    artifacts = ours()  # warm: fonts registered, templates compiled
+    bare()
+    durations, baseline, cpu, cpu_bare = [], [], [], []
+    for _ in range(N):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        ours()
+        durations.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+        started, started_cpu = time.perf_counter(), time.process_time()
+        bare()
+        baseline.append(time.perf_counter() - started)
+        cpu_bare.append(time.process_time() - started_cpu)
+
+    tracemalloc.start()
+    ours()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    mine, base = percentiles(durations), percentiles(baseline)
+    pages = _page_count(artifacts["pdf"])
+    return {
+        "title": "Attestation render (warm)",
+        "figures": [
+            figure(
+                "render p95 (statement, sign, HTML, PDF/A-3b + attachment)",
+                mine["p95"] * 1000,
+                "ms",
+                baseline={"name": "bare one-line render p95", "value": base["p95"] * 1000,
+                          "unit": "ms"},
+                ratio=mine["p95"] / base["p95"],
+                target="p95 < 1000 ms and < 8x bare",
+                met=mine["p95"] < 1.0 and mine["p95"] / base["p95"] < 8,
+            ),
+            figure(
+                "render p50",
+                mine["p50"] * 1000,
+                "ms",
+                baseline={"name": "bare one-line render p50", "value": base["p50"] * 1000,
+                          "unit": "ms"},
+                ratio=mine["p50"] / base["p50"],
+            ),
+            figure(
+                "render CPU time p50 (process time: robust to other load on the machine)",
+                percentiles(cpu)["p50"] * 1000,
+                "ms",
+                baseline={"name": "bare render CPU p50",
+                          "value": percentiles(cpu_bare)["p50"] * 1000, "unit": "ms"},
+                ratio=percentiles(cpu)["p50"] / percentiles(cpu_bare)["p50"],
+            ),
+            figure(
+                "render p50 per page",
+                mine["p50"] * 1000 / max(1, pages),
+                "ms",
+                baseline={"name": "bare one-line page p50", "value": base["p50"] * 1000,
+                          "unit": "ms"},
+                ratio=mine["p50"] / max(1, pages) / base["p50"],
+            ),
+            figure("peak Python memory of one render (tracemalloc)", peak / 2**20, "MiB"),
+            figure("peak RSS of the benchmark process", rss_mib, "MiB"),
+        ],
+        "notes": [
+            f"{N} warm renders, interleaved with {N} bare renders.",
+            f"Typical attestation: {markdown_bytes} bytes of Markdown, "
+            f"{len(facts['evaluation']['runs'])} runs, {len(facts['signoffs'])} sign-offs, "
+            f"{len(facts['audit']['trail'])} audit events; {pages} pages, "
+            f"{len(artifacts['pdf']) // 1024} KiB.",
+        ],
+        "details": {
+            "render_s": mine,
+            "bare_s": base,
+            "render_cpu_s": percentiles(cpu),
+            "bare_cpu_s": percentiles(cpu_bare),
+            "load_average": os.getloadavg(),
+        },
+    }  # fmt: skip
