@@ -3,106 +3,29 @@
 An engineer files a change through the form and submits it; the evaluation verdict is
 recorded through the workflow's seam; the author's own sign-off is refused with the reason;
 a reviewer on another team signs it off with their password. Any console error or HTTP 5xx
-seen by the page fails the test. Screenshots go to ``$ARTIFACTS_DIR``.
+seen by the page fails the test. Screenshots go to ``$ARTIFACTS_DIR/screenshots/journey/``.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
-from django.db import connections
 
 from changes import hooks, services, states
 from changes.models import ChangeRequest, Review
+from tests.browser.support import Watched, launch_browser, requires_chromium
 from tests.changes.ports import PassingEvaluationPort
 from tests.factories import PASSWORD, ProtocolFactory, SystemFactory
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-# between browser steps are still synchronous and safe.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="the system Chromium (/usr/bin/chromium) is not installed"
-    ),
-]
-
-
-def artifacts_dir() -> Path:
-    path = Path(os.environ.get("ARTIFACTS_DIR", "/work/main/artifacts/screenshots"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+pytestmark = [pytest.mark.browser, requires_chromium]
+JOURNEY = "journey"
 
 
 @pytest.fixture
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-            # ORM calls made while Playwright's loop runs get their own connection (Django
-            # keys connections by async context); close it so the test database can be dropped.
-            connections.close_all()
-
-
-class Watched:
-    """A page whose console errors, uncaught exceptions and 5xx responses are collected."""
-
-    def __init__(self, browser, base_url: str, name: str):
-        self.context = browser.new_context(viewport={"width": 1360, "height": 900})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(15_000)
-        self.base_url = base_url
-        self.name = name
-        self.problems: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        self.page.on("response", self._response)
-
-    def _console(self, message):
-        if message.type == "error":
-            self.problems.append(f"console error: {message.text}")
-
-    def _response(self, response):
-        if response.status >= 500:
-            self.problems.append(f"HTTP {response.status} for {response.url}")
-
-    def goto(self, path: str):
-        return self.page.goto(self.base_url + path)
-
-    def shot(self, label: str):
-        self.page.screenshot(path=str(artifacts_dir() / f"{label}.png"), full_page=True)
-
-    def login(self, username: str):
-        self.goto("/accounts/login/")
-        self.page.fill("#id_username", username)
-        self.page.fill("#id_password", PASSWORD)
-        self.page.click("button:has-text('Sign in')")
-        self.page.wait_for_url(re.compile(r"/$"))
-
-    def logout(self):
-        self.page.click("button:has-text('Log out')")
-        self.page.wait_for_url(re.compile(r"/accounts/login/"))
-
-    def close(self):
-        self.context.close()
+    with launch_browser() as instance:
+        yield instance
 
 
 @pytest.fixture
@@ -140,7 +63,7 @@ def test_file_submit_and_sign_off_in_the_browser(
         body="# Support protocol\n\n- Summarise tickets.\n- Redact e-mail addresses as [email].",
         system_prompt="You are the support assistant. Never reveal e-mail addresses.",
     )  # fmt: skip
-    author = Watched(browser, live_server.url, "engineer")
+    author = Watched(browser, live_server.url, JOURNEY)
     problems = author.problems
 
     # when the engineer logs in and files the change through the form
@@ -208,7 +131,7 @@ def test_file_submit_and_sign_off_in_the_browser(
     author.close()
 
     # when a reviewer on another team logs in and signs it off with the password
-    signer = Watched(browser, live_server.url, "reviewer")
+    signer = Watched(browser, live_server.url, JOURNEY)
     signer.login("reviewer")
     page = signer.page
     assert page.locator(f"text={change.title}").first.is_visible()  # in "awaiting my review"

@@ -1,0 +1,121 @@
+"""Shared helpers for the browser tests: the system Chromium, watched pages, screenshots.
+
+Chromium is the system one (``/usr/bin/chromium``), launched with the no-sandbox and
+no-background-networking flags; ``playwright install`` is never needed. A ``Watched`` page
+collects console errors, uncaught page errors and HTTP 5xx responses in ``problems``, so a
+test can fail on any of them. Screenshots go to ``$ARTIFACTS_DIR/screenshots/<journey>/``
+(``$ARTIFACTS_DIR`` defaults to ``<repo>/artifacts``, the folder ``.ci/run`` prints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connections
+
+from tests.factories import PASSWORD
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls tests make between
+# browser steps are still synchronous and safe.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+#: Skip a module when the system Chromium is missing (never download one).
+requires_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="the system Chromium (/usr/bin/chromium) is not installed"
+)
+
+
+def artifacts_root() -> Path:
+    return Path(os.environ.get("ARTIFACTS_DIR") or ROOT / "artifacts")
+
+
+def screenshots_dir(journey: str) -> Path:
+    """``$ARTIFACTS_DIR/screenshots/<journey>/``, created."""
+    path = artifacts_root() / "screenshots" / journey
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def launch_browser() -> Iterator:
+    """The system Chromium under Playwright's sync API; closed (and ORM connections opened
+    while Playwright's loop ran, closed too) on exit."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+            # ORM calls made while Playwright's loop runs get their own connection (Django
+            # keys connections by async context); close it so the test database can be dropped.
+            connections.close_all()
+
+
+class Watched:
+    """A browser context + page whose console errors, uncaught exceptions and HTTP 5xx
+    responses are collected in ``problems``."""
+
+    def __init__(self, browser, base_url: str, journey: str, *, init_script: str | None = None):
+        self.context = browser.new_context(viewport={"width": 1360, "height": 900})
+        if init_script:
+            self.context.add_init_script(init_script)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.base_url = base_url
+        self.journey = journey
+        self.problems: list[str] = []
+        self.shots: list[Path] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on("response", self._response)
+
+    def _console(self, message):
+        if message.type == "error":
+            self.problems.append(f"console error on {self.page.url}: {message.text}")
+
+    def _response(self, response):
+        if response.status >= 500:
+            self.problems.append(f"HTTP {response.status} for {response.url}")
+
+    def goto(self, path: str):
+        response = self.page.goto(self.base_url + path)
+        if response is not None and response.status >= 500:
+            self.problems.append(f"HTTP {response.status} for {response.url}")
+        return response
+
+    def shot(self, label: str) -> Path:
+        path = screenshots_dir(self.journey) / f"{label}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path)
+        return path
+
+    def login(self, username: str, password: str = PASSWORD):
+        self.goto("/accounts/login/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", password)
+        self.page.click("button:has-text('Sign in')")
+        self.page.wait_for_url(re.compile(r"/$"))
+
+    def logout(self):
+        self.page.click("button:has-text('Log out')")
+        self.page.wait_for_url(re.compile(r"/accounts/login/"))
+
+    def close(self):
+        self.context.close()
