@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import kombu.pools
 import pytest
 from django.db.models import Count
 
@@ -115,6 +116,9 @@ def _drop_connection_pools(app) -> None:
     app._pool = None
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None
+    # kombu's process-wide connection and producer pools too: a pool closed while the broker
+    # was swapped would otherwise make every later publish fail ("Acquire on closed pool").
+    kombu.pools.reset()
 
 
 @pytest.fixture
