@@ -13,6 +13,7 @@ import json
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
+from django.core.paginator import Paginator as DjangoPaginator
 from django.db import transaction
 from django.db.models import Prefetch
 from django.http import StreamingHttpResponse
@@ -47,7 +48,8 @@ _ERROR_TEXT = {
     401: "Not authenticated: send `Authorization: Token <token>`.",
     403: "Not allowed (role, independence rule, re-authentication); audited as "
     "`permission.denied`. Independence failures list every `reasons`.",
-    404: "No such object, or not visible to you.",
+    404: "No such object, or not visible to you; on a list, no such page (`page` past the "
+    "end or not a positive integer) or no such `format`.",
     409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
     "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
 }
@@ -67,6 +69,18 @@ class Pagination(PageNumberPagination):
     page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+class ChangeRowsPaginator(DjangoPaginator):
+    """Counts the scoped change queryset as it is (no joins for the columns shown), and
+    fetches only the page's rows, as dicts of ``selectors.LIST_COLUMNS``."""
+
+    def _get_page(self, object_list, number, paginator):
+        return super()._get_page(object_list.values(*selectors.LIST_COLUMNS), number, paginator)
+
+
+class ChangeListPagination(Pagination):
+    django_paginator_class = ChangeRowsPaginator
 
 
 def parse(serializer_class, data, request, **kwargs) -> dict:
@@ -203,7 +217,7 @@ class TokenApi(APIView):
 
 
 @extend_schema_view(
-    list=extend_schema(tags=["teams"], responses={200: s.TeamSerializer, **errors(401)}),
+    list=extend_schema(tags=["teams"], responses={200: s.TeamSerializer, **errors(401, 404)}),
     retrieve=extend_schema(tags=["teams"], responses={200: s.TeamSerializer, **errors(401, 404)}),
 )
 class TeamViewSet(viewsets.ReadOnlyModelViewSet):
@@ -219,7 +233,7 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(tags=["systems"], responses={200: s.SystemSerializer, **errors(401)}),
+    list=extend_schema(tags=["systems"], responses={200: s.SystemSerializer, **errors(401, 404)}),
     retrieve=extend_schema(
         tags=["systems"], responses={200: s.SystemSerializer, **errors(401, 404)}
     ),
@@ -338,7 +352,7 @@ class ProtocolDiffApi(APIView):
     list=extend_schema(
         tags=["changes"],
         summary="List the changes you may see",
-        responses={200: s.ChangeSummarySerializer, **errors(400, 401)},
+        responses={200: s.ChangeSummarySerializer, **errors(400, 401, 404)},
     ),
     retrieve=extend_schema(
         tags=["changes"],
@@ -365,7 +379,7 @@ class ChangeViewSet(viewsets.GenericViewSet):
     serializer_class = s.ChangeSummarySerializer
     permission_classes = [IsAuthenticated, EngineerFiles]
     filterset_class = ChangeFilter
-    pagination_class = Pagination
+    pagination_class = ChangeListPagination
 
     def get_queryset(self):
         return selectors.change_list(self.request.user)
@@ -647,7 +661,7 @@ class AuditEventsApi(GenericAPIView):
             (200, "text/csv"): OpenApiResponse(
                 OpenApiTypes.STR, description="A header row, then one event per row."
             ),
-            **errors(400, 401, 403, media_type="application/json"),
+            **errors(400, 401, 403, 404, media_type="application/json"),
         },
     )
     def get(self, request):

@@ -17,7 +17,9 @@ def test_row_summaries_match_the_documented_serializer(engineer, auditor, passin
     make_change(author=engineer, title="Second <b>change</b>")
     services.change_request_submit(actor=engineer, change_request=first)
     # when the list rows are shaped
-    rows = selectors.change_summaries(selectors.change_list(auditor).order_by("-id"))
+    rows = selectors.change_summaries(
+        selectors.change_list(auditor).order_by("-id").values(*selectors.LIST_COLUMNS)
+    )
     # then each equals the serializer's output for that change
     expected = [
         dict(ChangeSummarySerializer(change).data)
