@@ -137,7 +137,7 @@ def iter_rows(chunk_size: int = 20_000) -> Iterator[tuple]:
     columns = ", ".join(VERIFY_COLUMNS)
     with transaction.atomic():
         connection.ensure_connection()
-        with connection.connection.cursor(name="audit_chain_walk") as cursor:
+        with connection.connection.cursor(name="audit_chain_walk", binary=True) as cursor:
             cursor.itersize = chunk_size
             set_json_loads(orjson.loads, cursor)
             cursor.execute(f"SELECT {columns} FROM {AuditEvent._meta.db_table} ORDER BY id")  # noqa: S608 - constant identifiers
