@@ -427,8 +427,10 @@ class ChangeSubmitApi(_ChangeOperation):
     @extend_schema(
         tags=["changes"],
         summary="Submit a change (author): starts its evaluation runs",
+        description="400 when no evaluation suite is linked or the system's evaluation "
+        "target cannot be used (its host is not allowed, its config is invalid).",
         request=None,
-        responses={200: s.ChangeDetailSerializer, **errors(401, 403, 404, 409)},
+        responses={200: s.ChangeDetailSerializer, **errors(400, 401, 403, 404, 409)},
     )
     def post(self, request, pk):
         services.change_request_submit(actor=request.user, change_request=self.change())

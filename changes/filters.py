@@ -7,6 +7,8 @@ import django_filters
 
 from .models import ChangeRequest
 
+MAX_ID = 2**63 - 1  # the largest primary key the database holds
+
 CHANGE_ORDERING = (
     ("id", "id"),
     ("created_at", "created_at"),
@@ -34,7 +36,10 @@ class ChangeFilter(django_filters.FilterSet):
     state = django_filters.MultipleChoiceFilter(
         choices=ChangeRequest.STATE_CHOICES, distinct=False, help_text="Repeat for several."
     )
-    system = django_filters.NumberFilter(field_name="system_id", help_text="AI system id.")
+    # Bounded like the id column: a larger number is a 400, not an overflow in the query.
+    system = django_filters.NumberFilter(
+        field_name="system_id", help_text="AI system id.", min_value=1, max_value=MAX_ID
+    )
     author = django_filters.CharFilter(field_name="author__username", help_text="Username.")
     risk = django_filters.MultipleChoiceFilter(choices=ChangeRequest.RISK_CHOICES, distinct=False)
     change_type = django_filters.MultipleChoiceFilter(

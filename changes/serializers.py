@@ -25,6 +25,7 @@ from .models import (
 )
 
 SHA256_RE = r"^[0-9a-f]{64}$"
+MAX_ID = 2**63 - 1  # the largest primary key PostgreSQL's bigint and SQLite's INTEGER hold
 # Target keys that would hold a secret in plain text. The contract stores only the *names*
 # of environment variables (``api_key_env``, ``headers_env``); anything else is refused on
 # input and masked on output, in case a row was written some other way.
@@ -232,8 +233,12 @@ class ProtocolVersionRefSerializer(serializers.Serializer):
 
 class ProtocolDiffQuerySerializer(serializers.Serializer):
     # ``from`` is a Python keyword: declare it through the class namespace.
-    locals()["from"] = serializers.IntegerField(help_text="Id of the older protocol version.")
-    to = serializers.IntegerField(help_text="Id of the newer protocol version.")
+    locals()["from"] = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="Id of the older protocol version."
+    )
+    to = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="Id of the newer protocol version."
+    )
 
 
 class ProtocolDiffSerializer(serializers.Serializer):
@@ -284,7 +289,8 @@ class ChangeWriteSerializer(serializers.Serializer):
     expected_changes = ExpectedChangeSerializer(many=True, required=False)
     test_plan = _text("test_plan", help_text="Markdown.")
     suites = serializers.ListField(
-        child=serializers.IntegerField(min_value=1),
+        # Bounded like the id column: a larger number is a 400, not an overflow in the query.
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
         required=False,
         help_text="Ids of the evaluation suites to run on submit.",
     )
