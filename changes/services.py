@@ -111,6 +111,7 @@ def protocol_version_create(
     """Add an immutable protocol version. Writes ``protocol.created``."""
     if not permissions.can_create_protocol(actor, system):
         raise NotAllowed("Only engineers add protocol versions.")
+    _reject_nul({"version": version, "body": body, "system_prompt": system_prompt})
     version = (version or "").strip()
     errors = {}
     if not version:
@@ -173,7 +174,18 @@ def _clean_expected_changes(value) -> list[dict]:
     return cleaned
 
 
+def _reject_nul(fields: dict) -> None:
+    """NUL characters cannot be stored in PostgreSQL text: refuse them as bad input."""
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else repr(value)
+        if "\x00" in text:
+            raise ValidationFailed(
+                f"{name}: NUL characters are not allowed.", fields={name: ["NUL character."]}
+            )
+
+
 def _clean_fields(data: dict, *, partial: bool) -> dict:
+    _reject_nul(data)
     cleaned = {}
     for field, limit in TEXT_LIMITS.items():
         if field in data:

@@ -50,6 +50,15 @@ def _sqlite_flush_keeps_audit_guard(django_db_setup, django_db_blocker):
     ops.sql_flush = original
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _attestation_signing_key():
+    """A fresh clone has no signing key; seed_demo makes one for `make run`. Tests (and the
+    worker processes they start, which read the same settings) get the same dev key."""
+    from attestations.keys import ensure_dev_key
+
+    ensure_dev_key()
+
+
 PASSWORD_FOR_TESTS = PASSWORD
 
 

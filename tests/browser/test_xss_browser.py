@@ -211,7 +211,8 @@ def pdf_active_content(pdf_bytes: bytes) -> list[str]:
 
 
 def test_xss_payloads_never_execute_in_pages_or_pdf(live_server, engineer, engineer2):
-    payloads = list(XSS_PAYLOADS)
+    # PostgreSQL text cannot hold NUL and the app refuses it at input, so NULs are dropped.
+    payloads = [p.replace("\x00", "") for p in XSS_PAYLOADS]
     assert len(payloads) >= 100
     everything = "\n\n".join(payloads)
 

@@ -68,3 +68,19 @@ def test_required_approvals_follow_criticality_and_override(engineer):
 )
 def test_deploy_roles(request, who, may_deploy):
     assert permissions.can_deploy(request.getfixturevalue(who)) is may_deploy
+
+
+def test_nul_characters_are_refused_as_bad_input(engineer):
+    # given a change; when an edit carries a NUL character (PostgreSQL text cannot hold it)
+    from changes.errors import ValidationFailed
+
+    change = make_change(author=engineer)
+    before = (change.title, change.revision)
+    with pytest.raises(ValidationFailed) as info:
+        services.change_request_update(
+            actor=engineer, change_request=change, data={"title": "bad\x00title"}
+        )
+    # then it is a 400-class error naming the field, and nothing changed
+    assert "title" in info.value.detail
+    change.refresh_from_db()
+    assert (change.title, change.revision) == before
