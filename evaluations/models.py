@@ -158,6 +158,23 @@ class Batch(models.Model):
         return f"Batch {self.index} of run {self.run_id}"
 
 
+# What a worker records per sample (services write these; the API reads them back).
+SAMPLE_RESULT_FIELDS = (
+    "scenario_id",
+    "condition",
+    "cue_index",
+    "epoch",
+    "label",
+    "output",
+    "reasoning",
+    "af_reasoning",
+    "evidence",
+    "error",
+    "latency_ms",
+    "attempts",
+)
+
+
 class Sample(models.Model):
     """One graded reply. Unique per (run, scenario, condition, cue, epoch): a retried batch
     can never write a sample twice."""

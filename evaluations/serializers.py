@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import selectors
-from .models import EvaluationRun, Sample, Suite
+from .models import SAMPLE_RESULT_FIELDS, EvaluationRun, Sample, Suite
 
 CRITICALITIES = ("low", "medium", "high", "critical")
 SAMPLE_FIELDS = (
@@ -559,20 +559,5 @@ class RunDetailSerializer(RunSummarySerializer):
 class SampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = Sample
-        fields = [
-            "id",
-            "scenario_id",
-            "condition",
-            "cue_index",
-            "epoch",
-            "label",
-            "output",
-            "reasoning",
-            "af_reasoning",
-            "evidence",
-            "error",
-            "latency_ms",
-            "attempts",
-            "created_at",
-        ]
+        fields = ["id", *SAMPLE_RESULT_FIELDS, "created_at"]
         read_only_fields = fields

@@ -38,7 +38,7 @@ from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import gates, runner, selectors
-from .models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
+from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from .suite_schema import SuiteError, parse_suite, suite_sha256
 from .targets import TargetConfigError, build_target, validate_target_config
 
@@ -632,20 +632,7 @@ def result_digest(samples: list[dict], stats: dict) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-SAMPLE_FIELDS = (
-    "scenario_id",
-    "condition",
-    "cue_index",
-    "epoch",
-    "label",
-    "output",
-    "reasoning",
-    "af_reasoning",
-    "evidence",
-    "error",
-    "latency_ms",
-    "attempts",
-)
+SAMPLE_FIELDS = SAMPLE_RESULT_FIELDS
 
 
 @transaction.atomic
