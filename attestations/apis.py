@@ -164,7 +164,7 @@ class AttestationListApi(GenericAPIView):
         operation_id="attestations_list",
         summary="All attestations (auditors and admins)",
         parameters=[s.AttestationQuerySerializer],
-        responses={200: s.AttestationSerializer(many=True), **errors(400, 401, 403)},
+        responses={200: s.AttestationSerializer(many=True), **errors(400, 401, 403, 404)},
     )
     def get(self, request):
         query = parse(s.AttestationQuerySerializer, request.query_params, request)

@@ -93,7 +93,7 @@ class AttestationQuerySerializer(serializers.Serializer):
     system = serializers.CharField(
         required=False, help_text="An AI system id, or its exact name.", max_length=120
     )
-    change = serializers.IntegerField(required=False, min_value=1)
+    change = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     reason = serializers.ChoiceField(choices=Attestation.REASON_CHOICES, required=False)
     status = serializers.ChoiceField(choices=Attestation.STATUS_CHOICES, required=False)
     since = serializers.DateField(required=False, help_text="Issued on or after this day (UTC).")

@@ -90,18 +90,6 @@ KNOWN_ISSUES = {
         "Undocumented status code",
     ): "evaluations/apis.py SuiteListApi.get: a filter error (`?name=%00`) answers 400, "
     "undocumented.",
-    (
-        "GET /api/v1/attestations/",
-        404,
-        "Undocumented status code",
-    ): "attestations/apis.py AttestationListApi.get documents 200/400/401/403: `?page=` past "
-    "the end (or not a positive integer) answers 404.",
-    (
-        "GET /api/v1/attestations/",
-        500,
-        "Server error, Undocumented status code",
-    ): "attestations/selectors.py filter_attestations: `?system=` or `?change=` larger than a "
-    "64-bit id overflows the query on SQLite (OverflowError): 500.",
 }
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db]
