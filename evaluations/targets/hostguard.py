@@ -350,10 +350,13 @@ def status_error(result: HTTPResult, *, secrets: tuple[str, ...] = ()) -> Target
     status = result.status
     if 200 <= status < 300:
         return None
-    snippet = result.body[:200].decode("utf-8", "replace").strip()
+    # Redact over the whole body first, then cut: a secret echoed across the cut must not
+    # survive in part.
+    text = result.body.decode("utf-8", "replace")
     for secret in secrets:
         if secret:
-            snippet = snippet.replace(secret, "[redacted]")
+            text = text.replace(secret, "[redacted]")
+    snippet = text[:200].strip()
     detail = f": {snippet}" if snippet else ""
     if status == 429 or 500 <= status < 600:
         return TargetError(

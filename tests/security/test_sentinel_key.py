@@ -329,12 +329,6 @@ def test_the_sentinel_key_reaches_the_model_and_nowhere_else(
     assert not leaks(sentinel, caplog.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluations/targets/hostguard.py status_error cuts the error body to 200 bytes "
-    "before redacting the key: a key echoed across the cut is stored in part (reported; "
-    "remove this mark once it redacts first, or redacts prefixes too)",
-)
 def test_a_key_echoed_across_the_error_snippet_cut_is_not_kept_in_part(sentinel, stub):
     # given: an OpenAI target reading the sentinel from the environment, and a server that
     # answers 401 echoing the key so that it straddles the 200th byte of its body
