@@ -324,16 +324,7 @@ def run_cancel(*, actor, run: EvaluationRun) -> None:
         obj=live,
         data={"change": change.pk, "from": live.status, "reason": reason},
     )
-    current = selectors.current_runs(change)
-    if current and not any(r.is_live for r in current):
-        reasons = selectors.gate_reasons(change)
-        change_services.change_request_record_verdict(
-            change_id=change.pk,
-            content_sha256=change.content_sha256,
-            passed=not reasons,
-            reasons=reasons,
-            actor=actor,
-        )
+    _record_change_verdict(change, actor=actor)
 
 
 # --- execution ---------------------------------------------------------------------------
@@ -690,23 +681,28 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
     if not moved:
         return None
     run.refresh_from_db()
+    _audit_run_finished(run, source=EvaluationRun.RUNNING, counts=counts)
+    _record_change_verdict(change)
+    return run
+
+
+def _audit_run_finished(run: EvaluationRun, *, source: str, counts: dict) -> None:
+    """The one ``evaluation.run_completed`` event of a run that left a live status."""
     audit.append(
         actor=None,
         verb="evaluation.run_completed",
         obj=run,
         data={
             "change": run.change_id,
-            "from": EvaluationRun.RUNNING,
-            "to": status,
-            "verdict": verdict,
-            "reasons": reasons,
+            "from": source,
+            "to": run.status,
+            "verdict": run.verdict,
+            "reasons": run.reasons,
             "samples": counts["done"],
             "errors": counts["errors"],
-            "result_digest": digest,
+            "result_digest": run.result_digest,
         },
     )
-    _record_change_verdict(change)
-    return run
 
 
 def _error_threshold(policy: dict) -> float:
@@ -723,7 +719,7 @@ def _first_errors(samples: list[dict]) -> str:
     return " First error(s): " + "; ".join(m[:200] for m in messages[:3])
 
 
-def _record_change_verdict(change) -> None:
+def _record_change_verdict(change, *, actor=None) -> None:
     """When every current run of ``change`` has finished, hand the verdict to the workflow."""
     runs = selectors.current_runs(change)
     if not runs or any(r.is_live for r in runs):
@@ -734,6 +730,7 @@ def _record_change_verdict(change) -> None:
         content_sha256=change.content_sha256,
         passed=not reasons,
         reasons=reasons,
+        actor=actor,
     )
 
 
@@ -759,21 +756,7 @@ def run_abort(*, run_id: int, reason: str) -> EvaluationRun | None:
     if not moved:
         return None
     run.refresh_from_db()
-    audit.append(
-        actor=None,
-        verb="evaluation.run_completed",
-        obj=run,
-        data={
-            "change": run.change_id,
-            "from": source,
-            "to": EvaluationRun.ERRORED,
-            "verdict": "",
-            "reasons": [reason],
-            "samples": counts["done"],
-            "errors": counts["errors"],
-            "result_digest": "",
-        },
-    )
+    _audit_run_finished(run, source=source, counts=counts)
     _record_change_verdict(change)
     return run
 
