@@ -91,6 +91,16 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * (2**retry))
         return rng.uniform(ceiling / 2, ceiling)  # "equal jitter": never retries instantly
 
+    @classmethod
+    def from_config(cls, config: dict) -> RetryPolicy:
+        """The policy a validated remote target config (openai or http) asks for."""
+        return cls(
+            max_retries=config["max_retries"],
+            backoff_base=config["backoff_base"],
+            backoff_max=config["backoff_max"],
+            retry_after_cap=config["retry_after_cap"],
+        )
+
 
 async def call_with_retries(
     attempt: Callable[[], Awaitable[Any]],

@@ -44,12 +44,7 @@ class HTTPAgentTarget(Target):
         self.headers_env = dict(config.get("headers_env") or {})
         self.timeout = config["timeout"]
         self.max_concurrency = config["max_concurrency"]
-        self.retry = RetryPolicy(
-            max_retries=config["max_retries"],
-            backoff_base=config["backoff_base"],
-            backoff_max=config["backoff_max"],
-            retry_after_cap=config["retry_after_cap"],
-        )
+        self.retry = RetryPolicy.from_config(config)
         self.client = GuardedClient(
             allowed_hosts=allowed_hosts,
             max_response_bytes=max_response_bytes,

@@ -83,12 +83,7 @@ class OpenAITarget(Target):
         self.send_seed = config["send_seed"]
         self.extra_body = dict(config.get("extra_body") or {})
         self.max_concurrency = config["max_concurrency"]
-        self.retry = RetryPolicy(
-            max_retries=config["max_retries"],
-            backoff_base=config["backoff_base"],
-            backoff_max=config["backoff_max"],
-            retry_after_cap=config["retry_after_cap"],
-        )
+        self.retry = RetryPolicy.from_config(config)
         self.client = GuardedClient(
             allowed_hosts=allowed_hosts,
             max_response_bytes=max_response_bytes,
