@@ -19,6 +19,8 @@ with the signed DSSE envelope embedded as an associated file (``AFRelationship /
 works with WeasyPrint 70. The envelope is what verification reads; the pages are for people.
 """
 
+import contextlib
+import gc
 import logging
 import os
 import threading
@@ -219,6 +221,27 @@ def _dedupe_associated_files(document, pdf) -> None:
         associated[:] = list(dict.fromkeys(associated))
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """Keep the cyclic garbage collector out of a render, then collect once at the end.
+
+    WeasyPrint allocates millions of short-lived objects per document, which triggers dozens
+    of collections mid-render, several of them full ones that walk the whole process heap.
+    Pausing the collector and collecting once afterwards does the same reclaiming in one pass:
+    the render's p50 fell by about a fifth (bench/bench_attestation_render.py), and the final
+    ``collect`` is inside the caller's time, so nothing is hidden from the benchmark. Memory
+    stays bounded: a render peaks at a few tens of MiB, and the pause ends with the render.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.collect()
+
+
 def render_pdf(
     html: str,
     *,
@@ -248,12 +271,13 @@ def render_pdf(
         for name, content, description in attachments
     ]
     document = HTML(string=html, base_url=base_url, url_fetcher=fetcher)
-    return document.write_pdf(
-        font_config=_font_config(),
-        attachments=pdf_attachments,
-        pdf_variant=PDF_VARIANT,
-        finisher=_dedupe_associated_files,
-    )
+    with _collector_paused():
+        return document.write_pdf(
+            font_config=_font_config(),
+            attachments=pdf_attachments,
+            pdf_variant=PDF_VARIANT,
+            finisher=_dedupe_associated_files,
+        )
 
 
 def _reader(pdf_bytes: bytes):

@@ -4,11 +4,17 @@ the envelope embedded (``attestations.services.build_artifacts``, the worker's o
 Typical: about 2 KB of Markdown across rationale, test plan, rollout and backout; two
 evaluation runs with statistics, charts and discordant pairs; three sign-offs; a dozen audit
 events. The facts are gathered from real records (``document.gather_facts``) once; each
-timed iteration renders them again.
+timed iteration renders them again. Before timing, the process freezes its start-up heap
+exactly as a worker child does (``config.heap.freeze_startup_heap``).
 
-Figures: p50 and p95 of the warm render, each as a ratio to a bare WeasyPrint render of a
-one-line page measured in the same run (interleaved, so machine load hits both alike); peak
-Python memory of one render (tracemalloc) and the process's peak RSS.
+Baselines, measured in the same run and interleaved so machine load hits all alike:
+- the issue's: a bare WeasyPrint render of a one-line page (the fixed cost of any render);
+- a bare WeasyPrint render of the same HTML (WeasyPrint's defaults: no PDF/A, no attachment,
+  no statement or signature, a fresh font configuration, the collector left alone). Its ratio
+  is what our pipeline (signing, PDF/A-3b, the embedded envelope, the locked-down fetcher)
+  costs on top of WeasyPrint laying out the same pages; the one-line ratio is mostly the
+  document's length.
+Also reported: peak Python memory of one render (tracemalloc) and the process's peak RSS.
 Target: p95 < 1 s and < 8x the bare render, on a 2-core machine.
 """
 
@@ -230,37 +236,60 @@ def _page_count(pdf: bytes) -> int:
     return len(PdfReader(BytesIO(pdf)).pages)
 
 
+def _same_html(facts: dict, signer) -> str:
+    """The HTML ``build_artifacts`` lays out, for the bare baseline (hashes are placeholders
+    of the same length, so the pages are the same)."""
+    from attestations import document
+
+    context = document.pdf_context(
+        facts, key_id=signer.key_id, envelope_sha256="0" * 64, statement_sha256="0" * 64
+    )
+    return document.render_html(context)
+
+
+def _timed(fn, wall: list, cpu: list):
+    started, started_cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    wall.append(time.perf_counter() - started)
+    cpu.append(time.process_time() - started_cpu)
+    return result
+
+
 def run() -> dict:
     django_setup()
     from weasyprint import HTML
 
     from attestations import document
     from attestations.keys import Signer
+    from attestations.pdf import SafeURLFetcher
     from attestations.services import build_artifacts
+    from config.heap import freeze_startup_heap
 
     change = _records()
     facts = _facts(change)
     signer = Signer.generate()
     markdown_bytes = sum(len(facts["change"][k].encode()) for k in document.MD_FIELDS)
+    html = _same_html(facts, signer)
+    freeze_startup_heap()  # what every worker child does at start (config/celery.py)
 
     def ours():
         return build_artifacts(facts, content_sha256=change.content_sha256, signer=signer)
 
     def bare():
+        # The safe fetcher only so the same stylesheet and fonts load (asset: URLs).
+        return HTML(string=html, base_url="asset:/", url_fetcher=SafeURLFetcher()).write_pdf()
+
+    def one_line():
         return HTML(string="<p>One line.</p>").write_pdf()
 
     artifacts = ours()  # warm: fonts registered, templates compiled
-    bare()
-    durations, baseline, cpu, cpu_bare = [], [], [], []
+    bare_pdf = bare()
+    one_line()
+    durations, baseline, lines, cpu, cpu_bare, cpu_line = [], [], [], [], [], []
     for _ in range(N):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        ours()
-        durations.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-        started, started_cpu = time.perf_counter(), time.process_time()
-        bare()
-        baseline.append(time.perf_counter() - started)
-        cpu_bare.append(time.process_time() - started_cpu)
+        _timed(ours, durations, cpu)
+        _timed(bare, baseline, cpu_bare)
+        _timed(one_line, lines, cpu_line)
 
     tracemalloc.start()
     ours()
@@ -268,8 +297,9 @@ def run() -> dict:
     tracemalloc.stop()
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    mine, base = percentiles(durations), percentiles(baseline)
+    mine, base, line = percentiles(durations), percentiles(baseline), percentiles(lines)
     pages = _page_count(artifacts["pdf"])
+    bare_pages = _page_count(bare_pdf)
     return {
         "title": "Attestation render (warm)",
         "figures": [
@@ -277,41 +307,50 @@ def run() -> dict:
                 "render p95 (statement, sign, HTML, PDF/A-3b + attachment)",
                 mine["p95"] * 1000,
                 "ms",
-                baseline={"name": "bare one-line render p95", "value": base["p95"] * 1000,
+                baseline={"name": "bare one-line render p95", "value": line["p95"] * 1000,
                           "unit": "ms"},
-                ratio=mine["p95"] / base["p95"],
+                ratio=mine["p95"] / line["p95"],
                 target="p95 < 1000 ms and < 8x bare",
-                met=mine["p95"] < 1.0 and mine["p95"] / base["p95"] < 8,
+                met=mine["p95"] < 1.0 and mine["p95"] / line["p95"] < 8,
             ),
             figure(
                 "render p50",
                 mine["p50"] * 1000,
                 "ms",
-                baseline={"name": "bare one-line render p50", "value": base["p50"] * 1000,
+                baseline={"name": "bare one-line render p50", "value": line["p50"] * 1000,
                           "unit": "ms"},
+                ratio=mine["p50"] / line["p50"],
+            ),
+            figure(
+                f"render p50 against WeasyPrint alone on the same HTML ({bare_pages} pages)",
+                mine["p50"] * 1000,
+                "ms",
+                baseline={"name": "bare render of the same HTML, p50",
+                          "value": base["p50"] * 1000, "unit": "ms"},
                 ratio=mine["p50"] / base["p50"],
             ),
             figure(
                 "render CPU time p50 (process time: robust to other load on the machine)",
                 percentiles(cpu)["p50"] * 1000,
                 "ms",
-                baseline={"name": "bare render CPU p50",
-                          "value": percentiles(cpu_bare)["p50"] * 1000, "unit": "ms"},
-                ratio=percentiles(cpu)["p50"] / percentiles(cpu_bare)["p50"],
+                baseline={"name": "bare one-line render CPU p50",
+                          "value": percentiles(cpu_line)["p50"] * 1000, "unit": "ms"},
+                ratio=percentiles(cpu)["p50"] / percentiles(cpu_line)["p50"],
             ),
             figure(
                 "render p50 per page",
                 mine["p50"] * 1000 / max(1, pages),
                 "ms",
-                baseline={"name": "bare one-line page p50", "value": base["p50"] * 1000,
+                baseline={"name": "bare one-line page p50", "value": line["p50"] * 1000,
                           "unit": "ms"},
-                ratio=mine["p50"] / max(1, pages) / base["p50"],
+                ratio=mine["p50"] / max(1, pages) / line["p50"],
             ),
             figure("peak Python memory of one render (tracemalloc)", peak / 2**20, "MiB"),
             figure("peak RSS of the benchmark process", rss_mib, "MiB"),
         ],
         "notes": [
-            f"{N} warm renders, interleaved with {N} bare renders.",
+            f"{N} warm renders, interleaved with {N} bare renders of the same HTML "
+            f"({bare_pages} pages) and {N} one-line renders.",
             f"Typical attestation: {markdown_bytes} bytes of Markdown, "
             f"{len(facts['evaluation']['runs'])} runs, {len(facts['signoffs'])} sign-offs, "
             f"{len(facts['audit']['trail'])} audit events; {pages} pages, "
@@ -319,9 +358,11 @@ def run() -> dict:
         ],
         "details": {
             "render_s": mine,
-            "bare_s": base,
+            "bare_same_html_s": base,
             "render_cpu_s": percentiles(cpu),
-            "bare_cpu_s": percentiles(cpu_bare),
+            "bare_same_html_cpu_s": percentiles(cpu_bare),
+            "one_line_s": line,
+            "one_line_cpu_s": percentiles(cpu_line),
             "load_average": os.getloadavg(),
         },
     }  # fmt: skip
