@@ -145,3 +145,62 @@ def test_session_auth_also_works(engineer, client):
 
     # then: it is allowed
     assert response.status_code == 200
+
+
+# --- Token lookup reads the roles in the same query (changes/authentication.py) ----------
+
+
+def test_the_token_lookup_reads_every_role_in_one_query(db):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from changes import roles
+    from changes.authentication import TokenWithRolesAuthentication
+    from tests.factories import UserFactory
+
+    # given: a user holding two roles, with a token
+    user = UserFactory(username="two-hats", roles=["reviewer", "auditor"])
+    key = Token.objects.create(user=user).key
+
+    # when: the token is authenticated and the roles are then asked for
+    with CaptureQueriesContext(connection) as queries:
+        authenticated, token = TokenWithRolesAuthentication().authenticate_credentials(key)
+        held = roles.role_names(authenticated)
+
+    # then: one query gave the user and both roles
+    assert len(queries) == 1
+    assert authenticated == user and token.key == key
+    assert held == {"reviewer", "auditor"}
+
+
+def test_a_user_without_roles_has_none_and_is_still_authenticated(db):
+    from changes import roles
+    from changes.authentication import TokenWithRolesAuthentication
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="no-hats")
+    key = Token.objects.create(user=user).key
+
+    authenticated, _ = TokenWithRolesAuthentication().authenticate_credentials(key)
+
+    assert authenticated == user
+    assert roles.role_names(authenticated) == frozenset()
+
+
+@pytest.mark.parametrize("case", ["unknown", "inactive"])
+def test_unknown_tokens_and_inactive_users_are_401(engineer, case):
+    # given: a token that does not exist, or one whose user was deactivated
+    key = Token.objects.create(user=engineer).key
+    if case == "unknown":
+        key = "0" * 40
+    else:
+        engineer.is_active = False
+        engineer.save(update_fields=["is_active"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+
+    # when: it is used
+    response = client.get(url("change-list"))
+
+    # then: 401, as with DRF's own token authentication
+    assert response.status_code == 401, response.content
