@@ -82,7 +82,22 @@ def _seed():
         batch_size=2000,
     )  # fmt: skip
     token, _ = Token.objects.get_or_create(user=auditor)
+    _settle()
     return token.key
+
+
+def _settle() -> None:
+    """VACUUM ANALYZE after the bulk insert, as autovacuum would on a live table.
+
+    Freshly COPYed rows have no visibility map and no statistics, so COUNT(*) scans the heap
+    (2.2 ms at 10,000 rows here) instead of an index (0.6 ms): measuring that would time
+    PostgreSQL's housekeeping lag, not the API.
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE changes_changerequest")
 
 
 def _queries(client, url) -> int:
@@ -140,6 +155,8 @@ def run() -> dict:
         ],
         "notes": [
             f"{REQUESTS} sequential requests each, in-process Django test client, auditor token.",
-            "Ours: token auth, scoping, filters, COUNT(*) for pagination, DRF serializer.",
+            "Ours: token auth (roles read in the same query), scoping, the filter backend, "
+            "COUNT(*) for pagination, rows shaped by selectors.change_summaries, DRF's response.",
+            "The table is VACUUM ANALYZEd after seeding, as autovacuum would do.",
         ],
     }  # fmt: skip
