@@ -200,7 +200,9 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     system = change.system
     target, identity = _target_for_submit(system.target or {})
     protocol = change.proposed_protocol
-    batch_size = max(1, int(_setting("EVAL_BATCH_SIZE", 50)))
+    batch_size = runner.batch_size_for(
+        int(_setting("EVAL_BATCH_SIZE", 50)), target.get("max_concurrency", 1)
+    )
     runs: list[EvaluationRun] = []
     batch_ids: list[int] = []
     for suite in suites:

@@ -10,6 +10,7 @@ import pytest
 from evaluations.runner import (
     SampleKey,
     SampleOutcome,
+    batch_size_for,
     build_messages,
     plan_samples,
     run_batch,
@@ -273,3 +274,38 @@ def test_run_batch_inside_a_running_loop():
 
     assert all(isinstance(o, SampleOutcome) for o in outcomes)
     assert {o.label for o in outcomes} == {"new"}
+
+
+@pytest.mark.parametrize(
+    ("requested", "concurrency", "expected"),
+    [
+        (50, 8, 56),  # seven full waves instead of six and a quarter
+        (48, 8, 48),  # already whole waves
+        (50, 4, 52),
+        (10, 16, 10),  # one partial wave: nothing to fill
+        (16, 16, 16),
+        (17, 16, 32),
+        (50, 1, 50),
+        (0, 8, 1),  # never an empty batch
+    ],
+)
+def test_batches_are_whole_waves_of_the_targets_concurrency(requested, concurrency, expected):
+    assert batch_size_for(requested, concurrency) == expected
+
+
+def test_submit_sizes_batches_to_the_targets_concurrency(submitted_change, make_suite, settings):
+    from evaluations.models import EvaluationRun
+
+    # given: 50-sample batches asked for, and a target with 8 calls in flight
+    settings.EVAL_BATCH_SIZE = 50
+    suite = make_suite(name="waves", scenarios=5, epochs=10)
+    agent = {"kind": "reference", "agent": "compliant", "max_concurrency": 8}
+
+    # when: a change is submitted
+    change = submitted_change(agent, suites=[suite])
+
+    # then: every batch but the last holds whole waves of 8 (56 keys)
+    run = EvaluationRun.objects.get(change=change)
+    sizes = [len(b.keys) for b in run.batches.order_by("index")]
+    assert sizes[:-1] and set(sizes[:-1]) == {56}
+    assert sum(sizes) == run.total_samples
