@@ -22,4 +22,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{_suffix}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{_suffix}"}
+    # One connection per request, as before persistent connections: the live server answers
+    # each request on a thread of its own, and a kept connection would outlive that thread
+    # and hold the test database open at teardown.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 AXES_ENABLED = True
