@@ -161,6 +161,25 @@ SPECTACULAR_SETTINGS = {
 # Celery: the embedded default is a real worker on the filesystem transport.
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# Options for a broker over the network (Redis; RabbitMQ ignores the socket_* ones), named
+# so tests that swap in a private Redis can reuse them.
+BROKER_NETWORK_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    # The web process only sends wake-ups, and the reaper re-sends those it could not send,
+    # so a request must fail fast while the broker is down, not wait for it (it took ~6 s).
+    # kombu opens a producer's channel in its own retry loop (sleeping 2 s, 4 s, ... within
+    # broker_connection_timeout) that apply_async(retry=False) does not reach (celery#6046);
+    # this option is its only switch. Publishes that ask for retries still follow their
+    # retry_policy, and workers and beat pass broker_connection_max_retries themselves.
+    "max_retries": 0,
+    # Without these, a connect to a blackholed broker host waits for the OS TCP timeout
+    # (minutes), and a publish on a connection whose broker vanished waits forever. The
+    # socket timeout stays well above kombu's 1 s BRPOP poll, which an idle worker keeps open.
+    "socket_connect_timeout": env.float("CELERY_BROKER_CONNECT_TIMEOUT", default=2.0),
+    "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=10.0),
+}
+# RabbitMQ's connect timeout (py-amqp), for the same reason as socket_connect_timeout.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECT_TIMEOUT", default=2.0)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -175,7 +194,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.1,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(BROKER_NETWORK_TRANSPORT_OPTIONS)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

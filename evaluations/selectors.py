@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .models import Batch, EvaluationRun, Suite
@@ -140,17 +140,33 @@ def run_progress(run: EvaluationRun, *, now=None) -> dict:
 def batches_to_requeue(*, now, requeue_after: float) -> list[int]:
     """Batch ids the reaper should enqueue again, oldest run first.
 
-    - leased whose lease expired (a worker died or stalled), while the run is live;
+    - leased whose lease expired (a worker died or stalled), while the run is live, unless a
+      wake-up was already sent after the lease expired and less than ``requeue_after``
+      seconds ago;
     - pending never enqueued (the broker was down at submit time), or enqueued longer than
       ``requeue_after`` seconds ago in a run where no worker holds a live lease (its message
       was lost, e.g. taken by a worker killed before it could claim the batch) and where no
       batch finished in that time either.
+
+    So a lost batch gets at most one wake-up per ``requeue_after`` window (``enqueue_batches``
+    stamps ``enqueued_at`` on every send), and one whose send failed is picked again on the
+    next pass.
     """
     live = EvaluationRun.LIVE_STATUSES
-    expired = Batch.objects.filter(
-        status=Batch.LEASED, lease_expires_at__lt=now, run__status__in=live
-    ).values_list("id", flat=True)
     stale_before = now - timedelta(seconds=requeue_after)
+    # A claim moves lease_expires_at past every earlier send, so a send *after* the expiry is
+    # the reaper's own wake-up for this expiry, most likely still queued behind the backlog
+    # (churn is when queues are long): one more on every pass would only pile up duplicates.
+    # A send before the expiry preceded the claim, which usually consumed it: send now.
+    expired = (
+        Batch.objects.filter(status=Batch.LEASED, lease_expires_at__lt=now, run__status__in=live)
+        .filter(
+            Q(enqueued_at__isnull=True)
+            | Q(enqueued_at__lt=F("lease_expires_at"))
+            | Q(enqueued_at__lt=stale_before)
+        )
+        .values_list("id", flat=True)
+    )
     # A run with a live lease or a batch finished lately is progressing: its pending batches
     # are just waiting their turn in the queue, not lost.
     busy_runs = Batch.objects.filter(

@@ -7,7 +7,7 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from changes import audit, hooks, states
@@ -167,19 +167,42 @@ def test_runs_are_enqueued_on_commit_and_stamped(
 
 
 def test_a_dead_broker_does_not_fail_the_submit(
-    submitted_change, django_capture_on_commit_callbacks
+    submitted_change, django_capture_on_commit_callbacks, caplog
 ):
     with (
         mock.patch(
             "evaluations.tasks.execute_batch.apply_async", side_effect=ConnectionError("down")
-        ),
+        ) as send,
         django_capture_on_commit_callbacks(execute=True),
     ):
         change = submitted_change("compliant")
 
     assert change.state == states.EVALUATING
     run = only_run(change)
+    assert run.batches.count() > 1
     assert run.batches.filter(enqueued_at__isnull=True).count() == run.batches.count()
+    # It gave up after the first failed send (each would cost a connection attempt in the
+    # request), and said so once.
+    assert send.call_count == 1
+    warnings = [r for r in caplog.records if r.name == "evaluations.services"]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    assert "the reaper will resend them" in warnings[0].getMessage()
+
+
+def test_a_send_failing_midway_stamps_only_the_wake_ups_sent(submitted_change):
+    run = only_run(submitted_change("compliant"))
+    ids = list(run.batches.order_by("index").values_list("id", flat=True))
+    assert len(ids) > 3
+
+    with mock.patch(
+        "evaluations.tasks.execute_batch.apply_async",
+        side_effect=[None, None, ConnectionError("down")],
+    ) as send:
+        sent = services.enqueue_batches(ids)
+
+    assert (sent, send.call_count) == (2, 3)
+    stamped = set(run.batches.filter(enqueued_at__isnull=False).values_list("id", flat=True))
+    assert stamped == set(ids[:2])  # the reaper sends the rest, and only the rest
 
 
 def test_submit_without_a_linked_suite_is_refused_and_nothing_changes(engineer):
@@ -441,8 +464,11 @@ def test_the_reaper_resends_expired_leases_and_never_sent_batches(
     expired, never_sent, busy, *rest = run.batches.order_by("index")
     now = timezone.now()
     EvaluationRun.objects.filter(pk=run.pk).update(created_at=now - timedelta(minutes=1))
+    # Its wake-up was sent, then claimed by a worker that died: the lease ran out since.
     Batch.objects.filter(pk=expired.pk).update(
-        status=Batch.LEASED, lease_expires_at=now - timedelta(seconds=1), enqueued_at=now
+        status=Batch.LEASED,
+        lease_expires_at=now - timedelta(seconds=1),
+        enqueued_at=now - timedelta(seconds=70),
     )
     Batch.objects.filter(pk=busy.pk).update(
         status=Batch.LEASED, lease_expires_at=now + timedelta(seconds=30), enqueued_at=now
@@ -477,6 +503,102 @@ def test_the_reaper_resends_stale_pending_batches_only_when_the_run_is_stalled(
     with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
         services.leases_reap()
     assert send.call_count == 0
+
+
+def _lose_every_batch(run: EvaluationRun) -> tuple[Batch, Batch, Batch]:
+    """A stalled run, as churn leaves it: a batch whose worker died (lease expired after its
+    wake-up was taken), one never sent, one whose wake-up was lost long ago."""
+    expired, never_sent, stale, *rest = run.batches.order_by("index")
+    now = timezone.now()
+    EvaluationRun.objects.filter(pk=run.pk).update(created_at=now - timedelta(minutes=5))
+    Batch.objects.filter(pk=expired.pk).update(
+        status=Batch.LEASED,
+        lease_owner="dead@host:1",
+        lease_expires_at=now - timedelta(seconds=1),
+        enqueued_at=now - timedelta(minutes=2),
+    )
+    Batch.objects.filter(pk__in=[stale.pk, *[b.pk for b in rest]]).update(
+        enqueued_at=now - timedelta(minutes=5)
+    )
+    return expired, never_sent, stale
+
+
+def reap(**kwargs) -> set[int]:
+    """One reaper pass with a working broker: the batch ids it sent."""
+    with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
+        services.leases_reap(**kwargs)
+    return {c.kwargs["args"][0] for c in send.call_args_list}
+
+
+def age(run: EvaluationRun, delta: timedelta) -> None:
+    """Move the run's send and lease times ``delta`` into the past (time passing)."""
+    Batch.objects.filter(run=run).update(
+        enqueued_at=F("enqueued_at") - delta, lease_expires_at=F("lease_expires_at") - delta
+    )
+
+
+def test_the_reaper_sends_a_lost_batch_at_most_once_per_window(submitted_change):
+    # given: a run whose every batch is lost
+    run = only_run(submitted_change("compliant"))
+    _lose_every_batch(run)
+    every = set(run.batches.values_list("id", flat=True))
+    window = timedelta(seconds=services.REQUEUE_AFTER_SECONDS)
+
+    # when: the reaper runs, then again right away, then just before the window ends
+    first = reap()
+    second = reap()
+    age(run, window - timedelta(seconds=5))
+    just_before = reap()
+
+    # then: each got one wake-up; the later passes found them all still in flight
+    assert first == every
+    assert second == set()
+    assert just_before == set()
+
+    # when: the window has passed and nothing claimed them (those wake-ups were lost too)
+    age(run, timedelta(seconds=6))
+    after = reap()
+
+    # then: each is sent once more, and a pass right after that sends nothing again
+    assert after == every
+    assert reap() == set()
+
+
+def test_a_batch_whose_lease_expires_again_after_a_resend_is_sent_at_once(submitted_change):
+    # given: the reaper re-sent an expired batch; a worker took that wake-up and died too
+    run = only_run(submitted_change("compliant"))
+    expired, _, _ = _lose_every_batch(run)
+    assert expired.pk in reap()
+    Batch.objects.filter(pk=expired.pk).update(
+        lease_owner="dead-again@host:2",
+        lease_expires_at=F("enqueued_at") + timedelta(milliseconds=1),
+        attempts=2,
+    )
+
+    # when: the next pass runs, well within the window
+    sent = reap(now=timezone.now() + timedelta(seconds=1))
+
+    # then: that batch's new expiry is recovered at once; the others are still in flight
+    assert sent == {expired.pk}
+
+
+def test_a_wake_up_the_reaper_could_not_send_is_sent_on_the_next_pass(submitted_change):
+    # given: a lost run, and the broker down for one pass
+    run = only_run(submitted_change("compliant"))
+    _lose_every_batch(run)
+    before = dict(run.batches.values_list("id", "enqueued_at"))
+    with mock.patch(
+        "evaluations.tasks.execute_batch.apply_async", side_effect=ConnectionError("down")
+    ) as send:
+        result = services.leases_reap()
+
+    # then: it gave up at the first failure and marked nothing as sent
+    assert send.call_count == 1
+    assert result["requeued"] == 0
+    assert dict(run.batches.values_list("id", "enqueued_at")) == before
+
+    # and when the broker is back, the very next pass sends every one of them
+    assert reap() == set(before)
 
 
 def test_the_reaper_finalises_a_run_whose_finaliser_was_lost(submitted_change):
