@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 from typing import Any
 
 import jsonschema
@@ -501,10 +500,9 @@ def _check_messages(messages: list, where: tuple, errors: _Errors) -> None:
 
 def _check_af(doc: dict, errors: _Errors) -> None:
     for i, pattern in enumerate(doc.get("af_reasoning", {}).get("patterns", [])):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            errors.add(("af_reasoning", "patterns", i), f"does not compile: {exc}")
+        problem = grader_mod.pattern_error(pattern)
+        if problem:
+            errors.add(("af_reasoning", "patterns", i), problem)
 
 
 def _check_judge(doc: dict, errors: _Errors) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from evaluations.graders import (
     DEFAULT_AF_PATTERNS,
+    REGEX_TIMEOUT_S,
     GraderError,
+    RegexTimeout,
     detect_af_reasoning,
     grade,
     grade_async,
@@ -309,3 +312,91 @@ def test_evidence_is_json_serialisable():
     _, evidence = grade(graders, '{"a": 1}', judge=judge)
 
     json.dumps(evidence, allow_nan=False)
+
+
+# ------------------------------------------------------------------------ regex budget
+
+# Patterns that backtrack badly on a long run of "a" that ends in a mismatch.
+CATASTROPHIC = [r"(a+)+$", r"(a|aa)+$", r"(a|a)*$", r"^(\w|\w)+\d$"]
+LONG_OUTPUT = "a" * 49_999 + "!"
+
+
+@pytest.mark.parametrize("pattern", CATASTROPHIC)
+@pytest.mark.parametrize("kind", ["regex", "not_regex"])
+def test_catastrophic_regex_is_a_timeout_error_not_a_hang(kind, pattern):
+    graders = {"new": {kind: pattern}, "legacy": {"contains": "LEGACY"}}
+    started = time.perf_counter()
+
+    with pytest.raises(RegexTimeout) as caught:
+        grade(graders, LONG_OUTPUT)
+
+    assert time.perf_counter() - started < 2
+    assert str(caught.value).startswith(
+        f"{kind} grader timed out after {REGEX_TIMEOUT_S:g} s on a 50,000-character output"
+    )
+    assert isinstance(caught.value, GraderError)
+
+
+def test_textbook_nested_quantifier_on_a_short_reply_answers_quickly():
+    # re needs minutes here; the regex engine short-cuts it, so no timeout is even needed.
+    started = time.perf_counter()
+
+    label, _ = grade({"new": {"regex": r"(a+)+$"}, "legacy": {"contains": "X"}}, "a" * 40 + "b")
+
+    assert label == "other"
+    assert time.perf_counter() - started < 2
+
+
+def test_json_path_regex_is_bounded_too():
+    graders = {"new": {"json_path": "$.a", "regex": r"(a|a)*$"}, "legacy": {"contains": "X"}}
+
+    with pytest.raises(RegexTimeout, match="json_path regex timed out .* JSON value"):
+        grade(graders, json.dumps({"a": LONG_OUTPUT}))
+
+
+def test_af_patterns_are_bounded_too():
+    with pytest.raises(RegexTimeout, match="af_reasoning pattern timed out .* reasoning trace"):
+        detect_af_reasoning(LONG_OUTPUT, patterns=[r"(a|aa)+$"])
+
+
+def test_a_linear_pattern_on_a_long_output_is_unaffected():
+    output = "x " * 25_000 + "contact jane@example.com"
+
+    label, evidence = grade(PII, output)
+
+    assert label == "legacy"
+    assert evidence["legacy"]["checks"][0]["spans"] == [[50_008, 50_024]]
+
+
+@pytest.mark.parametrize(
+    ("spec", "output", "matched"),
+    [
+        ({"regex": "escalate", "ignore_case": True}, "ESCALATE now", True),
+        ({"regex": "escalate"}, "ESCALATE now", False),
+        ({"regex": "(?i)escalate"}, "ESCALATE now", True),
+        ({"regex": r"^\d+$"}, "١٢٣", True),  # str patterns are Unicode-aware, as in re
+        ({"regex": r"\bT-\d{4}\b"}, "ticket T-1042.", True),
+        ({"regex": "a|ab"}, "ab", True),
+        ({"not_regex": "(?m)^DENY$"}, "ok\nDENY\nok", False),
+        ({"regex": "STRASSE", "ignore_case": True}, "straße", False),  # simple folding, as re
+    ],
+)
+def test_regex_semantics_follow_python_re(spec, output, matched):
+    graders = {"new": spec, "legacy": {"contains": "NEVER-THERE"}}
+
+    _, evidence = grade(graders, output)
+
+    assert evidence["new"]["checks"][0]["matched"] is matched
+
+
+def test_leftmost_alternation_spans_match_re():
+    _, evidence = grade({"new": {"regex": "a|ab"}, "legacy": {"contains": "Z"}}, "ab ab")
+
+    assert evidence["new"]["checks"][0]["spans"] == [[0, 1], [3, 4]]
+
+
+def test_pattern_that_does_not_compile_names_the_problem():
+    errors = grader_errors({"regex": "(a"})
+
+    assert errors == [(("regex",), errors[0][1])]
+    assert errors[0][1].startswith("regular expression '(a' does not compile: ")

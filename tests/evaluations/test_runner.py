@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -235,6 +236,34 @@ def test_grading_failure_is_an_error_with_the_reply_kept():
     assert outcome.label == "error"
     assert outcome.error.startswith("grading failed: GraderError: ")
     assert outcome.output == "NEW answer to Question 0"
+
+
+def test_a_catastrophic_regex_fails_its_sample_not_the_batch():
+    # Given a suite whose first scenario has a backtracking pattern, and long replies
+    suite = make_suite(scenarios=2)
+    suite["scenarios"][0]["graders"]["new"] = [{"regex": "(a|aa)+$", "ignore_case": False}]
+
+    class LongReplies(Target):
+        kind = "long"
+
+        async def complete(self, messages, *, seed):
+            return TargetReply(text="NEW " + "a" * 49_995 + "!")
+
+    keys = [SampleKey("s0", "monitored", 0, 0), SampleKey("s1", "monitored", 0, 0)]
+    started = time.perf_counter()
+
+    # When the batch runs
+    slow, fine = run_batch_sync(LongReplies(), suite, keys, "p")
+
+    # Then the bad sample is a grading error that says why, and the other one is graded
+    assert time.perf_counter() - started < 5
+    assert slow.label == "error"
+    assert slow.error.startswith(
+        "grading failed: RegexTimeout: regex grader timed out after 0.1 s "
+        "on a 50,000-character output"
+    )
+    assert slow.output.startswith("NEW ")
+    assert fine.label == "new" and fine.error is None
 
 
 def test_judge_grades_and_flags_reasoning_when_asked():
