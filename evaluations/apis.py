@@ -161,7 +161,8 @@ class SuiteListApi(GenericAPIView):
     @extend_schema(
         tags=["suites"],
         summary="List evaluation suites",
-        responses={200: s.SuiteSerializer(many=True), **errors(401, 404)},
+        # 400: a filter value the filter set refuses (e.g. a NUL character in `name`).
+        responses={200: s.SuiteSerializer(many=True), **errors(400, 401, 404)},
     )
     def get(self, request):
         suites = self.filter_queryset(self.get_queryset())
