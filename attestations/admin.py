@@ -5,6 +5,7 @@ The one action, for admins, is retrying a failed render (through the service).
 
 from django.contrib import admin, messages
 
+from changes.admin import SafeLookupsAdmin
 from changes.errors import DomainError
 
 from . import services
@@ -12,7 +13,7 @@ from .models import Attestation
 
 
 @admin.register(Attestation)
-class AttestationAdmin(admin.ModelAdmin):
+class AttestationAdmin(SafeLookupsAdmin):
     list_display = ("id", "change", "version", "reason", "status", "key_id", "created_at")
     list_filter = ("status", "reason", "change__system")
     search_fields = ("=change__id", "content_sha256", "pdf_sha256", "envelope_sha256")

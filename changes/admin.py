@@ -9,13 +9,39 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
 from .models import AISystem, AuditEvent, ChangeRequest, Deployment, ProtocolVersion, Review, Team
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class NulSafeChangeList(ChangeList):
+    """A changelist that refuses filter values holding a NUL character.
+
+    Why: the admin applies any ``?field=value`` of the query string as a lookup, and
+    PostgreSQL cannot take a NUL in a text parameter, so ``?name=%00`` was a 500. Raising
+    ``IncorrectLookupParameters`` takes Django's own path for a bad lookup: a redirect to the
+    unfiltered list with ``?e=1``. (The search box already refuses NUL through its form.)
+    """
+
+    def get_filters_params(self, params=None):
+        lookup_params = super().get_filters_params(params)
+        for values in lookup_params.values():
+            if any("\x00" in value for value in values):
+                raise IncorrectLookupParameters("a filter value contains a NUL character")
+        return lookup_params
+
+
+class SafeLookupsAdmin(admin.ModelAdmin):
+    """Base of every project ModelAdmin: lists through :class:`NulSafeChangeList`."""
+
+    def get_changelist(self, request, **kwargs):
+        return NulSafeChangeList
+
+
+class ReadOnlyAdmin(SafeLookupsAdmin):
     """View-only: no add, change or delete through the admin."""
 
     def has_add_permission(self, request, obj=None):
@@ -38,7 +64,7 @@ def _adopt(obj, created) -> None:
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(SafeLookupsAdmin):
     list_display = ("name", "member_count")
     search_fields = ("name", "members__username")
     filter_horizontal = ("members",)
@@ -104,7 +130,7 @@ class AISystemForm(forms.ModelForm):
 
 
 @admin.register(AISystem)
-class AISystemAdmin(admin.ModelAdmin):
+class AISystemAdmin(SafeLookupsAdmin):
     form = AISystemForm
     list_display = ("name", "criticality", "owner_team", "approvals_required", "created_at")
     list_filter = ("criticality", "owner_team")
@@ -135,7 +161,7 @@ class AISystemAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProtocolVersion)
-class ProtocolVersionAdmin(admin.ModelAdmin):
+class ProtocolVersionAdmin(SafeLookupsAdmin):
     list_display = ("system", "version", "short_sha", "created_by", "created_at")
     list_filter = ("system",)
     search_fields = ("version", "system__name", "content_sha256")

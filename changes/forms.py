@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.urls import reverse
 
 from . import services, states
+from .filters import parse_id
 from .models import AISystem, ChangeRequest, ProtocolVersion
 
 TEXTAREA = {"rows": 8, "class": "md-input"}
@@ -274,10 +275,10 @@ class ChangeFilterForm(forms.Form):
         if data.get("q"):
             term = data["q"].strip()
             query = Q(title__icontains=term) | Q(rationale__icontains=term)
-            if term.upper().startswith("CR-") and term[3:].isdigit():
-                query |= Q(pk=int(term[3:]))
-            elif term.isdigit():
-                query |= Q(pk=int(term))
+            # "CR-12" or "12" also finds change 12 (parse_id: ASCII digits in the id range).
+            number = parse_id(term[3:] if term.upper().startswith("CR-") else term)
+            if number is not None:
+                query |= Q(pk=number)
             qs = qs.filter(query)
         if data.get("state"):
             qs = qs.filter(state=data["state"])

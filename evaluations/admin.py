@@ -3,10 +3,12 @@
 
 from django.contrib import admin
 
+from changes.admin import SafeLookupsAdmin
+
 from .models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(SafeLookupsAdmin):
     def has_add_permission(self, request, obj=None):
         return False
 

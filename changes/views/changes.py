@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import diff, hooks, permissions, roles, selectors, services, states
 from ..errors import DomainError
+from ..filters import parse_id
 from ..forms import (
     MARKDOWN_FIELDS,
     ChangeFilterForm,
@@ -174,9 +175,9 @@ def change_create(request):
             return redirect("change-detail", pk=change.pk)
         return render(request, "changes/change_form.html", _form_context(form, formset), status=400)
     initial = {}
-    system_id = request.GET.get("system")
-    if system_id and system_id.isdigit() and AISystem.objects.filter(pk=system_id).exists():
-        initial = {"system": int(system_id), **_default_protocols(system_id)}
+    system_id = parse_id(request.GET.get("system"))
+    if system_id and AISystem.objects.filter(pk=system_id).exists():
+        initial = {"system": system_id, **_default_protocols(system_id)}
     form = ChangeRequestForm(initial=initial)
     formset = ExpectedChangeFormSet(prefix="expected")
     return render(request, "changes/change_form.html", _form_context(form, formset))
@@ -237,8 +238,7 @@ def change_edit(request, pk):
 @require_GET
 def protocol_options(request):
     """htmx: the base/proposed selects for the chosen system."""
-    system_id = request.GET.get("system", "")
-    system_id = int(system_id) if system_id.isdigit() else None
+    system_id = parse_id(request.GET.get("system"))
     initial = {"system": system_id, **_default_protocols(system_id)} if system_id else {}
     form = ChangeRequestForm(initial=initial)
     return render(request, "changes/_protocol_fields.html", {"form": form})

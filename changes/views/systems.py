@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from .. import diff, selectors
+from ..filters import parse_id
 from ..models import ProtocolVersion
 
 
@@ -49,9 +50,10 @@ def protocol_detail(request, pk, protocol_pk):
 def _protocol_param(system, value):
     if value in (None, ""):
         return None
-    if not str(value).isdigit():
+    pk = parse_id(value)
+    if pk is None:
         raise Http404("No such protocol version.")
-    return get_object_or_404(ProtocolVersion, pk=int(value), system=system)
+    return get_object_or_404(ProtocolVersion, pk=pk, system=system)
 
 
 @login_required
