@@ -242,8 +242,7 @@ class AttestationVerifyApi(GenericAPIView):
         responses={200: s.VerifyResultSerializer, **errors(400, 401, 403)},
     )
     def post(self, request):
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > services.MAX_UPLOAD_BYTES + 64 * 1024:
+        if services.upload_declared_too_large(request.META.get("CONTENT_LENGTH")):
             raise ValidationError({"file": ["The file is larger than 20 MB."]}, code="too_large")
         upload = parse(s.VerifyUploadSerializer, request.data, request)["file"]
         if upload.size > services.MAX_UPLOAD_BYTES:

@@ -26,6 +26,7 @@ import re
 from datetime import datetime
 
 from changes import audit
+from changes.filters import parse_id
 from changes.models import AuditEvent, ChangeRequest, Review
 
 from .checks import Check, check
@@ -83,8 +84,8 @@ def _check_runs(change: ChangeRequest, content_sha256: str, subjects: dict) -> C
         from evaluations.models import EvaluationRun
     except ImportError:
         return check("record_runs", False, "the evaluation records are not installed")
-    ids = [int(r) for r in runs if r.isdigit()]
-    if len(ids) != len(runs):
+    ids = [parse_id(r) for r in runs]
+    if None in ids:
         return check("record_runs", False, "a run subject does not name a numeric run id")
     stored = {
         str(pk): (change_id, sha, digest)

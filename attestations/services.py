@@ -8,6 +8,7 @@ by a conditional UPDATE and filled ``rendering -> ready`` once, by the same clai
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -33,6 +34,25 @@ logger = logging.getLogger(__name__)
 REASONS = {Attestation.APPROVED, Attestation.DEPLOYED}
 MAX_ATTEMPTS = 3
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# Multipart framing around the file: a request this much over the file limit is refused
+# from its header alone.
+_UPLOAD_OVERHEAD_BYTES = 64 * 1024
+
+
+def upload_declared_too_large(content_length: str | None) -> bool:
+    """Whether a request's ``Content-Length`` already says its upload is over the limit.
+
+    Checked before the body is parsed, so an oversized upload is refused without reading
+    it. Only plain ASCII digits count as a length: ``"²".isdigit()`` is true but ``int``
+    refuses it, which was a 500; any other header is left to the parser, which enforces the
+    limit on the file itself.
+    """
+    text = content_length or ""
+    if not re.fullmatch(r"[0-9]{1,20}", text):
+        return False
+    return int(text) > MAX_UPLOAD_BYTES + _UPLOAD_OVERHEAD_BYTES
+
+
 ERROR_CHARS = 2000
 # A pending row older than this was probably never enqueued (broker down at commit time).
 PENDING_GRACE = timedelta(seconds=60)

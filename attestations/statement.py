@@ -39,7 +39,8 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 def _run_sort_key(run_id: str) -> tuple[int, int, str]:
     # Numeric ids in numeric order ("2" before "10") so the statement reads naturally; the
     # order only has to be deterministic, the verifier matches subjects by name.
-    return (0, int(run_id), "") if run_id.isdigit() else (1, 0, run_id)
+    numeric = run_id.isascii() and run_id.isdigit()  # "²".isdigit(), but int() refuses it
+    return (0, int(run_id), "") if numeric else (1, 0, run_id)
 
 
 def _require_sha256(value: str, what: str) -> str:

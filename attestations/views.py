@@ -126,8 +126,7 @@ def attestation_verify(request):
     result = None
     status = 200
     if request.method == "POST":
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > services.MAX_UPLOAD_BYTES + 64 * 1024:
+        if services.upload_declared_too_large(request.META.get("CONTENT_LENGTH")):
             form = VerifyForm()
             form.add_error(None, "The file is larger than 20 MB.")
             status = 400

@@ -473,7 +473,10 @@ class GuardedClient:
                     status=response.status_code,
                 )
             declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+            # ASCII digits only: "²".isdigit() is true, but int() refuses it.
+            if re.fullmatch(r"[0-9]{1,20}", declared or "") and (
+                int(declared) > self.max_response_bytes
+            ):
                 raise self._too_large()
             chunks, size = [], 0
             async for chunk in response.aiter_bytes():

@@ -303,6 +303,27 @@ def test_no_file_or_a_too_large_file_is_a_400_with_the_reason(api, auditor, monk
     assert not AuditEvent.objects.filter(verb="attestation.verified").exists()
 
 
+@pytest.mark.parametrize(
+    ("header", "too_large"),
+    [
+        ("100", False),
+        (str(30 * 1024 * 1024), True),
+        ("\u00b2", False),  # "²".isdigit() is true, but int() refuses it: was a 500
+        ("9" * 5000, False),  # past int()'s digit limit
+        ("", False),
+        ("-5", False),
+    ],
+)
+def test_only_a_plain_number_in_content_length_counts_as_a_size(header, too_large):
+    assert services.upload_declared_too_large(header) is too_large
+
+
+def test_an_odd_content_length_is_never_a_500(api, auditor):
+    response = api(auditor).post(VERIFY, {}, format="multipart", CONTENT_LENGTH="\u00b2")
+
+    assert response.status_code == 400, response.content
+
+
 def test_only_auditors_and_admins_verify(api, attestation, engineer, admin_user):
     assert upload(api(engineer), bytes(attestation.pdf)).status_code == 403
     assert upload(api(admin_user), bytes(attestation.pdf)).json()["valid"] is True
