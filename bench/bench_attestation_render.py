@@ -310,8 +310,15 @@ def run() -> dict:
                 baseline={"name": "bare one-line render p95", "value": line["p95"] * 1000,
                           "unit": "ms"},
                 ratio=mine["p95"] / line["p95"],
-                target="p95 < 1000 ms and < 8x bare",
-                met=mine["p95"] < 1.0 and mine["p95"] / line["p95"] < 8,
+                target="p95 < 1000 ms",
+                met=mine["p95"] < 1.0,
+            ),
+            figure(
+                "render p95 as a multiple of the bare one-line render p95",
+                mine["p95"] / line["p95"],
+                "x",
+                target="< 8x bare",
+                met=mine["p95"] / line["p95"] < 8,
             ),
             figure(
                 "render p50",
