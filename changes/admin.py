@@ -7,6 +7,8 @@ move only through the workflow, and the audit log is append-only.
 
 from __future__ import annotations
 
+import functools
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -17,8 +19,8 @@ from .errors import DomainError
 from .models import AISystem, AuditEvent, ChangeRequest, Deployment, ProtocolVersion, Review, Team
 
 
-class NulSafeChangeList(ChangeList):
-    """A changelist that refuses filter values holding a NUL character.
+class NulSafeFilters:
+    """ChangeList mixin that refuses filter values holding a NUL character.
 
     Why: the admin applies any ``?field=value`` of the query string as a lookup, and
     PostgreSQL cannot take a NUL in a text parameter, so ``?name=%00`` was a 500. Raising
@@ -34,11 +36,40 @@ class NulSafeChangeList(ChangeList):
         return lookup_params
 
 
-class SafeLookupsAdmin(admin.ModelAdmin):
-    """Base of every project ModelAdmin: lists through :class:`NulSafeChangeList`."""
+class NulSafeChangeList(NulSafeFilters, ChangeList):
+    pass
+
+
+@functools.cache
+def _nul_safe(changelist_class: type) -> type:
+    # Keeps whatever changelist an admin uses (DRF's TokenAdmin has its own) and adds the guard.
+    if issubclass(changelist_class, NulSafeFilters):
+        return changelist_class
+    return type(f"NulSafe{changelist_class.__name__}", (NulSafeFilters, changelist_class), {})
+
+
+class SafeLookups:
+    """ModelAdmin mixin: lists through its changelist class plus :class:`NulSafeFilters`."""
 
     def get_changelist(self, request, **kwargs):
-        return NulSafeChangeList
+        return _nul_safe(super().get_changelist(request, **kwargs))
+
+
+class SafeLookupsAdmin(SafeLookups, admin.ModelAdmin):
+    """Base of every project ModelAdmin."""
+
+
+def guard_registered_admins(site=admin.site) -> None:
+    """Give the admins other apps registered before this one (auth's users and groups, DRF's
+    tokens, axes' logs) the same NUL guard, by re-registering each with :class:`SafeLookups`
+    mixed in. Django offers no public way to list a site's registrations, hence ``_registry``.
+    """
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, SafeLookups):
+            continue
+        guarded = type(f"Guarded{type(model_admin).__name__}", (SafeLookups, type(model_admin)), {})
+        site.unregister(model)
+        site.register(model, guarded)
 
 
 class ReadOnlyAdmin(SafeLookupsAdmin):
@@ -252,3 +283,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     def get_actions(self, request):
         return {}  # not even the bulk "delete selected"
+
+
+# Last: every admin registered by now, from apps listed before this one, gets the guard.
+guard_registered_admins()
