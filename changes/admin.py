@@ -12,7 +12,6 @@ import functools
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
@@ -34,10 +33,6 @@ class NulSafeFilters:
             if any("\x00" in value for value in values):
                 raise IncorrectLookupParameters("a filter value contains a NUL character")
         return lookup_params
-
-
-class NulSafeChangeList(NulSafeFilters, ChangeList):
-    pass
 
 
 @functools.cache
