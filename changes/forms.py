@@ -162,6 +162,11 @@ class ChangeRequestForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        # Browsers send textarea newlines as CRLF; the API stores LF. Without this an untouched
+        # field would differ from the stored text (a false "edited" and a new content hash).
+        for name in MARKDOWN_FIELDS:
+            if isinstance(cleaned.get(name), str):
+                cleaned[name] = cleaned[name].replace("\r\n", "\n")
         base, proposed = cleaned.get("base_protocol"), cleaned.get("proposed_protocol")
         if base and proposed and base.pk == proposed.pk:
             self.add_error(
@@ -235,8 +240,38 @@ class WithdrawForm(forms.Form):
     reason = forms.CharField(max_length=500, required=False)
 
 
+#: The environments the UI offers when nothing else is known about a system. Deployments
+#: store the environment as free text (the API accepts any name up to 50 characters), so the
+#: names already used for the system's deployments are offered too.
+KNOWN_ENVIRONMENTS = ("staging", "production")
+
+
+def environment_choices(system=None) -> list[tuple[str, str]]:
+    """staging, production, then every other environment this system was deployed to."""
+    from .models import Deployment
+
+    names = list(KNOWN_ENVIRONMENTS)
+    if system is not None:
+        used = (
+            Deployment.objects.filter(change__system=system)
+            .order_by("environment")
+            .values_list("environment", flat=True)
+            .distinct()
+        )
+        names += [name for name in used if name not in names]
+    return [(name, name.capitalize() if name in KNOWN_ENVIRONMENTS else name) for name in names]
+
+
 class DeployForm(forms.Form):
-    environment = forms.CharField(max_length=50, initial="production")
+    """The environment a change goes live in: a labelled choice, never a free-text box."""
+
+    environment = forms.ChoiceField(
+        label="Environment", initial="production", help_text="Where the change goes live."
+    )
+
+    def __init__(self, *args, system=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environment"].choices = environment_choices(system)
 
 
 class ChangeFilterForm(forms.Form):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 
 from . import hooks, permissions, roles, states
-from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
+from .models import (
+    AISystem,
+    AuditEvent,
+    ChangeRequest,
+    Deployment,
+    ProtocolVersion,
+    Review,
+    Team,
+)
 
 
 def visible_changes(user) -> QuerySet[ChangeRequest]:
@@ -191,3 +199,14 @@ def audit_events(
     if until:
         qs = qs.filter(created_at__lte=until)
     return qs
+
+
+def live_protocol(system: AISystem, environment: str | None = None) -> ProtocolVersion | None:
+    """The protocol version running on ``system`` (in ``environment``, or anywhere): the
+    proposed version of its most recent deployment. None when it was never deployed here."""
+    deployments = Deployment.objects.filter(change__system=system)
+    if environment:
+        deployments = deployments.filter(environment=environment)
+    latest = deployments.select_related("change__proposed_protocol").order_by("-created_at", "-id")
+    first = latest.first()
+    return first.change.proposed_protocol if first else None

@@ -15,6 +15,11 @@ urlpatterns = [
     path("changes/<int:pk>/withdraw/", actions.change_withdraw, name="change-withdraw"),
     path("changes/<int:pk>/close/", actions.change_close, name="change-close"),
     path("changes/<int:pk>/deploy/", actions.change_deploy, name="change-deploy"),
+    path(
+        "changes/<int:pk>/deploy/confirm/",
+        actions.change_deploy_confirm,
+        name="change-deploy-confirm",
+    ),
     path("changes/<int:pk>/review/", actions.change_review, name="change-review"),
     path("preview/markdown/", changes.markdown_preview, name="markdown-preview"),
     path("systems/", systems.system_list, name="system-list"),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import permissions, services, states
+from .. import permissions, selectors, services, states
 from ..errors import DomainError, NotAllowed
 from ..forms import DeployForm, ReviewForm, WithdrawForm
 from ..states import InvalidTransition
-from ._common import attach_to_form, audit_denial, change_or_404, domain_error, report
+from ._common import attach_to_form, audit_denial, change_or_404, deny, domain_error, report
 
 
 def _run(request, change, action, success: str):
@@ -66,12 +66,34 @@ def change_close(request, pk):
 
 
 @login_required
+@require_GET
+def change_deploy_confirm(request, pk):
+    """The confirmation step before a deploy: names the system, the protocol version and its
+    hash, and the environment that will run it. Deploying is the POST from this page."""
+    change = change_or_404(request.user, pk)
+    if not permissions.can_deploy(request.user):
+        deny(request, "Only engineers and pipeline tokens deploy.")
+    form = DeployForm(request.GET, system=change.system)
+    if not form.is_valid():
+        messages.error(request, "Choose the environment to deploy to.")
+        return redirect("change-detail", pk=change.pk)
+    gate = selectors.gate(change)
+    context = {
+        "change": change,
+        "environment": form.cleaned_data["environment"],
+        "gate": gate,
+        "live": selectors.live_protocol(change.system, form.cleaned_data["environment"]),
+    }
+    return render(request, "changes/deploy_confirm.html", context)
+
+
+@login_required
 @require_POST
 def change_deploy(request, pk):
     change = change_or_404(request.user, pk)
-    form = DeployForm(request.POST)
+    form = DeployForm(request.POST, system=change.system)
     if not form.is_valid():
-        messages.error(request, "environment: required, at most 50 characters.")
+        messages.error(request, "environment: choose one of the listed environments.")
         return redirect("change-detail", pk=change.pk)
     environment = form.cleaned_data["environment"]
     return _run(

@@ -15,6 +15,7 @@ from ..forms import (
     ChangeFilterForm,
     ChangeRequestForm,
     ExpectedChangeFormSet,
+    environment_choices,
     expected_changes_from,
     protocols_for,
 )
@@ -120,6 +121,8 @@ def change_detail(request, pk):
         "timeline": selectors.timeline(change),
         "actions": available_actions(request.user, change),
         "suites": hooks.evaluation().suite_refs(change),
+        "deployments": list(change.deployments.select_related("deployed_by")),
+        "deploy_environments": environment_choices(change.system),
     }
     return render(request, "changes/change_detail.html", context)
 
@@ -183,6 +186,25 @@ def change_create(request):
     return render(request, "changes/change_form.html", _form_context(form, formset))
 
 
+def _edited_fields(change, data: dict, formset) -> dict:
+    """Only the fields the form changed, as a PATCH through the API sends them: the service
+    records exactly these names in ``change.edited``, so an untouched field is not logged."""
+    edited = {}
+    for name in _TEXT_AND_CHOICES:
+        if data[name] != getattr(change, name):
+            edited[name] = data[name]
+    for name in ("base_protocol", "proposed_protocol"):
+        if data[name].pk != getattr(change, f"{name}_id"):
+            edited[name] = data[name]
+    expected = expected_changes_from(formset)
+    if expected != list(change.expected_changes or []):
+        edited["expected_changes"] = expected
+    suites = data.get("suites") or []
+    if set(suites) != {s["id"] for s in hooks.evaluation().suite_refs(change)}:
+        edited["suites"] = suites
+    return edited
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def change_edit(request, pk):
@@ -196,19 +218,12 @@ def change_edit(request, pk):
         form = ChangeRequestForm(request.POST, change=change, initial={"system": change.system_id})
         formset = ExpectedChangeFormSet(request.POST, prefix="expected")
         if form.is_valid() and formset.is_valid():
-            data = form.cleaned_data
             revision = change.revision
             try:
                 updated = services.change_request_update(
                     actor=request.user,
                     change_request=change,
-                    data={
-                        "base_protocol": data["base_protocol"],
-                        "proposed_protocol": data["proposed_protocol"],
-                        "expected_changes": expected_changes_from(formset),
-                        "suites": data.get("suites") or [],
-                        **{k: data[k] for k in _TEXT_AND_CHOICES},
-                    },
+                    data=_edited_fields(change, form.cleaned_data, formset),
                 )
             except DomainError as error:
                 attach_to_form(form, error)

@@ -1,0 +1,183 @@
+"""The defects found on the pages (issue 9, item 7), checked through Django's test client.
+
+Layout and visibility are checked in a real browser in ``tests/browser/test_page_layout.py``;
+these tests cover what the HTML alone shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from changes import services, states
+from changes.models import AuditEvent, ChangeRequest, Deployment
+from tests.changes.test_ui_pages import change_in_state, login, system_with_versions
+
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("passing_evaluations", "recorded_attestations"),
+]
+
+
+def page(client, name, *args, **params) -> str:
+    response = client.get(reverse(name, args=args), params)
+    assert response.status_code == 200, response.status_code
+    return response.content.decode()
+
+
+# --- deploy: a labelled environment choice, a confirmation, the gate after a deploy --------
+
+
+def test_the_change_page_offers_a_labelled_environment_choice(client, engineer, reviewer):
+    # given an approved change
+    change = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    login(client, engineer)
+    # when the engineer opens it
+    html = page(client, "change-detail", change.pk)
+    # then deploying starts with a labelled select of environments, not a text box,
+    # and leads to the confirmation page rather than deploying at once
+    assert '<label for="id_environment" class="deploy-label">Environment</label>' in html
+    assert '<select name="environment" id="id_environment"' in html
+    assert '<option value="staging">Staging</option>' in html
+    assert '<option value="production" selected>Production</option>' in html
+    assert f'action="{reverse("change-deploy-confirm", args=[change.pk])}"' in html
+    assert 'type="text" name="environment"' not in html
+
+
+def test_the_confirmation_names_what_goes_live_and_deploys_nothing(client, engineer, reviewer):
+    # given an approved change
+    change = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    login(client, engineer)
+    # when the engineer chooses staging and presses Deploy…
+    html = page(client, "change-deploy-confirm", change.pk, environment="staging")
+    # then the page names the system, the protocol version and the environment
+    assert f'<strong id="confirm-system">{change.system.name}</strong>' in html
+    version = change.proposed_protocol.version
+    assert f'<strong class="mono" id="confirm-version">{version}</strong>' in html
+    assert '<strong class="mono" id="confirm-environment">staging</strong>' in html
+    assert f"Deploy {version} to staging</button>" in html
+    # and nothing is deployed until the confirmation is posted
+    assert not Deployment.objects.exists()
+    assert ChangeRequest.objects.get(pk=change.pk).state == states.APPROVED
+    response = client.post(
+        reverse("change-deploy", args=[change.pk]), {"environment": "staging"}, follow=True
+    )
+    assert response.status_code == 200
+    assert Deployment.objects.get(change=change).environment == "staging"
+
+
+def test_an_unknown_environment_is_refused_with_a_reason(client, engineer, reviewer):
+    change = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    login(client, engineer)
+    response = client.get(
+        reverse("change-deploy-confirm", args=[change.pk]), {"environment": "moon"}, follow=True
+    )
+    assert "Choose the environment to deploy to." in response.content.decode()
+    response = client.post(
+        reverse("change-deploy", args=[change.pk]), {"environment": "moon"}, follow=True
+    )
+    assert "environment: choose one of the listed environments." in response.content.decode()
+    assert not Deployment.objects.exists()
+
+
+def test_the_confirmation_shows_a_closed_gate_without_a_deploy_button(client, engineer):
+    change = change_in_state(engineer, states.AWAITING_REVIEW)
+    login(client, engineer)
+    html = page(client, "change-deploy-confirm", change.pk, environment="production")
+    assert "The deploy gate is closed." in html
+    assert reverse("change-deploy", args=[change.pk]) not in html
+
+
+def test_reviewers_get_no_confirmation_page(client, engineer, reviewer):
+    change = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    login(client, reviewer)
+    url = reverse("change-deploy-confirm", args=[change.pk])
+    assert client.get(url, {"environment": "production"}).status_code == 403
+
+
+def test_environments_used_through_the_api_are_offered_too(client, engineer, reviewer):
+    # given a change of the system already deployed to "canary" through the API
+    first = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    services.change_request_deploy(actor=engineer, change_request=first, environment="canary")
+    second = change_in_state(engineer, states.APPROVED, reviewer=reviewer, system=first.system)
+    login(client, engineer)
+    html = page(client, "change-detail", second.pk)
+    assert '<option value="canary">canary</option>' in html
+
+
+def test_after_a_deploy_the_gate_says_where_when_and_by_whom(client, engineer, reviewer):
+    # given a deployed change
+    change = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    deployment = services.change_request_deploy(
+        actor=engineer, change_request=change, environment="production"
+    )
+    login(client, reviewer)
+    # when anyone opens it
+    html = page(client, "change-detail", change.pk)
+    # then the gate card says it is deployed, not a red "Not deployable"
+    when = deployment.created_at.strftime("%Y-%m-%d %H:%M")
+    assert "Deployed to production at <time datetime=" in html
+    assert f"{when} UTC</time> by engineer." in html
+    assert "Not deployable" not in html
+    assert "gate-closed" not in html
+
+
+# --- edit: only the fields that changed are logged ------------------------------------------
+
+
+def edit_post_data(client, change) -> dict:
+    """What a browser posts for the edit page as rendered: every field, CRLF newlines."""
+    response = client.get(reverse("change-edit", args=[change.pk]))
+    form = response.context["form"]
+    data = {}
+    for name, field in form.fields.items():
+        if field.disabled:
+            continue
+        value = form.initial.get(name, field.initial)
+        if isinstance(value, str):
+            value = value.replace("\n", "\r\n")
+        data[name] = value if value is not None else ""
+    rows = list(change.expected_changes)
+    data.update(
+        {
+            "expected-TOTAL_FORMS": str(len(rows) + 1),
+            "expected-INITIAL_FORMS": str(len(rows)),
+            "expected-MIN_NUM_FORMS": "0",
+            "expected-MAX_NUM_FORMS": "1000",
+        }
+    )
+    for i, row in enumerate([*rows, {"behaviour": "", "before": "", "after": ""}]):
+        for key, value in row.items():
+            data[f"expected-{i}-{key}"] = value
+    return data
+
+
+def test_the_edit_form_logs_only_the_fields_that_changed(client, engineer):
+    # given a draft whose rationale has several lines (the browser sends them back as CRLF)
+    system, *_ = system_with_versions(engineer.teams.first())
+    change = change_in_state(
+        engineer, states.DRAFT, system=system, rationale="Line one.\n\nLine **two**."
+    )
+    login(client, engineer)
+    data = edit_post_data(client, change)
+    # when only the title is changed in the form
+    data["title"] = "A sharper title"
+    response = client.post(reverse("change-edit", args=[change.pk]), data)
+    assert response.status_code == 302
+    # then the audit event names the title alone, and the rationale is stored as it was
+    event = AuditEvent.objects.filter(verb="change.edited").get()
+    assert event.data["fields"] == ["title"]
+    change.refresh_from_db()
+    assert change.rationale == "Line one.\n\nLine **two**."
+    assert change.revision == 2
+
+
+def test_saving_the_edit_form_untouched_logs_nothing(client, engineer):
+    system, *_ = system_with_versions(engineer.teams.first())
+    change = change_in_state(engineer, states.DRAFT, system=system, rationale="A\nB")
+    login(client, engineer)
+    before = change.content_sha256
+    client.post(reverse("change-edit", args=[change.pk]), edit_post_data(client, change))
+    change.refresh_from_db()
+    assert change.content_sha256 == before and change.revision == 1
+    assert not AuditEvent.objects.filter(verb="change.edited").exists()
