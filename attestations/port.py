@@ -22,3 +22,15 @@ class Attestations(AttestationPort):
         from . import views
 
         return PANEL_TEMPLATE, views.panel_context(change, user)
+
+    def statuses(self, change_ids) -> dict[int, str]:
+        """The newest attestation's status per change; "ready" when any version is ready
+        (the download then serves the newest ready PDF)."""
+        from .models import Attestation
+
+        out: dict[int, str] = {}
+        rows = Attestation.objects.filter(change_id__in=list(change_ids)).order_by("version")
+        for change_id, status in rows.values_list("change_id", "status"):
+            if out.get(change_id) != Attestation.READY:
+                out[change_id] = status
+        return out

@@ -57,6 +57,12 @@ class AttestationPort:
         """(template name, context) for the attestation section of the change page."""
         return None
 
+    def statuses(self, change_ids) -> dict[int, str]:
+        """Per change id, the status of its newest attestation ("ready", "pending",
+        "rendering", "failed"); a change without one is absent. Lists use it to offer a
+        download only where there is something to download."""
+        return {}
+
 
 _evaluation: EvaluationPort = EvaluationPort()
 _attestation: AttestationPort = AttestationPort()

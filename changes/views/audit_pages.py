@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import audit, permissions, selectors
+from .. import audit, hooks, permissions, selectors
 from ..forms import AuditFilterForm, ChangeFilterForm
 from ._common import deny, paginate
 
@@ -93,8 +93,14 @@ def audit_changes(request):
             "reviews", filter=Q(reviews__decision="approve", reviews__voided_at__isnull=True)
         )
     )
+    page = paginate(request, changes)
+    page.object_list = list(page.object_list)
+    # A PDF link only where an attestation is ready: a link to nothing is a 404 for auditors.
+    statuses = hooks.attestation().statuses([c.pk for c in page.object_list])
+    for change in page.object_list:
+        change.attestation_status = statuses.get(change.pk)
     return render(
         request,
         "changes/audit_changes.html",
-        {"form": form, "page": paginate(request, changes), "filtered": form.has_changed()},
+        {"form": form, "page": page, "filtered": form.has_changed()},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from changes import services, states
+from changes import audit, hooks, services, states
 from changes.models import AuditEvent, ChangeRequest, Deployment
 from tests.changes.test_ui_pages import change_in_state, login, system_with_versions
 
@@ -181,3 +181,94 @@ def test_saving_the_edit_form_untouched_logs_nothing(client, engineer):
     change.refresh_from_db()
     assert change.content_sha256 == before and change.revision == 1
     assert not AuditEvent.objects.filter(verb="change.edited").exists()
+
+
+# --- auditors' pages: "All changes", the audit log, the timeline ----------------------------
+
+
+def test_all_changes_offers_a_pdf_only_where_an_attestation_is_ready(
+    client, engineer, reviewer, auditor, monkeypatch
+):
+    # given two changes, only the first with a ready attestation
+    with_pdf = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
+    without = change_in_state(engineer, states.DRAFT)
+    rendering = change_in_state(engineer, states.DRAFT)
+    port = hooks.attestation()
+    monkeypatch.setattr(
+        port,
+        "statuses",
+        lambda ids: {
+            k: v
+            for k, v in {with_pdf.pk: "ready", rendering.pk: "rendering"}.items()
+            if k in set(ids)
+        },  # fmt: skip
+        raising=False,
+    )
+    login(client, auditor)
+    # when the auditor lists every change
+    html = page(client, "audit-changes")
+    # then only the first links its PDF; the others say why there is none
+    assert f"/api/v1/changes/{with_pdf.pk}/attestation.pdf" in html
+    assert f"/api/v1/changes/{without.pk}/attestation.pdf" not in html
+    assert f"/api/v1/changes/{rendering.pk}/attestation.pdf" not in html
+    assert "rendering…" in html
+
+
+def event(verb, *, object_type, object_id, data):
+    return audit.append(
+        actor=None, verb=verb, object_type=object_type, object_id=object_id, data=data
+    )
+
+
+def test_the_audit_log_shows_verification_results_and_human_object_labels(
+    client, engineer, auditor
+):
+    # given a change, and two verifications of its attestation #7: one valid, one tampered
+    change = change_in_state(engineer, states.DRAFT)
+    for valid, failed, name in ((True, [], "good.pdf"), (False, ["signature"], "bad.pdf")):
+        event(
+            "attestation.verified",
+            object_type="attestations.attestation",
+            object_id=7,
+            data={"valid": valid, "change": change.pk, "failed_checks": failed,
+                  "pdf_sha256": "ab" * 32, "filename": name, "source": "ui"},
+        )  # fmt: skip
+    login(client, auditor)
+    # when the auditor opens the audit log
+    html = page(client, "audit-log")
+    # then each verification shows its result, the failed check and the file
+    assert '<span class="muted">result:</span> <span title="valid">valid</span>' in html
+    assert '<span class="muted">result:</span> <span title="INVALID">INVALID</span>' in html
+    assert '<span title="signature">signature</span>' in html
+    assert '<span title="bad.pdf">bad.pdf</span>' in html
+    # and the object is a human label linked to the change, not "attestations.attestation:7"
+    url = reverse("change-detail", args=[change.pk]) + "#attestation"
+    label = f"Attestation #7 of {change.reference}"
+    assert f'<a href="{url}" title="attestations.attestation:7">{label}</a>' in html
+    assert ">attestations.attestation:7<" not in html
+
+
+def test_the_timeline_lists_long_reasons_whole(client, engineer):
+    # given a failed evaluation whose reasons together run past any cut-off
+    change = change_in_state(engineer, states.EVALUATING)
+    reasons = [
+        f"Reason {i}: " + "the unmonitored compliance bound is too low " * 4 for i in range(6)
+    ]
+    services.change_request_record_verdict(
+        change_id=change.pk, content_sha256=change.content_sha256, passed=False, reasons=reasons
+    )
+    login(client, engineer)
+    html = page(client, "change-detail", change.pk)
+    # then every reason is listed in full (no word is cut), and booleans read as words
+    for reason in reasons:
+        assert f"<li>{reason}</li>" in html
+    assert "retrospective pending</dt><dd>False" not in html
+
+
+def test_audit_facts_are_cut_at_a_word_boundary():
+    from changes.templatetags.changes_ui import clip
+
+    text = "alpha " * 400
+    clipped = clip(text, 100)
+    assert clipped.endswith("alpha…") and len(clipped) <= 101
+    assert clip("short") == "short"
