@@ -636,6 +636,70 @@ def _p(value) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+# How the PDF names and formats the gate policy and the power figures, in this order: a
+# reader sees "Maximum compliance gap: 8.0 points", never "max gap 0.08".
+def _points(value) -> str:
+    value = _float(value)
+    return "n/a" if value is None else f"{value * 100:.1f} points"
+
+
+def _share(value) -> str:
+    value = _float(value)
+    return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
+def _key_names(value) -> str:
+    if isinstance(value, list) and value:
+        return ", ".join(str(v).replace("_", " ") for v in value)
+    return "none"
+
+
+POLICY_FACTS = (
+    ("criticality", "Criticality", str),
+    ("min_compliance", "Minimum new-protocol compliance (interval lower bound)", _share),
+    ("max_gap", "Maximum compliance gap (interval upper bound)", _points),
+    ("alpha", "Significance level (α)", lambda v: f"{_float(v):g}" if _float(v) else str(v)),
+    ("power", "Required power", _share),
+    ("require_power", "Verdict when power is too low", lambda v: "inconclusive" if v else "fail"),
+    ("max_error_rate", "Maximum share of errored samples", _share),
+    ("overrides", "Values overridden by the suite", _key_names),
+)
+POWER_FACTS = (
+    ("min_detectable_gap", "Smallest gap detectable with the required power", _points),
+    ("epochs_to_detect", "Epochs needed to detect the maximum gap", None),
+    ("epochs_to_bound", "Epochs needed to bound the gap", None),
+)
+
+
+def _readable(value) -> str:
+    """A policy value for people: yes/no, "none", lists and mappings spelled out."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value in (None, "", [], {}):
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_readable(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {_readable(v)}" for k, v in value.items())
+    return str(value)
+
+
+def readable_items(values: dict, known) -> list[tuple[str, str]]:
+    """(label, text) pairs: the known keys first with their labels and formats, then any
+    other key the engine recorded, humanised."""
+    items = []
+    for key, label, fmt in known:
+        if key in values:
+            value = values[key]
+            items.append((label, fmt(value) if fmt else _readable(value)))
+    labelled = {key for key, _, _ in known}
+    for key in sorted(set(values) - labelled):
+        items.append((key.replace("_", " ").capitalize(), _readable(values[key])))
+    return items
+
+
 def _chart(svg: str):
     # The charts name a system font; the PDF must use the shipped one on every machine.
     svg = svg.replace('font-family="system-ui, sans-serif"', CHART_FONT).replace(
@@ -703,8 +767,8 @@ def _run_context(run: dict) -> dict:
         "condition_rows": conditions,
         "gap_rows": gaps,
         "gap_chart": gap_chart,
-        "policy_items": [(k.replace("_", " "), v) for k, v in sorted(policy.items())],
-        "power_items": [(k.replace("_", " "), v) for k, v in sorted(power.items())],
+        "policy_items": readable_items(policy, POLICY_FACTS),
+        "power_items": readable_items(power, POWER_FACTS),
         "target_items": list((run.get("target") or {}).items()),
     }
 
