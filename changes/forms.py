@@ -31,17 +31,46 @@ def suite_choices() -> list[tuple[int, str]]:
     return choices
 
 
+#: Protocol versions are listed oldest first, as they were added (v1 before v2).
+PROTOCOL_ORDER = ("created_at", "id")
+
+
 def protocols_for(system_id) -> list[ProtocolVersion]:
+    """The system's versions, oldest first."""
     if not system_id:
         return []
     with contextlib.suppress(TypeError, ValueError):
-        return list(ProtocolVersion.objects.filter(system_id=int(system_id)).order_by("-id"))
+        return list(
+            ProtocolVersion.objects.filter(system_id=int(system_id)).order_by(*PROTOCOL_ORDER)
+        )
     return []
 
 
+def is_older(a: ProtocolVersion, b: ProtocolVersion) -> bool:
+    """Whether ``a`` was added before ``b`` (a change from ``b`` to ``a`` goes backwards)."""
+    return (a.created_at, a.pk) < (b.created_at, b.pk)
+
+
 class ProtocolChoiceField(forms.ModelChoiceField):
+    """A protocol version select whose labels say which version is live."""
+
+    live_pk = None
+
     def label_from_instance(self, obj):
-        return f"{obj.version} · {obj.content_sha256[:10]}"
+        live = " · live" if obj.pk == self.live_pk else ""
+        return f"{obj.version}{live} · {obj.content_sha256[:10]}"
+
+
+def live_protocol_of(system_id) -> ProtocolVersion | None:
+    """The live version of the system (production first, then any environment)."""
+    if not system_id:
+        return None
+    from .selectors import live_protocol
+
+    system = AISystem.objects.filter(pk=system_id).first()
+    if system is None:
+        return None
+    return live_protocol(system, "production") or live_protocol(system)
 
 
 class ChangeRequestForm(forms.Form):
@@ -54,11 +83,13 @@ class ChangeRequestForm(forms.Form):
     )
     base_protocol = ProtocolChoiceField(
         queryset=ProtocolVersion.objects.none(),
+        empty_label="Choose a version…",
         label="Base version",
         help_text="The protocol running today.",
     )
     proposed_protocol = ProtocolChoiceField(
         queryset=ProtocolVersion.objects.none(),
+        empty_label="Choose a version…",
         label="Proposed version",
         help_text="The protocol you want to deploy.",
     )
@@ -128,9 +159,52 @@ class ChangeRequestForm(forms.Form):
                 }
             )
         system_id = self._system_id()
-        protocols = ProtocolVersion.objects.filter(system_id=system_id or 0).order_by("-id")
-        self.fields["base_protocol"].queryset = protocols
-        self.fields["proposed_protocol"].queryset = protocols
+        protocols = ProtocolVersion.objects.filter(system_id=system_id or 0).order_by(
+            *PROTOCOL_ORDER
+        )
+        live = live_protocol_of(system_id)
+        # htmx: choosing either version re-renders both selects with the direction note.
+        reload = {
+            "hx-get": reverse("protocol-options"),
+            "hx-target": "#protocol-fields",
+            "hx-swap": "outerHTML",
+            "hx-trigger": "change",
+            "hx-include": "#id_system, #id_base_protocol, #id_proposed_protocol",
+        }
+        if system_id:
+            reload["hx-vals"] = f'{{"system": "{system_id}"}}'
+        for name in ("base_protocol", "proposed_protocol"):
+            self.fields[name].queryset = protocols
+            self.fields[name].live_pk = live.pk if live else None
+            self.fields[name].widget.attrs.update(reload)
+        if live:
+            self.fields["base_protocol"].help_text = (
+                f"The protocol running today: {live.version} is live."
+            )
+        elif system_id:
+            self.fields["base_protocol"].help_text = (
+                "The protocol running today. No version of this system has been deployed "
+                "through this service yet."
+            )
+
+    def direction(self) -> dict | None:
+        """Which way the chosen versions go: ``{"backwards": True, ...}`` when the proposed
+        version is older than the base (a rollback), so the form can say so."""
+        base = self._chosen("base_protocol")
+        proposed = self._chosen("proposed_protocol")
+        if base is None or proposed is None or base.pk == proposed.pk:
+            return None
+        return {"backwards": is_older(proposed, base), "base": base, "proposed": proposed}
+
+    def _chosen(self, name):
+        field = self.fields[name]
+        value = self[name].value()
+        if value in (None, ""):
+            return None
+        try:
+            return field.queryset.get(pk=getattr(value, "pk", value))
+        except (ProtocolVersion.DoesNotExist, TypeError, ValueError):
+            return None
 
     def _system_id(self):
         if self.change is not None:
@@ -337,3 +411,35 @@ class AuditFilterForm(forms.Form):
     until = forms.DateField(
         required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
     )
+
+
+class ProtocolVersionForm(forms.Form):
+    """A new, immutable protocol version of a system: the same fields as
+    ``POST /api/v1/systems/{id}/protocols/``; ``services.protocol_version_create`` validates."""
+
+    version = forms.CharField(
+        max_length=40,
+        help_text="A name no other version of this system has, e.g. v3.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    system_prompt = forms.CharField(
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 8}),
+        help_text="What the model is given as its system prompt.",
+    )
+    body = forms.CharField(
+        required=False,
+        strip=False,
+        label="Protocol",
+        widget=forms.Textarea(attrs={"rows": 14}),
+        help_text="The objectives, constraints and operating procedures. Markdown.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        # Browsers send CRLF; the API stores what it gets, usually LF. Normalise, so the same
+        # text gets the same content hash whichever way it was entered.
+        for name in ("system_prompt", "body"):
+            if isinstance(cleaned.get(name), str):
+                cleaned[name] = cleaned[name].replace("\r\n", "\n")
+        return cleaned

@@ -25,6 +25,7 @@ urlpatterns = [
     path("systems/", systems.system_list, name="system-list"),
     path("systems/<int:pk>/", systems.system_detail, name="system-detail"),
     path("systems/<int:pk>/protocols/compare/", systems.protocol_compare, name="protocol-compare"),
+    path("systems/<int:pk>/protocols/new/", systems.protocol_create, name="protocol-create"),
     path(
         "systems/<int:pk>/protocols/<int:protocol_pk>/",
         systems.protocol_detail,

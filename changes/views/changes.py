@@ -17,6 +17,8 @@ from ..forms import (
     ExpectedChangeFormSet,
     environment_choices,
     expected_changes_from,
+    is_older,
+    live_protocol_of,
     protocols_for,
 )
 from ..markdown import render_markdown
@@ -122,6 +124,7 @@ def change_detail(request, pk):
         "actions": available_actions(request.user, change),
         "suites": hooks.evaluation().suite_refs(change),
         "deployments": list(change.deployments.select_related("deployed_by")),
+        "goes_backwards": is_older(change.proposed_protocol, change.base_protocol),
         "deploy_environments": environment_choices(change.system),
     }
     return render(request, "changes/change_detail.html", context)
@@ -141,11 +144,27 @@ def _form_context(form, formset, *, change=None):
 
 
 def _default_protocols(system_id) -> dict:
-    """Base = the second newest version, proposed = the newest: the usual next change."""
-    protocols = protocols_for(system_id)
-    if len(protocols) >= 2:
-        return {"base_protocol": protocols[1].pk, "proposed_protocol": protocols[0].pk}
-    return {}
+    """Base = the live version (else the second newest); proposed = the newest other one.
+    The usual next change goes forward from what runs today."""
+    protocols = protocols_for(system_id)  # oldest first
+    if len(protocols) < 2:
+        return {}
+    live = live_protocol_of(system_id)
+    if live is not None and live.pk != protocols[-1].pk:
+        return {"base_protocol": live.pk, "proposed_protocol": protocols[-1].pk}
+    if live is not None:  # the newest version is live: nothing newer to propose yet
+        return {"base_protocol": live.pk}
+    return {"base_protocol": protocols[-2].pk, "proposed_protocol": protocols[-1].pk}
+
+
+def _warn_if_backwards(request, change) -> None:
+    if is_older(change.proposed_protocol, change.base_protocol):
+        messages.warning(
+            request,
+            f"{change.reference} goes backwards: the proposed version "
+            f"{change.proposed_protocol.version} is older than the base "
+            f"{change.base_protocol.version} (a rollback).",
+        )
 
 
 @login_required
@@ -175,6 +194,7 @@ def change_create(request):
                     request, "changes/change_form.html", context, status=error.status_code
                 )
             messages.success(request, f"{change.reference} filed as a draft.")
+            _warn_if_backwards(request, change)
             return redirect("change-detail", pk=change.pk)
         return render(request, "changes/change_form.html", _form_context(form, formset), status=400)
     initial = {}
@@ -239,6 +259,7 @@ def change_edit(request, pk):
                     f"{updated.reference} saved as revision {updated.revision}; "
                     "earlier approvals no longer apply.",
                 )
+                _warn_if_backwards(request, updated)
             return redirect("change-detail", pk=change.pk)
         context = _form_context(form, formset, change=change)
         return render(request, "changes/change_form.html", context, status=400)
@@ -255,6 +276,11 @@ def protocol_options(request):
     """htmx: the base/proposed selects for the chosen system."""
     system_id = parse_id(request.GET.get("system"))
     initial = {"system": system_id, **_default_protocols(system_id)} if system_id else {}
+    chosen = {
+        name: parse_id(request.GET.get(name)) for name in ("base_protocol", "proposed_protocol")
+    }
+    if system_id and all(chosen.values()):  # the author picked a version: keep both picks
+        initial.update(chosen)
     form = ChangeRequestForm(initial=initial)
     return render(request, "changes/_protocol_fields.html", {"form": form})
 

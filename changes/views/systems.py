@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.http import Http404
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
-from .. import diff, selectors
+from .. import diff, permissions, selectors, services
+from ..errors import DomainError
 from ..filters import parse_id
+from ..forms import ProtocolVersionForm
 from ..models import ProtocolVersion
+from ._common import attach_to_form, deny
 
 
 def _system_or_404(user, pk):
@@ -79,3 +83,39 @@ def protocol_compare(request, pk):
             "diff_mode": "unified" if request.GET.get("diff") == "unified" else "split",
         },
     )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def protocol_create(request, pk):
+    """Add a protocol version from the UI: the API's service, validation and audit event
+    (``protocol.created``). The form starts from the newest version's text."""
+    system = _system_or_404(request.user, pk)
+    if not permissions.can_create_protocol(request.user, system):
+        deny(request, "Only engineers add protocol versions.")
+    latest = system.protocols.order_by("-created_at", "-id").first()
+    status = 200
+    if request.method == "POST":
+        form = ProtocolVersionForm(request.POST)
+        if form.is_valid():
+            try:
+                protocol = services.protocol_version_create(
+                    actor=request.user, system=system, **form.cleaned_data
+                )
+            except DomainError as error:
+                attach_to_form(form, error)
+                status = error.status_code
+            else:
+                messages.success(
+                    request,
+                    f"{system.name} {protocol.version} added. It is immutable; file a change "
+                    "to propose it.",
+                )
+                return redirect("protocol-detail", pk=system.pk, protocol_pk=protocol.pk)
+        else:
+            status = 400
+    else:
+        initial = {"system_prompt": latest.system_prompt, "body": latest.body} if latest else {}
+        form = ProtocolVersionForm(initial=initial)
+    context = {"system": system, "form": form, "latest": latest}
+    return render(request, "changes/protocol_form.html", context, status=status)

@@ -10,8 +10,9 @@ import pytest
 from django.urls import reverse
 
 from changes import audit, hooks, services, states
-from changes.models import AuditEvent, ChangeRequest, Deployment
+from changes.models import AuditEvent, ChangeRequest, Deployment, ProtocolVersion
 from tests.changes.test_ui_pages import change_in_state, login, system_with_versions
+from tests.factories import ProtocolFactory
 
 pytestmark = [
     pytest.mark.django_db,
@@ -272,3 +273,117 @@ def test_audit_facts_are_cut_at_a_word_boundary():
     clipped = clip(text, 100)
     assert clipped.endswith("alpha…") and len(clipped) <= 101
     assert clip("short") == "short"
+
+
+# --- the new-change form: version order, the live default, the backwards warning -----------
+
+
+def test_versions_are_listed_oldest_first_and_the_base_defaults_to_the_live_one(
+    client, engineer, reviewer
+):
+    # given a system with v1, v2 and v3 where v2 is live in production
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    live = change_in_state(engineer, states.APPROVED, reviewer=reviewer, system=system)
+    services.change_request_deploy(actor=engineer, change_request=live, environment="production")
+    v3 = ProtocolFactory(system=system, version="v3")
+    login(client, engineer)
+    # when the engineer opens the form for this system
+    html = page(client, "change-create", system=system.pk)
+    base = html[html.index('name="base_protocol"') : html.index('name="proposed_protocol"')]
+    # then the versions read v1, v2, v3; v2 is marked live and is the base; v3 is proposed
+    assert base.index(">v1 ·") < base.index(">v2 ·") < base.index(">v3 ·")
+    assert f'<option value="{v2.pk}" selected>v2 · live ·' in html
+    assert f'<option value="{v3.pk}" selected>v3 ·' in html
+    assert "v2 is live." in html
+
+
+def test_a_backwards_choice_is_named_before_and_after_filing(client, engineer):
+    # given a system with v1 and v2
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    login(client, engineer)
+    # when the author picks v2 as base and v1 as proposed (htmx re-renders the selects)
+    html = page(
+        client, "protocol-options", system=system.pk, base_protocol=v2.pk, proposed_protocol=v1.pk
+    )
+    # then the form says the change goes backwards
+    assert 'id="direction-note"' in html and "This change goes backwards." in html
+    assert f'<option value="{v1.pk}" selected>' in html  # the author's pick is kept
+    # and forward does not
+    forward = page(
+        client, "protocol-options", system=system.pk, base_protocol=v1.pk, proposed_protocol=v2.pk
+    )
+    assert "direction-note" not in forward
+    # when it is filed anyway, the change page and the message name the rollback
+    from tests.changes.test_ui_change_form import form_data
+
+    response = client.post(reverse("change-create"), form_data(system, v2, v1), follow=True)
+    body = response.content.decode()
+    assert "goes backwards: the proposed version v1 is older than the base v2" in body
+    assert ">rollback</span>" in body
+
+
+# --- a protocol version from the UI ---------------------------------------------------------
+
+
+def test_an_engineer_adds_a_protocol_version_with_the_apis_service(client, engineer):
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    login(client, engineer)
+    # the form starts from the newest version's text
+    html = page(client, "protocol-create", system.pk)
+    assert v2.body in html
+    # when the engineer adds v3 (the browser sends CRLF)
+    response = client.post(
+        reverse("protocol-create", args=[system.pk]),
+        {"version": "v3", "system_prompt": "Be brief.\r\nBe kind.", "body": "# P\r\n\r\n- x"},
+    )
+    # then it exists, with LF text, the API's content hash and its audit event
+    protocol = ProtocolVersion.objects.get(system=system, version="v3")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("protocol-detail", args=[system.pk, protocol.pk])
+    assert protocol.system_prompt == "Be brief.\nBe kind." and protocol.created_by == engineer
+    event = AuditEvent.objects.get(verb="protocol.created", object_id=str(protocol.pk))
+    assert event.actor_username == "engineer" and event.data["version"] == "v3"
+
+
+def test_a_duplicate_or_empty_version_is_refused_on_the_form(client, engineer):
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    login(client, engineer)
+    url = reverse("protocol-create", args=[system.pk])
+    response = client.post(url, {"version": "v2", "system_prompt": "x", "body": ""})
+    assert response.status_code == 409
+    assert "already has a protocol version" in response.content.decode()
+    response = client.post(url, {"version": "v9", "system_prompt": "   ", "body": ""})
+    assert response.status_code == 400
+    assert ProtocolVersion.objects.filter(system=system).count() == 2
+
+
+def test_only_engineers_add_protocol_versions(client, engineer, reviewer, auditor):
+    system, *_ = system_with_versions(engineer.teams.first())
+    url = reverse("protocol-create", args=[system.pk])
+    for user in (reviewer, auditor):
+        login(client, user)
+        assert client.get(url).status_code == 403
+        data = {"version": "v9", "system_prompt": "x"}
+        assert client.post(url, data).status_code == 403
+    assert not ProtocolVersion.objects.filter(version="v9").exists()
+    login(client, engineer)
+    html = page(client, "system-detail", system.pk)
+    assert f'href="{url}"' in html
+
+
+# --- smaller page defects ---------------------------------------------------------------------
+
+
+def test_the_change_form_links_the_suite_upload_page(client, engineer):
+    login(client, engineer)
+    html = page(client, "change-create")
+    assert f'<a href="{reverse("suite-upload")}">Upload a suite</a>' in html
+
+
+def test_redoc_loads_no_third_party_fonts(client, engineer):
+    login(client, engineer)
+    response = client.get("/api/redoc/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "googleapis" not in html and "gstatic" not in html
+    assert "redoc" in html.lower()
