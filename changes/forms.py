@@ -178,9 +178,9 @@ class ChangeRequestForm(forms.Form):
             self.fields[name].live_pk = live.pk if live else None
             self.fields[name].widget.attrs.update(reload)
         if live:
-            self.fields["base_protocol"].help_text = (
-                f"The protocol running today: {live.version} is live."
-            )
+            self.fields[
+                "base_protocol"
+            ].help_text = f"The protocol running today: {live.version} is live."
         elif system_id:
             self.fields["base_protocol"].help_text = (
                 "The protocol running today. No version of this system has been deployed "
