@@ -39,7 +39,13 @@ def system_detail(request, pk):
     return render(
         request,
         "changes/system_detail.html",
-        {"system": system, "protocols": protocols, "changes": changes},
+        {
+            "system": system,
+            "protocols": protocols,
+            "changes": changes,
+            "live": selectors.live_protocol(system, "production")
+            or selectors.live_protocol(system),
+        },
     )
 
 

@@ -295,6 +295,9 @@ def test_versions_are_listed_oldest_first_and_the_base_defaults_to_the_live_one(
     assert f'<option value="{v2.pk}" selected>v2 · live ·' in html
     assert f'<option value="{v3.pk}" selected>v3 ·' in html
     assert "v2 is live." in html
+    # and the system page marks v2 as live
+    system_page = page(client, "system-detail", system.pk)
+    assert f'{v2.version}</a> <span class="tag tag-ok"' in system_page
 
 
 def test_a_backwards_choice_is_named_before_and_after_filing(client, engineer):
