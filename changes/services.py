@@ -327,6 +327,11 @@ def change_request_update(*, actor, change_request: ChangeRequest, data: dict) -
     cleaned = _clean_fields(data, partial=True)
     _check_protocols(change.system, base, proposed)
     old_hash = change.content_sha256
+    moved = {
+        name
+        for name, chosen in (("base_protocol", base), ("proposed_protocol", proposed))
+        if chosen.pk != getattr(change, f"{name}_id")
+    }
     for field, value in cleaned.items():
         setattr(change, field, value)
     change.base_protocol = base
@@ -350,7 +355,7 @@ def change_request_update(*, actor, change_request: ChangeRequest, data: dict) -
     if actor.pk != change.author_id:
         change.editors.add(actor)
     _void_approvals(change, actor=actor, reason="The change was edited.")
-    changed = sorted(set(cleaned) | ({"suites"} if suites is not None else set()))
+    changed = sorted(set(cleaned) | moved | ({"suites"} if suites is not None else set()))
     event = {"fields": changed, "old_sha256": old_hash, "new_sha256": change.content_sha256}
     if change.state in states.EDITABLE_IN_PLACE:
         audit.append(actor=actor, verb="change.edited", obj=change, data={**event})

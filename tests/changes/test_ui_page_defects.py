@@ -390,3 +390,18 @@ def test_redoc_loads_no_third_party_fonts(client, engineer):
     html = response.content.decode()
     assert "googleapis" not in html and "gstatic" not in html
     assert "redoc" in html.lower()
+
+
+def test_changing_only_the_versions_logs_the_versions(client, engineer):
+    # given a draft from v1 to v2 and a v3
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    change = change_in_state(engineer, states.DRAFT, system=system)
+    v3 = ProtocolFactory(system=system, version="v3")
+    login(client, engineer)
+    data = edit_post_data(client, change)
+    # when only the proposed version moves to v3
+    data["proposed_protocol"] = v3.pk
+    client.post(reverse("change-edit", args=[change.pk]), data)
+    # then the event names that field alone
+    event = AuditEvent.objects.filter(verb="change.edited").get()
+    assert event.data["fields"] == ["proposed_protocol"]
