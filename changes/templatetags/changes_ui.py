@@ -201,6 +201,11 @@ def audit_object(event) -> dict:
         return {"label": f"Suite {data.get('name') or f'#{pk}'}", "url": _url("suite-detail", pk)}
     if kind == "changes.team":
         return {"label": f"Team {data.get('name') or f'#{pk}'}", "url": ""}
+    if kind == "auth.user" and pk:
+        # Logins and tokens name the user they concern; usually the actor.
+        same = str(event.actor_id) == str(pk) and event.actor_username
+        name = event.actor_username if same else data.get("username")
+        return {"label": f"User {name}" if name else f"User #{pk}", "url": ""}
     if kind == "request":
         return {"label": "A request", "url": ""}
     label = name or kind.rsplit(".", 1)[-1].replace("_", " ").capitalize()

@@ -405,3 +405,20 @@ def test_changing_only_the_versions_logs_the_versions(client, engineer):
     # then the event names that field alone
     event = AuditEvent.objects.filter(verb="change.edited").get()
     assert event.data["fields"] == ["proposed_protocol"]
+
+
+def test_audit_objects_name_users_systems_and_runs(client, engineer, auditor):
+    system, v1, _ = system_with_versions(engineer.teams.first())
+    audit.append(actor=engineer, verb="auth.login", obj=engineer, data={})
+    event("system.created", object_type="changes.aisystem", object_id=system.pk,
+          data={"name": "support-assistant"})  # fmt: skip
+    event("evaluation.run_completed", object_type="evaluations.evaluationrun", object_id=5,
+          data={})  # fmt: skip
+    login(client, auditor)
+    html = page(client, "audit-log")
+    assert ">User engineer<" in html
+    assert f'<a href="{reverse("system-detail", args=[system.pk])}"' in html
+    assert ">System support-assistant</a>" in html
+    assert f'<a href="{reverse("run-detail", args=[5])}"' in html
+    assert ">Evaluation run 5</a>" in html
+    assert "changes.aisystem:" not in html.replace('title="changes.aisystem:', "")
