@@ -84,6 +84,7 @@ def demo_worker(start_worker, worker_queue, settings):  # noqa: F811 - fixtures 
 
 
 @pytest.mark.worker
+@pytest.mark.skipif(not shutil.which("curl"), reason="the walk-through needs curl")
 @pytest.mark.django_db(transaction=True)
 def test_the_walkthrough_runs_verbatim_against_a_live_server(live_server, demo_worker, tmp_path):
     from attestations.models import Attestation

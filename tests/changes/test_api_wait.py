@@ -7,6 +7,7 @@ across threads, on a database both can see.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -290,3 +291,21 @@ def test_nothing_but_itself_is_reachable_from_a_terminal_state(terminal):
 
 def test_round_restarts_are_real_transitions():
     assert set(states.TRANSITIONS) >= states.ROUND_RESTARTS
+
+
+def test_each_poll_is_one_single_column_primary_key_query(api, engineer, evaluating, fake_time):
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    poll = re.compile(
+        r'^SELECT "changes_changerequest"\."state"( AS "state")? FROM "changes_changerequest" '
+        r'WHERE "changes_changerequest"\."id" = \d+( ORDER BY [^,]*)? LIMIT 1$'
+    )
+    fake = fake_time()
+    with CaptureQueriesContext(conn) as captured:
+        response = api(engineer).get(url(evaluating, wait_for="awaiting_review", timeout=20))
+    assert response["X-Wait-Outcome"] == "timeout"
+    polls = [q["sql"] for q in captured.captured_queries if poll.match(q["sql"])]
+    assert len(polls) == len(fake.sleeps) + 1
+    # everything else is the request's own work, not a per-poll cost
+    assert len(captured.captured_queries) - len(polls) < 20
