@@ -192,6 +192,20 @@ def test_every_manage_py_command_in_the_readme_exists():
     assert named <= set(get_commands()), f"unknown commands: {named - set(get_commands())}"
 
 
+def test_every_manage_py_option_in_the_readme_exists():
+    from django.core.management import load_command_class
+
+    commands = get_commands()
+    seen = 0
+    for name, rest in re.findall(r"manage\.py ([a-z_]+)([^`|\n]*)", README):
+        parser = load_command_class(commands[name], name).create_parser("manage.py", name)
+        known = {opt for action in parser._actions for opt in action.option_strings}
+        for option in re.findall(r"(?<!\S)(--[a-z][a-z-]*)", rest):
+            seen += 1
+            assert option in known, f"manage.py {name} has no {option}"
+    assert seen >= 3  # run_suite --target --protocol, check --deploy --fail-level
+
+
 REPO_DIRS = r"(?:scripts|docker|bench|tests|docs|config|evaluations|changes|attestations|\.ci)"
 
 
