@@ -3,7 +3,7 @@
 A read, not a write: it polls one indexed column of one row, closes the database connection
 between polls (so a minute of waiting holds no connection and no transaction), and gives up
 at the timeout. The number of requests waiting at once is capped per process, so waiting
-clients cannot take every web thread. See docs/CONTRACT.md for the outcomes.
+clients cannot take every web thread. Why it is built this way: docs/long-poll.md.
 """
 
 from __future__ import annotations
