@@ -309,3 +309,35 @@ def test_each_poll_is_one_single_column_primary_key_query(api, engineer, evaluat
     assert len(polls) == len(fake.sleeps) + 1
     # everything else is the request's own work, not a per-poll cost
     assert len(captured.captured_queries) - len(polls) < 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cap_counts_requests_waiting_in_other_threads(
+    api, engineer, passing_evaluations, settings
+):
+    settings.API_MAX_WAITERS = 1
+    change = submit(make_change(author=engineer), engineer)
+    answer = {}
+
+    def wait():
+        try:
+            answer["response"] = api(engineer).get(
+                url(change, wait_for="awaiting_review", timeout=20)
+            )
+        finally:
+            connection.close()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while longpoll._waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = api(engineer).get(url(change, wait_for="awaiting_review", timeout=20))
+    plain = api(engineer).get(f"/api/v1/changes/{change.pk}/")  # while the first still waits
+    assert longpoll._waiting == 1
+    verdict(change, passed=True)()
+    waiter.join(timeout=30)
+    assert second.status_code == 429
+    assert answer["response"]["X-Wait-Outcome"] == "reached"
+    assert longpoll._waiting == 0
+    assert plain.status_code == 200  # a plain read is never refused, however many wait
