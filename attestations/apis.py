@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers as rf
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -18,6 +24,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from changes.apis import Pagination, errors, parse, visible_change
+from changes.errors import Conflict
 
 from . import selectors, services
 from . import serializers as s
@@ -82,21 +89,91 @@ def _attestation(request, pk) -> Attestation:
         raise NotFound("No such attestation.")
 
 
-def _ready(attestation: Attestation) -> Attestation:
-    if attestation.status != Attestation.READY:
-        raise NotFound(
-            f"Attestation v{attestation.version} of CR-{attestation.change_id} is "
-            f"{attestation.status}; there is nothing to download yet.",
-            code=f"attestation_{attestation.status}",
-        )
-    return attestation
+# Seconds a client should wait before asking again: a PDF renders in a second or two once a
+# worker has it; a failed render is retried by the reaper, which runs every minute.
+RETRY_AFTER_RENDERING = 2
+RETRY_AFTER_RETRYING = 30
 
 
+def pending_response(request, attestation: Attestation) -> Response:
+    """``202 Accepted`` for an attestation on its way: what it waits for and when to ask again.
+
+    The body is JSON whatever the client accepted (a PDF client gets no PDF-typed JSON).
+    """
+    if attestation.status == Attestation.FAILED:
+        status_word, retry_after = "retrying", RETRY_AFTER_RETRYING
+        detail = "its render failed and is retried automatically"
+    else:
+        status_word, retry_after = attestation.status, RETRY_AFTER_RENDERING
+        detail = {
+            Attestation.PENDING: "it is waiting for a worker",
+            Attestation.RENDERING: "it is rendering",
+        }[status_word]
+    request.accepted_renderer = JSONRenderer()
+    request.accepted_media_type = JSONRenderer.media_type
+    body = {
+        "detail": f"Attestation v{attestation.version} of CR-{attestation.change_id} is on its "
+        f"way ({detail}); ask again in {retry_after} seconds.",
+        "code": "attestation_pending",
+        "status": status_word,
+        "attestation": attestation.pk,
+        "version": attestation.version,
+        "reason": attestation.reason,
+        "retry_after": retry_after,
+    }
+    return Response(body, status=202, headers={"Retry-After": str(retry_after)})
+
+
+def _failed(attestation: Attestation) -> Conflict:
+    return Conflict(
+        f"Attestation v{attestation.version} of CR-{attestation.change_id} could not be "
+        "rendered and will not be retried automatically; an admin can retry it from the "
+        "admin site.",
+        code="attestation_failed",
+    )
+
+
+def _ready_or_pending(request, attestation: Attestation) -> Response | None:
+    """None for a ready row; a 202 for one on its way; 409 for a render that gave up."""
+    if attestation.status == Attestation.READY:
+        return None
+    if selectors.is_on_its_way(attestation):
+        return pending_response(request, attestation)
+    raise _failed(attestation)
+
+
+PENDING_BODY = inline_serializer(
+    "AttestationPending",
+    {
+        "detail": rf.CharField(),
+        "code": rf.CharField(help_text="`attestation_pending`"),
+        "status": rf.CharField(
+            help_text="`pending` (waiting for a worker), `rendering`, or `retrying` (failed, "
+            "retried automatically)."
+        ),
+        "attestation": rf.IntegerField(help_text="Its id (`/api/v1/attestations/{id}/`)."),
+        "version": rf.IntegerField(),
+        "reason": rf.ChoiceField(Attestation.REASON_CHOICES),
+        "retry_after": rf.IntegerField(help_text="Seconds; also the `Retry-After` header."),
+    },
+)
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    int,
+    location=OpenApiParameter.HEADER,
+    description="Seconds to wait before asking again.",
+    response=[202],
+)
 PDF_RESPONSE = {
     (200, "application/pdf"): OpenApiResponse(
         OpenApiTypes.BINARY, description="The PDF, with the signed envelope embedded."
     ),
-    **errors(401, 404, media_type="application/json"),
+    (202, "application/json"): OpenApiResponse(
+        PENDING_BODY,
+        description="The attestation is on its way (pending, rendering, or failed and "
+        "retried automatically): ask again after `Retry-After` seconds.",
+    ),
+    **errors(401, 404, 409, media_type="application/json"),
 }
 
 
@@ -104,30 +181,53 @@ class ChangeAttestationPdfApi(_Download):
     @extend_schema(
         tags=TAGS,
         operation_id="change_attestation_pdf",
-        summary="The newest attestation PDF of a change",
-        description="404 with `code` `attestation_pending` while the first one renders, "
-        "or `no_attestation` when none was issued yet.",
+        summary="The newest ready attestation PDF of a change",
+        description="The newest attestation that is ready; `X-Attestation-Version` names "
+        "it, and `X-Attestation-Newer-Version` a newer one still on its way (the deployment "
+        "attestation right after a deploy, say). While none is ready yet but one is on its "
+        "way: 202 with `Retry-After` and a JSON body (`code` `attestation_pending`), never a "
+        "404. 404 with `code` `no_attestation` only when none was ever issued (one is issued "
+        "on the last required approval and on deployment); 409 `attestation_failed` when "
+        "the only one failed for good.",
+        parameters=[
+            RETRY_AFTER_HEADER,
+            OpenApiParameter(
+                "X-Attestation-Version",
+                int,
+                location=OpenApiParameter.HEADER,
+                description="The version served.",
+                response=[200],
+            ),
+            OpenApiParameter(
+                "X-Attestation-Newer-Version",
+                int,
+                location=OpenApiParameter.HEADER,
+                description="A newer version still on its way, when there is one.",
+                response=[200],
+            ),
+        ],
         responses=PDF_RESPONSE,
     )
     def get(self, request, pk):
         change = visible_change(request, pk)
-        attestation = selectors.newest_ready(change)
-        if attestation is None:
-            in_flight = selectors.change_attestations(change).filter(
-                status__in=Attestation.IN_FLIGHT
-            )
-            if in_flight.exists():
-                raise NotFound(
-                    f"The attestation of {change.reference} is still rendering; try again "
-                    "in a few seconds.",
-                    code="attestation_pending",
-                )
-            raise NotFound(
-                f"No attestation has been issued for {change.reference} yet: one is issued "
-                "on its last required approval and on deployment.",
-                code="no_attestation",
-            )
-        return file_response(attestation, "pdf")
+        ready = selectors.newest_ready(change)
+        coming = selectors.newest_on_its_way(change)
+        if ready is not None:
+            response = file_response(ready, "pdf")
+            response["X-Attestation-Version"] = str(ready.version)
+            if coming is not None and coming.version > ready.version:
+                response["X-Attestation-Newer-Version"] = str(coming.version)
+            return response
+        if coming is not None:
+            return pending_response(request, coming)
+        newest = selectors.change_attestations(change).first()
+        if newest is not None:
+            raise _failed(newest)
+        raise NotFound(
+            f"No attestation has been issued for {change.reference} yet: one is issued "
+            "on its last required approval and on deployment.",
+            code="no_attestation",
+        )
 
 
 class ChangeAttestationListApi(GenericAPIView):
@@ -199,10 +299,14 @@ class AttestationPdfApi(_Download):
         tags=TAGS,
         operation_id="attestation_pdf",
         summary="Download one attestation's PDF",
+        description="202 with `Retry-After` while it is on its way; 409 "
+        "`attestation_failed` when its render gave up.",
+        parameters=[RETRY_AFTER_HEADER],
         responses=PDF_RESPONSE,
     )
     def get(self, request, pk):
-        return file_response(_ready(_attestation(request, pk)), "pdf")
+        attestation = _attestation(request, pk)
+        return _ready_or_pending(request, attestation) or file_response(attestation, "pdf")
 
 
 class AttestationEnvelopeApi(_Download):
@@ -210,17 +314,22 @@ class AttestationEnvelopeApi(_Download):
         tags=TAGS,
         operation_id="attestation_envelope",
         summary="Download one attestation's signed DSSE envelope (JSON)",
-        description="Exactly the bytes embedded in the PDF as `attestation.dsse.json`.",
+        description="Exactly the bytes embedded in the PDF as `attestation.dsse.json`. 202 "
+        "with `Retry-After` while it is on its way; 409 `attestation_failed` when its render "
+        "gave up.",
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             (200, "application/json"): OpenApiResponse(
                 OpenApiTypes.OBJECT,
                 description="A DSSE envelope: payloadType, payload (base64), signatures.",
             ),
-            **errors(401, 404, media_type="application/json"),
+            (202, "application/json"): PDF_RESPONSE[(202, "application/json")],
+            **errors(401, 404, 409, media_type="application/json"),
         },
     )
     def get(self, request, pk):
-        return file_response(_ready(_attestation(request, pk)), "envelope")
+        attestation = _attestation(request, pk)
+        return _ready_or_pending(request, attestation) or file_response(attestation, "envelope")
 
 
 class AttestationVerifyApi(GenericAPIView):

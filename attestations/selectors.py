@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from changes import permissions, selectors
@@ -98,6 +98,31 @@ def change_attestations(change) -> QuerySet[Attestation]:
         .defer(*LIST_DEFER)
         .order_by("-version")
     )
+
+
+# Failed renders the periodic reaper sets back to pending: they are still on their way.
+MAX_ATTEMPTS = 3
+RETRYABLE = Q(status=Attestation.FAILED, attempts__lt=MAX_ATTEMPTS, facts__isnull=False) & ~Q(
+    attempts=0
+)
+ON_ITS_WAY = Q(status__in=Attestation.IN_FLIGHT) | RETRYABLE
+
+
+def newest_on_its_way(change) -> Attestation | None:
+    """The newest attestation of ``change`` that will be ready without anyone acting: pending,
+    rendering, or failed with attempts left (``attestations.requeue_stalled`` retries it)."""
+    return (
+        Attestation.objects.filter(change=change)
+        .filter(ON_ITS_WAY)
+        .defer(*LIST_DEFER)
+        .order_by("-version")
+        .first()
+    )
+
+
+def is_on_its_way(attestation: Attestation) -> bool:
+    """Whether this row will be ready without anyone acting (see :data:`ON_ITS_WAY`)."""
+    return Attestation.objects.filter(pk=attestation.pk).filter(ON_ITS_WAY).exists()
 
 
 def newest_ready(change) -> Attestation | None:

@@ -20,7 +20,7 @@ from changes import audit, roles
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
 
-from . import document
+from . import document, selectors
 from .dsse import envelope_bytes, sign_envelope
 from .keys import load_signer, trusted_public_keys
 from .models import Attestation
@@ -32,7 +32,7 @@ from .verify import verify_pdf_envelope
 logger = logging.getLogger(__name__)
 
 REASONS = {Attestation.APPROVED, Attestation.DEPLOYED}
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = selectors.MAX_ATTEMPTS
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # Multipart framing around the file: a request this much over the file limit is refused
 # from its header alone.
@@ -258,9 +258,7 @@ def attestation_requeue_stalled() -> list[int]:
     """Re-enqueue rows that lost their wake-up: pending past a grace period, rendering with a
     dead worker's claim, or failed with attempts left (set back to pending). Periodic."""
     now = timezone.now()
-    Attestation.objects.filter(
-        status=Attestation.FAILED, attempts__lt=MAX_ATTEMPTS, facts__isnull=False
-    ).exclude(attempts=0).update(status=Attestation.PENDING)
+    Attestation.objects.filter(selectors.RETRYABLE).update(status=Attestation.PENDING)
     ids = list(
         Attestation.objects.filter(
             Q(status=Attestation.PENDING, created_at__lt=now - PENDING_GRACE)

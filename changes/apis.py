@@ -26,7 +26,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import status, viewsets
 from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
@@ -35,7 +35,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from . import audit, diff, permissions, selectors, services
+from . import audit, diff, longpoll, permissions, selectors, services
 from . import serializers as s
 from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
@@ -52,6 +52,7 @@ _ERROR_TEXT = {
     "end or not a positive integer) or no such `format`.",
     409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
     "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
+    429: "Too many requests waiting at once (`throttled`): retry after `Retry-After` seconds.",
 }
 
 
@@ -356,8 +357,33 @@ class ProtocolDiffApi(APIView):
     ),
     retrieve=extend_schema(
         tags=["changes"],
-        summary="One change, with its reviews and deploy gate",
-        responses={200: s.ChangeDetailSerializer, **errors(401, 404)},
+        summary="One change, with its reviews and deploy gate; optionally waits for a state",
+        description="With `wait_for`, a long-poll: the answer comes as soon as the change is "
+        "in that state (`X-Wait-Outcome: reached`), has entered it and moved on during the "
+        "wait (`passed`), can no longer get there without a new round, such as a failed "
+        "evaluation or a terminal state (`unreachable`), or when `timeout` seconds (at most "
+        "60, default 30) have passed (`timeout`). The body is always the change as it is "
+        "then. 400 for an unknown state or a timeout out of range; 429 with `Retry-After` "
+        "when too many requests are already waiting.",
+        parameters=[
+            s.ChangeWaitQuerySerializer,
+            OpenApiParameter(
+                "X-Wait-Outcome",
+                str,
+                location=OpenApiParameter.HEADER,
+                enum=list(longpoll.OUTCOMES),
+                description="Only with `wait_for`: why the wait ended.",
+                response=[200],
+            ),
+            OpenApiParameter(
+                "Retry-After",
+                int,
+                location=OpenApiParameter.HEADER,
+                description="Seconds to wait before asking again.",
+                response=[429],
+            ),
+        ],
+        responses={200: s.ChangeDetailSerializer, **errors(400, 401, 404, 429)},
     ),
     create=extend_schema(
         tags=["changes"],
@@ -397,7 +423,24 @@ class ChangeViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(selectors.change_summaries(page))
 
     def retrieve(self, request, pk):
-        return Response(change_detail(request, pk))
+        # A plain dict: an empty ``?wait_for=`` (an unset shell variable) is a 400, not "absent".
+        query = parse(s.ChangeWaitQuerySerializer, request.query_params.dict(), request)
+        if "wait_for" not in query:
+            return Response(change_detail(request, pk))
+        change = visible_change(request, pk)  # 404 at once, not after the wait
+        try:
+            result = longpoll.wait_for_state(
+                change_id=change.pk,
+                target=query["wait_for"],
+                timeout=query.get("timeout", longpoll.DEFAULT_TIMEOUT),
+            )
+        except longpoll.TooManyWaiters:
+            raise Throttled(
+                wait=1, detail="Too many requests are waiting for changes; try again shortly."
+            ) from None
+        response = Response(change_detail(request, pk))
+        response["X-Wait-Outcome"] = result.outcome
+        return response
 
     def create(self, request):
         data = parse(s.ChangeWriteSerializer, request.data, request)

@@ -12,7 +12,7 @@ from datetime import UTC
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import hooks, selectors, services
+from . import hooks, selectors, services, states
 from .models import (
     CRITICALITY_CHOICES,
     AISystem,
@@ -547,3 +547,25 @@ class AuditVerifySerializer(serializers.Serializer):
     reason = serializers.CharField(allow_null=True)
     head_id = serializers.IntegerField(allow_null=True)
     head_hash = serializers.CharField(allow_null=True)
+
+
+class ChangeWaitQuerySerializer(serializers.Serializer):
+    """``?wait_for=<state>&timeout=<s>`` on a change's detail: a long-poll."""
+
+    wait_for = serializers.ChoiceField(
+        choices=list(states.STATES),
+        required=False,
+        help_text="Answer once the change is in this state, or can no longer get there in this "
+        "round (the `X-Wait-Outcome` header says which), or when `timeout` runs out.",
+    )
+    timeout = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=60,
+        help_text="Seconds to wait at most (0 to 60, default 30); only with `wait_for`.",
+    )
+
+    def validate(self, attrs):
+        if "timeout" in attrs and "wait_for" not in attrs:
+            raise serializers.ValidationError({"timeout": ["Only meaningful with `wait_for`."]})
+        return attrs

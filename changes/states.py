@@ -107,3 +107,35 @@ def assert_transition(current: str, target: str) -> str:
 
 def next_states(current: str) -> list[str]:
     return [to for (frm, to) in TRANSITIONS if frm == current]
+
+
+# Transitions that start a new round: an edit after evaluation or approval, and a resubmission
+# after a failed evaluation or a request for changes. Someone has to rework the change first,
+# so a client waiting for a state (``?wait_for=``) is not kept waiting across them.
+ROUND_RESTARTS = frozenset(
+    {
+        (AWAITING_REVIEW, DRAFT),
+        (APPROVED, DRAFT),
+        (CHANGES_REQUESTED, SUBMITTED),
+        (EVALUATION_FAILED, SUBMITTED),
+    }
+)
+
+
+def reachable_in_round(current: str, target: str) -> bool:
+    """Whether ``target`` is ``current`` or still lies ahead of it in the same round.
+
+    Follows :data:`TRANSITIONS` minus :data:`ROUND_RESTARTS`: from ``evaluating``,
+    ``awaiting_review`` and ``deployed`` are ahead; from ``evaluation_failed`` only
+    ``withdrawn`` is (reaching review again takes a fix and a resubmission).
+    """
+    seen, frontier = {current}, [current]
+    while frontier:
+        state = frontier.pop()
+        if state == target:
+            return True
+        for frm, to in TRANSITIONS:
+            if frm == state and (frm, to) not in ROUND_RESTARTS and to not in seen:
+                seen.add(to)
+                frontier.append(to)
+    return False

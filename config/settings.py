@@ -144,6 +144,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "changes.errors.api_exception_handler",
 }
+# Requests one web process lets wait at once on ``?wait_for=`` (changes.longpoll); keep it
+# below gunicorn's threads so waiting clients never take every thread.
+API_MAX_WAITERS = env.int("API_MAX_WAITERS", default=2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Protocol-change management API",
     "DESCRIPTION": "Tracked protocol changes, alignment-faking evaluations, independent "

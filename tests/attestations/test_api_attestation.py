@@ -85,9 +85,11 @@ def test_no_pdf_yet_is_a_404_with_the_reason(
     assert response.json()["code"] == "no_attestation"
     assert "last required approval" in response.json()["detail"]
 
+    # Once one is on its way it is never a 404 again: 202 Accepted (tests/attestations/
+    # test_api_attestation_pending.py has the rest).
     approve(change, author=engineer, reviewers=[reviewer])
     response = api(auditor).get(url, HTTP_ACCEPT="application/pdf")
-    assert response.status_code == 404
+    assert response.status_code == 202
     assert response["Content-Type"] == "application/json"
     assert response.json()["code"] == "attestation_pending"
 
@@ -116,14 +118,15 @@ def test_pdf_and_envelope_downloads_are_the_stored_bytes(api, attestation, audit
     assert extract_attachment(pdf.content, ENVELOPE_ATTACHMENT_NAME) == envelope.content
 
 
-def test_downloads_of_a_pending_attestation_are_404(
+def test_downloads_of_a_pending_attestation_are_202(
     api, engineer, reviewer, auditor, passing_evaluation, enqueued
 ):
     change = make_change(author=engineer)
     approve(change, author=engineer, reviewers=[reviewer])
     row = Attestation.objects.get(change=change)
     response = api(auditor).get(f"/api/v1/attestations/{row.pk}/envelope.json")
-    assert response.status_code == 404
+    assert response.status_code == 202
+    assert response["Retry-After"] == "2"
     assert response.json()["code"] == "attestation_pending"
 
 

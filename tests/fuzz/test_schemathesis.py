@@ -51,7 +51,7 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 
 from attestations.keys import ensure_dev_key
-from changes import roles, states
+from changes import longpoll, roles, states
 from changes.models import ChangeRequest
 from config.wsgi import application
 from tests.evaluations.conftest import suite_document
@@ -381,6 +381,15 @@ def in_process_requests():
     yield
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def instant_long_polls(monkeypatch):
+    """``?wait_for=`` may wait up to 60 s of real time, and no worker runs here to end a wait:
+    the poller's clock jumps instead of sleeping, so a generated wait costs a few queries."""
+    now = [0.0]
+    monkeypatch.setattr(longpoll, "_clock", lambda: now[0])
+    monkeypatch.setattr(longpoll, "_sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
 
 
 @pytest.fixture
