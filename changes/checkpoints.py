@@ -409,15 +409,37 @@ def stored_checkpoints(*, keys=None) -> tuple[list[Checkpoint], list[str]]:
         if not signature_valid(checkpoint, keys):
             problems.append(f"{path.name} is not signed by a trusted checkpoint key")
             continue
+        if not _FILE_RE.fullmatch(path.name) or int(path.name[:12]) != checkpoint.size:
+            problems.append(
+                f"{path.name} is misnamed: it holds a checkpoint of size {checkpoint.size}"
+            )
+            continue
         found.append(checkpoint)
     found.sort(key=lambda c: (c.size, c.time))
     return found, problems
 
 
 def latest_checkpoint() -> Checkpoint | None:
-    """The newest validly signed checkpoint in the directory (largest tree, then latest)."""
-    found, _ = stored_checkpoints()
-    return found[-1] if found else None
+    """The newest validly signed checkpoint in the directory (largest tree, then latest).
+
+    File names sort by size, then time, so this reads from the newest name down and stops at
+    the first file that parses and verifies: cheap however many checkpoints the store holds.
+    """
+    directory = store_dir()
+    if not directory.is_dir():
+        return None
+    keys = trusted_keys()
+    names = sorted((p.name for p in directory.glob(f"*{CHECKPOINT_SUFFIX}")), reverse=True)
+    for name in names:
+        if not _FILE_RE.fullmatch(name):
+            continue
+        try:
+            checkpoint = parse_note((directory / name).read_text("utf-8"), name=name)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if checkpoint.size == int(name[:12]) and signature_valid(checkpoint, keys):
+            return checkpoint
+    return None
 
 
 def stored_leaves(limit: int) -> Iterator[tuple[int, int, str]]:
