@@ -27,6 +27,7 @@ from changes import audit, checkpoints
 from changes.errors import Conflict
 from changes.models import AuditEvent, ChangeRequest
 
+from . import intoto
 from .keys import SigningKeyError, load_signer, public_key_pem
 from .models import Attestation
 
@@ -82,6 +83,13 @@ def _event_line(event: AuditEvent, proof) -> bytes:
         "proof": proof.as_dict() if proof is not None else None,
     }
     return json.dumps(entry, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def _signer_or_none():
+    try:
+        return load_signer()
+    except SigningKeyError:
+        return None
 
 
 def _public_keys() -> dict[str, bytes]:
@@ -188,14 +196,24 @@ def _members(plan: EvidencePlan) -> Iterator[tuple[str, bytes]]:
         if own:
             yield "checkpoint/signature.bin", own[0][4:]
     yield from plan.keys.items()
+    signer = _signer_or_none()
+    vid = intoto.verifier_id(getattr(settings, "AUDIT_CHECKPOINT_ORIGIN", ""))
     for row in plan.attestations:
         stem = f"attestations/v{row.version}-{row.reason}"
-        values = Attestation.objects.filter(pk=row.pk).values_list("pdf", "envelope").first()
-        pdf, envelope = values or (None, None)
+        values = (
+            Attestation.objects.filter(pk=row.pk)
+            .values_list("pdf", "envelope", "statement")
+            .first()
+        )
+        pdf, envelope, statement = values or (None, None, None)
         if pdf:
             yield f"{stem}.pdf", bytes(pdf)
         if envelope:
             yield f"{stem}.dsse.json", bytes(envelope)
+        if statement and signer is not None:
+            # The same facts in predicate types outside verifiers know (docs/INTOTO.md).
+            statements = intoto.interop_statements(statement, verifier_id=vid)
+            yield f"{stem}.intoto.jsonl", intoto.bundle(statements, signer)
 
 
 def stream_evidence(plan: EvidencePlan) -> Iterator[bytes]:

@@ -132,6 +132,24 @@ def test_the_package_verifies_offline_and_every_tampering_fails(
         checkpoints.parse_note(embedded["note"]), checkpoints.trusted_keys()
     )
 
+    # ... and each attestation restated as standard in-toto statements, signed
+    from attestations import intoto
+    from attestations.dsse import verify_envelope
+    from attestations.keys import trusted_public_keys
+
+    lines = members["attestations/v2-deployed.intoto.jsonl"].splitlines()
+    payloads = []
+    for line in lines:
+        valid, payload, _ = verify_envelope(line, trusted_public_keys())
+        assert valid
+        payloads.append(json.loads(payload))
+    assert [p["predicateType"] for p in payloads] == (
+        [intoto.TEST_RESULT] * 2 + [intoto.HUMAN_REVIEW] + [intoto.VSA]
+    )
+    vsa = payloads[-1]["predicate"]
+    assert vsa["verificationResult"] == "PASSED"
+    assert payloads[-1]["subject"][0]["digest"]["sha256"] == change.content_sha256
+
     # when: the shipped script checks the untouched package
     result = _run_script(tmp_path, members)
     # then: it passes every check
