@@ -106,8 +106,10 @@ def _checkpoint_figures(read_s: float) -> list[dict]:
             "s",
             baseline={"name": "plain streaming read", "value": read_s, "unit": "s"},
             ratio=publish_s / read_s,
-            target="< 30 s (beat runs it every 10 min)",
-            met=publish_s < 30,
+            # The first publish also writes the leaf file of every event; later ones only
+            # the events since, but still walk the whole chain to check it first.
+            target="< 4x the plain read",
+            met=publish_s / read_s < 4,
         ),
         figure(
             f"verify_audit against the checkpoint ({EVENTS:,} events)",
@@ -115,8 +117,8 @@ def _checkpoint_figures(read_s: float) -> list[dict]:
             "s",
             baseline={"name": "plain streaming read", "value": read_s, "unit": "s"},
             ratio=anchored_s / read_s,
-            target="< 20 s",
-            met=anchored_s < 20,
+            target="< 2x the plain read",
+            met=anchored_s / read_s < 2,
         ),
         figure(
             f"inclusion proofs for 50 events of {EVENTS:,} (one evidence package)",
@@ -124,8 +126,8 @@ def _checkpoint_figures(read_s: float) -> list[dict]:
             "s",
             baseline={"name": "plain streaming read", "value": read_s, "unit": "s"},
             ratio=proofs_s / read_s,
-            target="< 20 s",
-            met=proofs_s < 20,
+            target="< 2x the plain read",
+            met=proofs_s / read_s < 2,
         ),
     ]
 
