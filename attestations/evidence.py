@@ -111,7 +111,8 @@ def plan_evidence(change: ChangeRequest) -> EvidencePlan:
     ``EVIDENCE_MAX_BYTES``.
     """
     rows = list(
-        Attestation.objects.filter(change=change, status=Attestation.READY)
+        # Every version that has a PDF, whatever its standing now (current or superseded).
+        Attestation.objects.filter(change=change, pdf__isnull=False)
         .defer("pdf", "envelope", "facts", "statement")
         .order_by("version")
     )

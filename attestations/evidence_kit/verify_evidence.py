@@ -8,7 +8,8 @@ and check the signature with openssl as VERIFY.md shows. Checks, in order:
 1. the checkpoint is a C2SP signed note, signed by the key in keys/ (or --public-key);
 2. every event in events.jsonl hashes to its chain hash, its fields are the hashed ones,
    and its RFC 9162 inclusion proof puts it under the checkpoint's Merkle root;
-3. every attestation PDF is the one an ``attestation.issued`` event recorded (by SHA-256);
+3. every attestation PDF is the one an ``attestation.issued`` event recorded (by SHA-256),
+   and every issued attestation's PDF is in the package;
 4. every file matches manifest.json.
 
 Prints one line per check and exits 0 when all pass, 1 otherwise.
@@ -129,7 +130,7 @@ def main(argv=None):
         )
 
     # 2. events
-    issued_pdfs = set()
+    issued_pdfs = {}
     lines = files.get("events.jsonl", b"").decode().splitlines()
     for number, line in enumerate(lines, 1):
         try:
@@ -156,12 +157,17 @@ def main(argv=None):
             )
             report(included, f"{label}: included in the checkpoint (leaf {proof['leaf_index']})")
         if content_ok and event["verb"] == "attestation.issued":
-            issued_pdfs.add((event.get("data") or {}).get("pdf_sha256"))
+            data = event.get("data") or {}
+            issued_pdfs[data.get("pdf_sha256")] = f"v{data.get('version')} (event #{event['id']})"
 
-    # 3. attestation PDFs against the events that recorded them
+    # 3. attestation PDFs against the events that recorded them, both ways
+    shipped = set()
     for name in sorted(n for n in files if n.startswith("attestations/") and n.endswith(".pdf")):
         digest = hashlib.sha256(files[name]).hexdigest()
+        shipped.add(digest)
         report(digest in issued_pdfs, f"{name}: recorded by an attestation.issued event")
+    for digest, which in sorted(issued_pdfs.items(), key=lambda item: item[1]):
+        report(digest in shipped, f"attestation {which}: its PDF is in the package")
 
     print("VALID" if not failures else f"NOT VALID: {len(failures)} check(s) failed")
     return 0 if not failures else 1

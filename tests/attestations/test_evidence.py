@@ -191,6 +191,10 @@ def test_the_package_verifies_offline_and_every_tampering_fails(
         # then: the script fails and says which check
         assert result.returncode == 1, (label, result.stdout)
         assert "NOT VALID" in result.stdout and "FAIL" in result.stdout, label
+    # a package without one of the attestations fails: its issued event names it
+    dropped = {k: v for k, v in members.items() if not k.startswith("attestations/v1-")}
+    result = _run_script(tmp_path, _repack(dropped), name="dropped.zip")
+    assert result.returncode == 1 and "FAIL  attestation v1 (event #" in result.stdout
     # a changed file with the manifest left alone fails on the manifest too
     result = _run_script(tmp_path, _edit_event_lines(members, forge_verb), name="m.zip")
     assert result.returncode == 1 and "FAIL  manifest: events.jsonl" in result.stdout

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
+from django.urls import reverse
 
 from changes import audit, checkpoints, services
 from changes.models import AuditCheckpoint, AuditEvent
@@ -399,3 +400,21 @@ def test_a_forged_checkpoint_file_is_refused(settings, published, events):
     assert checkpoints.latest_checkpoint().name == published.name
     message = _broken()
     assert name in message and "not signed by a trusted checkpoint key" in message
+
+
+def test_the_audit_page_verdict_names_the_checkpoint(client, auditor, published, events):
+    # given: a clean anchored chain, then its tail deleted
+    client.force_login(auditor)
+    response = client.post(reverse("audit-verify"), follow=True)
+    assert any(
+        "intact" in str(m) and published.name in str(m) for m in response.context["messages"]
+    )
+    with connection.cursor() as cursor:
+        _delete_guard_lifted(cursor)
+        cursor.execute(f"DELETE FROM {TABLE} WHERE id >= %s", [events[-1].pk])
+
+    # when/then: the page says it is broken, which event, and which checkpoint
+    response = client.post(reverse("audit-verify"), follow=True)
+    (message,) = [str(m) for m in response.context["messages"]]
+    assert "broken" in message and f"event #{events[-1].pk}" in message
+    assert published.name in message
