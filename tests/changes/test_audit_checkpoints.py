@@ -418,3 +418,10 @@ def test_the_audit_page_verdict_names_the_checkpoint(client, auditor, published,
     (message,) = [str(m) for m in response.context["messages"]]
     assert "broken" in message and f"event #{events[-1].pk}" in message
     assert published.name in message
+
+
+def test_admins_see_the_checkpoint_copies_read_only(client, admin_user, published):
+    client.force_login(admin_user)
+    changelist = client.get(reverse("admin:changes_auditcheckpoint_changelist"))
+    assert changelist.status_code == 200 and published.name in changelist.content.decode()
+    assert client.get(reverse("admin:changes_auditcheckpoint_add")).status_code == 403
