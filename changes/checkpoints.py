@@ -606,6 +606,22 @@ def verify_anchored(rows: Iterable[tuple] | None = None, *, collect_from: int | 
     return report
 
 
+def anchor_holds() -> tuple[bool, str]:
+    """A cheap check for every verification request: the newest checkpoint's head event is
+    still in the table with the hash it was signed with. Deleting the tail, emptying the
+    table or re-chaining a rewrite all remove or change that event. (Only ``verify_audit``'s
+    full walk checks every event; this costs one directory read and one indexed lookup.)"""
+    cp = latest_checkpoint()
+    if cp is None or cp.size == 0 or cp.head_id is None:
+        return True, "no checkpoint to hold the chain to yet"
+    if audit.contains(cp.head_id, cp.head_hash):
+        return True, f"{cp.describe()} still matches its head event #{cp.head_id}"
+    return False, (
+        f"event #{cp.head_id}, the head of {cp.describe()}, is no longer in the audit log "
+        "with its signed hash: the log was truncated or rewritten"
+    )
+
+
 # --- publishing --------------------------------------------------------------------------------
 
 

@@ -300,3 +300,34 @@ def test_the_change_page_has_the_download_button(client, engineer):
     html = client.get(reverse("change-detail", args=[change.pk])).content.decode()
     assert f'href="{evidence_url(change.pk)}"' in html
     assert "evidence package" in html.lower()
+
+
+def test_deleting_the_events_after_an_attestations_head_makes_it_invalid(
+    engineer, reviewer, auditor, passing_evaluation, signing_key, enqueued
+):
+    # given: a rendered attestation, and a checkpoint published after it
+    from attestations import services
+
+    v1 = ready_attestation(engineer, [reviewer])
+    pdf = bytes(Attestation.objects.get(pk=v1.pk).pdf)
+    checkpoint = checkpoints.publish_checkpoint()
+    assert services.verify_upload(actor=auditor, pdf_bytes=pdf)["valid"] is True
+
+    # when: a table owner deletes every event after the attestation's cited head
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER audit_event_no_delete")
+        else:
+            cursor.execute("DROP TRIGGER audit_event_no_delete")
+        cursor.execute(f"DELETE FROM {TABLE} WHERE id > %s", [v1.audit_head_id])
+
+    # then: the attestation no longer verifies, and the failed check names the checkpoint
+    outcome = services.verify_upload(actor=auditor, pdf_bytes=pdf)
+    assert outcome["valid"] is False
+    (head_check,) = [c for c in outcome["checks"] if c["name"] == "audit_chain_head"]
+    assert head_check["ok"] is False
+    assert (
+        checkpoint.name in head_check["detail"] and "truncated or rewritten" in head_check["detail"]
+    )
