@@ -95,9 +95,12 @@ def _signer_or_none():
 def _public_keys() -> dict[str, bytes]:
     keys = {}
     with suppress(checkpoints.CheckpointError):
-        keys["keys/audit-checkpoint-key.pem"] = public_key_pem(
-            checkpoints.signing_key().public_key()
-        )
+        public = checkpoints.signing_key().public_key()
+        keys["keys/audit-checkpoint-key.pem"] = public_key_pem(public)
+        # The signed-note verifier key (name+hash+key), as Go's note package and C2SP
+        # witnesses take it.
+        origin = getattr(settings, "AUDIT_CHECKPOINT_ORIGIN", "")
+        keys["keys/audit-checkpoint.vkey"] = (checkpoints.vkey(origin, public) + "\n").encode()
     with suppress(SigningKeyError):
         keys["keys/attestation-key.pem"] = public_key_pem(load_signer().public_key)
     return keys

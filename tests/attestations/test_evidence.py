@@ -115,6 +115,7 @@ def test_the_package_verifies_offline_and_every_tampering_fails(
         "VERIFY.md", "verify_evidence.py", "events.jsonl", "manifest.json",
         "checkpoint/checkpoint.txt", "checkpoint/body.txt", "checkpoint/signature.bin",
         "keys/audit-checkpoint-key.pem", "keys/attestation-key.pem",
+        "keys/audit-checkpoint.vkey",
         "attestations/v1-approved.pdf", "attestations/v1-approved.dsse.json",
         "attestations/v2-deployed.pdf", "attestations/v2-deployed.dsse.json",
     } <= set(members)  # fmt: skip

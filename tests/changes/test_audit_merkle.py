@@ -130,3 +130,13 @@ def test_malformed_notes_are_refused_with_a_reason(text):
 def test_an_origin_with_a_space_is_refused():
     with pytest.raises(cp.CheckpointError):
         cp.format_body("two words", 0, cp.EMPTY_ROOT, None, "", "t")
+
+
+def test_the_verifier_key_names_the_key_hash_the_signature_lines_carry():
+    key, note = _signed()
+    name, key_hash, encoded = cp.vkey("example.test/audit", key.public_key()).split("+", 2)
+    assert name == "example.test/audit"
+    assert bytes.fromhex(key_hash) == cp.note_key_hash(name, key.public_key())
+    assert base64.b64decode(encoded) == b"\x01" + cp.raw_public_key(key.public_key())
+    signature_line = note.rstrip("\n").split("\n")[-1]
+    assert base64.b64decode(signature_line.rsplit(" ", 1)[1])[:4].hex() == key_hash
