@@ -64,7 +64,9 @@ def _truncate() -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("ALTER TABLE changes_auditevent DISABLE TRIGGER audit_event_no_truncate")
         cursor.execute("TRUNCATE changes_auditevent RESTART IDENTITY")
-        cursor.execute("ALTER TABLE changes_auditevent ENABLE TRIGGER audit_event_no_truncate")
+        cursor.execute(
+            "ALTER TABLE changes_auditevent ENABLE ALWAYS TRIGGER audit_event_no_truncate"
+        )
 
 
 def _checkpoint_figures(read_s: float) -> list[dict]:

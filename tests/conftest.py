@@ -44,7 +44,7 @@ def _flush_keeps_audit_guard(django_db_setup, django_db_blocker):
             return [
                 f"ALTER TABLE {table} DISABLE TRIGGER audit_event_no_truncate;",
                 *sql,
-                f"ALTER TABLE {table} ENABLE TRIGGER audit_event_no_truncate;",
+                f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER audit_event_no_truncate;",
             ]
         drop = [
             "DROP TRIGGER IF EXISTS audit_event_no_update;",

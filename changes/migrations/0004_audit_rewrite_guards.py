@@ -1,7 +1,8 @@
 """Close the rewrite paths migration 0002 left open on the audit table.
 
 * PostgreSQL: row-level UPDATE/DELETE triggers do not fire on ``TRUNCATE``; a statement-level
-  ``BEFORE TRUNCATE`` trigger refuses it.
+  ``BEFORE TRUNCATE`` trigger refuses it. All three triggers are ``ENABLE ALWAYS``, so they
+  fire even under ``SET session_replication_role = replica``, which skips ordinary triggers.
 * SQLite: ``REPLACE INTO`` / ``INSERT OR REPLACE`` resolve a uniqueness conflict by deleting the
   old row, and DELETE triggers fire on that only when ``PRAGMA recursive_triggers`` is on (it is
   off by default, per connection, so an attacker's own connection decides). A ``BEFORE INSERT``
@@ -21,8 +22,15 @@ TABLE = "changes_auditevent"
 PG_FORWARD = f"""
 CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON {TABLE}
     FOR EACH STATEMENT EXECUTE FUNCTION audit_event_append_only();
+ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER audit_event_no_update;
+ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER audit_event_no_delete;
+ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER audit_event_no_truncate;
 """
-PG_REVERSE = f"DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE};"
+PG_REVERSE = f"""
+ALTER TABLE {TABLE} ENABLE TRIGGER audit_event_no_update;
+ALTER TABLE {TABLE} ENABLE TRIGGER audit_event_no_delete;
+DROP TRIGGER IF EXISTS audit_event_no_truncate ON {TABLE};
+"""
 
 SQLITE_FORWARD = f"""CREATE TRIGGER audit_event_no_rewrite BEFORE INSERT ON {TABLE}
     WHEN EXISTS (

@@ -359,7 +359,7 @@ def test_truncate_with_the_trigger_disabled_names_the_checkpoint(published, even
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER audit_event_no_truncate")
         cursor.execute(f"TRUNCATE {TABLE}")
-        cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER audit_event_no_truncate")
+        cursor.execute(f"ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER audit_event_no_truncate")
     message = _broken()
     assert f"event #{events[0].pk} is missing" in message and published.name in message
 
@@ -370,7 +370,7 @@ def test_a_rechained_rewrite_on_postgresql_names_the_event(published, events):
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} DISABLE TRIGGER audit_event_no_delete")
         cursor.execute(f"DELETE FROM {TABLE} WHERE id >= %s", [events[2].pk])
-        cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER audit_event_no_delete")
+        cursor.execute(f"ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER audit_event_no_delete")
     _reinsert_rechained(events[2:], events[1].hash)
     assert audit.verify_chain() == (len(events), None)
     message = _broken()

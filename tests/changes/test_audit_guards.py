@@ -163,3 +163,23 @@ def test_postgresql_refuses_truncate(events, statement):
 )
 def test_postgresql_refuses_upserts(events, statement):
     _refused(statement, _row(events[1], verb="forged"))
+
+
+@on_postgres
+@pytest.mark.parametrize(
+    "statement",
+    [f"TRUNCATE {TABLE}", f"DELETE FROM {TABLE}", f"UPDATE {TABLE} SET verb = 'forged'"],
+    ids=["truncate", "delete", "update"],
+)
+def test_postgresql_guards_fire_in_replica_mode_too(events, statement):
+    # session_replication_role = replica skips ordinary triggers (a superuser's shortcut);
+    # the audit guards are ENABLE ALWAYS.
+    before = _snapshot()
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(statement)
+    assert _snapshot() == before

@@ -52,7 +52,7 @@ def guard_lifted(operation: str):
             try:
                 yield cursor
             finally:
-                cursor.execute(f"ALTER TABLE {TABLE} ENABLE TRIGGER {trigger}")
+                cursor.execute(f"ALTER TABLE {TABLE} ENABLE ALWAYS TRIGGER {trigger}")
         else:
             cursor.execute(f"DROP TRIGGER {trigger}")
             try:
