@@ -444,8 +444,9 @@ def latest_checkpoint() -> Checkpoint | None:
 def stored_leaves(limit: int) -> Iterator[tuple[int, int, str]]:
     """(position, event id, event hash) from the leaf files, in order, up to ``limit``.
 
-    Stops at the first gap in the files; overlapping files must agree (the later one is
-    skipped where it overlaps).
+    Stops at the first gap in the files or the first malformed line (the caller then falls
+    back to the Merkle root, which a leaf file cannot forge); where files overlap, the first
+    one read is used.
     """
     directory = store_dir() / LEAVES_DIR
     ranges = []
@@ -459,7 +460,7 @@ def stored_leaves(limit: int) -> Iterator[tuple[int, int, str]]:
             return
         if end <= position:
             continue
-        with open(path, encoding="ascii") as handle:
+        with open(path, encoding="ascii", errors="replace") as handle:
             for offset, line in enumerate(handle):
                 index = start + offset
                 if index < position:
@@ -467,6 +468,8 @@ def stored_leaves(limit: int) -> Iterator[tuple[int, int, str]]:
                 if index >= min(end, limit):
                     break
                 id_text, _, event_hash = line.strip().partition(" ")
+                if not id_text.isascii() or not id_text.isdigit():
+                    return
                 yield index, int(id_text), event_hash
                 position = index + 1
 

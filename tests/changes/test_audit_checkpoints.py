@@ -425,3 +425,15 @@ def test_admins_see_the_checkpoint_copies_read_only(client, admin_user, publishe
     changelist = client.get(reverse("admin:changes_auditcheckpoint_changelist"))
     assert changelist.status_code == 200 and published.name in changelist.content.decode()
     assert client.get(reverse("admin:changes_auditcheckpoint_add")).status_code == 403
+
+
+def test_a_damaged_leaf_file_falls_back_to_the_root(settings, published, events):
+    # given: the leaf file overwritten with garbage (the checkpoint itself intact)
+    (leaf_file,) = (Path(settings.AUDIT_CHECKPOINT_DIR) / "leaves").glob("*.txt")
+    leaf_file.write_bytes(b"not a leaf\n\xff\xfe\n")
+    # when/then: the untouched chain still verifies against the signed root, with a warning
+    out = io.StringIO()
+    err = io.StringIO()
+    call_command("verify_audit", stdout=out, stderr=err)
+    assert out.getvalue().startswith("OK:") and "Anchored" in out.getvalue()
+    assert "leaf files cover fewer" in err.getvalue()
