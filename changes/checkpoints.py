@@ -660,7 +660,16 @@ def publish_checkpoint(*, reason: str = "schedule") -> Checkpoint:
     the events since the covered prefix, then the checkpoint file, then the database copy.
     """
     key = signing_key()
-    origin = settings.AUDIT_CHECKPOINT_ORIGIN
+    try:
+        return _publish(key, settings.AUDIT_CHECKPOINT_ORIGIN, reason)
+    except OSError as exc:  # an unwritable or missing store: say where, not a traceback
+        logger.error("audit checkpoint not stored: %s", exc)
+        raise CheckpointError(
+            f"cannot write to the checkpoint store {store_dir()}: {exc}"
+        ) from None
+
+
+def _publish(key: Ed25519PrivateKey, origin: str, reason: str) -> Checkpoint:
     with _publish_lock():
         covered = _covered_leaves()
         # One consistent read: iter_rows walks a single server-side cursor on PostgreSQL and

@@ -437,3 +437,12 @@ def test_a_damaged_leaf_file_falls_back_to_the_root(settings, published, events)
     call_command("verify_audit", stdout=out, stderr=err)
     assert out.getvalue().startswith("OK:") and "Anchored" in out.getvalue()
     assert "leaf files cover fewer" in err.getvalue()
+
+
+def test_an_unwritable_store_is_a_clear_refusal(settings, events, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    settings.AUDIT_CHECKPOINT_DIR = str(blocker / "checkpoints")
+    with pytest.raises(CommandError, match="cannot write to the checkpoint store"):
+        call_command("publish_checkpoint")
+    assert not AuditCheckpoint.objects.exists()
