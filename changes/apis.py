@@ -690,12 +690,11 @@ class AuditVerifyApi(APIView):
     def get(self, request):
         # The chain on its own, then against the newest signed checkpoint (docs/AUDIT.md).
         report = checkpoints.verify_anchored()
-        problem = report.chain_problem
         result = {
             "valid": report.ok,
             "events": report.events,
             "first_bad_event": report.first_bad_event,
-            "reason": None if report.ok else (problem.reason if problem else report.reason),
+            "reason": None if report.ok else report.reason,
             "head_id": report.head_id,
             "head_hash": report.head_hash or None,
             "checkpoint": report.checkpoint.name if report.checkpoint else None,

@@ -502,7 +502,8 @@ class AnchorReport:
     def reason(self) -> str:
         """The first problem in words, naming the event and the checkpoint."""
         if self.chain_problem is not None:
-            return f"event #{self.chain_problem.event_id}: {self.chain_problem.reason}"
+            broken = f"event #{self.chain_problem.event_id}: {self.chain_problem.reason}"
+            return f"{self.problem}; and {broken}" if self.problem else broken
         if self.problem:
             return self.problem
         return "; ".join(self.store_problems)
@@ -580,7 +581,10 @@ def verify_anchored(rows: Iterable[tuple] | None = None, *, collect_from: int | 
     report.root = acc.root()
     if report.chain_problem is not None:
         report.events = count  # the events before the broken one
-        report.first_bad_event = report.chain_problem.event_id
+        # An earlier difference from the checkpoint's leaves (a re-chained rewrite before
+        # the break) is the first bad event; otherwise the break is.
+        if report.first_bad_event is None:
+            report.first_bad_event = report.chain_problem.event_id
         return report
     if cp is None:
         return report

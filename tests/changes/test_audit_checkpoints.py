@@ -446,3 +446,22 @@ def test_an_unwritable_store_is_a_clear_refusal(settings, events, tmp_path):
     with pytest.raises(CommandError, match="cannot write to the checkpoint store"):
         call_command("publish_checkpoint")
     assert not AuditCheckpoint.objects.exists()
+
+
+@on_sqlite
+def test_a_rewrite_before_a_break_is_named_first(published, events, api, auditor):
+    # given: event 3 rewritten and re-chained through event 4 only, so the chain breaks at 5
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER audit_event_no_rewrite")
+    try:
+        _rechain_from(2, events[:4], forged_verb="forged", statement="REPLACE INTO")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(SQLITE_REWRITE_GUARD)
+
+    # when/then: the break is reported, and so is the earlier rewrite, named first
+    message = _broken()
+    assert f"event #{events[4].pk}: prev_hash" in message
+    assert f"event #{events[2].pk} was changed" in message and published.name in message
+    body = api(auditor).get(url("audit-verify")).json()
+    assert body["first_bad_event"] == events[2].pk

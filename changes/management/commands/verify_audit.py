@@ -20,9 +20,10 @@ class Command(BaseCommand):
         if report.chain_problem is not None:
             problem = report.chain_problem
             # CommandError prints to stderr and exits with status 1.
+            also = f" Against the checkpoint: {report.problem}." if report.problem else ""
             raise CommandError(
                 f"BROKEN: event #{problem.event_id}: {problem.reason} "
-                f"({report.events} event(s) before it verified).",
+                f"({report.events} event(s) before it verified).{also}",
                 returncode=1,
             )
         if not report.ok:
