@@ -63,6 +63,8 @@ def audit_log(request):
             "export_jsonl": export + urlencode({"format": "jsonl", **query}),
             "export_csv": export + urlencode({"format": "csv", **query}),
             "filtered": bool(query),
+            # Where the chain is anchored outside the database (docs/AUDIT.md).
+            "checkpoint": checkpoints.latest_checkpoint(),
         },
     )
 

@@ -465,3 +465,11 @@ def test_a_rewrite_before_a_break_is_named_first(published, events, api, auditor
     assert f"event #{events[2].pk} was changed" in message and published.name in message
     body = api(auditor).get(url("audit-verify")).json()
     assert body["first_bad_event"] == events[2].pk
+
+
+def test_the_audit_page_shows_the_newest_checkpoint(client, auditor, events):
+    client.force_login(auditor)
+    assert "No signed checkpoint" in client.get(reverse("audit-log")).content.decode()
+    checkpoint = checkpoints.publish_checkpoint()
+    html = client.get(reverse("audit-log")).content.decode()
+    assert checkpoint.name in html and f"{checkpoint.size} events" in html
