@@ -12,6 +12,11 @@ urlpatterns = [
         name="api-change-attestation-pdf",
     ),
     path(
+        "changes/<int:pk>/evidence.zip",
+        apis.ChangeEvidenceApi.as_view(),
+        name="api-change-evidence",
+    ),
+    path(
         "changes/<int:pk>/attestations/",
         apis.ChangeAttestationListApi.as_view(),
         name="api-change-attestations",

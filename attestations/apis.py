@@ -7,7 +7,7 @@ verification are for auditors and admins. Downloads are served from the stored b
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from changes.apis import Pagination, errors, parse, visible_change
 from changes.errors import Conflict
 
-from . import selectors, services
+from . import evidence, selectors, services
 from . import serializers as s
 from .models import Attestation
 
@@ -360,3 +360,48 @@ class AttestationVerifyApi(GenericAPIView):
             actor=request.user, pdf_bytes=upload.read(), filename=upload.name or "", source="api"
         )
         return Response(s.VerifyResultSerializer(result).data)
+
+
+class ZipRenderer(BaseRenderer):
+    """Lets clients ask for ``Accept: application/zip``; the view streams the bytes."""
+
+    media_type = "application/zip"
+    format = "zip"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else JSONRenderer().render(data)
+
+
+class ChangeEvidenceApi(_Download):
+    renderer_classes = [JSONRenderer, ZipRenderer]
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="change_evidence_zip",
+        summary="The evidence package of a change (ZIP, for offline audit)",
+        description="Every attestation PDF of the change (current and superseded) with its "
+        "DSSE envelope, the change's audit events as JSON lines with RFC 9162 inclusion "
+        "proofs, the newest signed audit checkpoint (C2SP signed note), the public keys, "
+        "VERIFY.md and `verify_evidence.py`, which checks it all offline. Streamed; "
+        "409 `audit_chain_broken` when the audit log contradicts its newest checkpoint, "
+        "409 `evidence_too_large` over `EVIDENCE_MAX_BYTES`. Readable by whoever may read "
+        "the change.",
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The evidence package."
+            ),
+            **errors(401, 404, 409, media_type="application/json"),
+        },
+    )
+    def get(self, request, pk):
+        change = visible_change(request, pk)
+        plan = evidence.plan_evidence(change)
+        response = StreamingHttpResponse(
+            evidence.stream_evidence(plan), content_type="application/zip"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{plan.filename}"'
+        response["Cache-Control"] = "private, no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from changes import audit
+from changes import audit, checkpoints
 from changes.filters import parse_id
 from changes.models import AuditEvent, ChangeRequest, Review
 
@@ -151,6 +151,11 @@ def _check_audit_head(head) -> Check:
     if not isinstance(event_id, int) or not isinstance(event_hash, str) or not event_hash:
         return check("audit_chain_head", False, "the cited head has no event id and hash")
     if audit.contains(event_id, event_hash):
+        # ... and the chain after it still holds what the newest checkpoint signed: deleting
+        # the events after an attestation's cited head must not leave it valid (issue 15).
+        anchored, why = checkpoints.anchor_holds()
+        if not anchored:
+            return check("audit_chain_head", False, why)
         return check(
             "audit_chain_head", True, f"event #{event_id} is in the chain with the cited hash"
         )

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit, checkpoints, roles
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
 
@@ -26,7 +26,7 @@ from .keys import load_signer, trusted_public_keys
 from .models import Attestation
 from .pdf import ENVELOPE_ATTACHMENT_NAME, render_pdf
 from .records import change_id_of, record_checks
-from .statement import build_statement, canonical_bytes, sha256_hex
+from .statement import build_statement, canonical_bytes, sha256_hex, with_audit_checkpoint
 from .verify import verify_pdf_envelope
 
 logger = logging.getLogger(__name__)
@@ -151,17 +151,20 @@ def _claim(attestation_id: int) -> tuple[bool, object]:
     return bool(claimed), now
 
 
-def build_artifacts(facts: dict, *, content_sha256: str, signer=None) -> dict:
+def build_artifacts(
+    facts: dict, *, content_sha256: str, signer=None, audit_checkpoint: dict | None = None
+) -> dict:
     """Statement, signed envelope and PDF for a set of facts. No database access.
 
     Shared by the render service and the benchmark, so the benchmark measures the real path.
+    ``audit_checkpoint`` is the newest signed audit checkpoint, embedded in the statement.
     """
     signer = signer or load_signer()
     statement = build_statement(
         change_name=facts["change"]["reference"],
         content_sha256=content_sha256,
         run_digests=document.run_digests(facts),
-        predicate=facts,
+        predicate=with_audit_checkpoint(facts, audit_checkpoint),
     )
     payload = canonical_bytes(statement)
     envelope = envelope_bytes(sign_envelope(payload, signer))
@@ -187,6 +190,17 @@ def build_artifacts(facts: dict, *, content_sha256: str, signer=None) -> dict:
     }
 
 
+def _audit_checkpoint() -> dict | None:
+    """The newest signed audit checkpoint, or None. A store that cannot be read must not stop
+    an attestation: the statement then says none was available (and verify_audit fails)."""
+    try:
+        checkpoint = checkpoints.latest_checkpoint()
+    except Exception:  # noqa: BLE001 - logged; the attestation is still issued
+        logger.exception("Could not read the newest audit checkpoint")
+        return None
+    return checkpoint.as_dict() if checkpoint else None
+
+
 def attestation_render(*, attestation_id: int) -> Attestation | None:
     """pending -> rendering -> ready (or failed). Idempotent; runs on a worker.
 
@@ -201,7 +215,9 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
     try:
         if row.facts is None:
             raise ValueError("the row has no facts to attest")
-        artifacts = build_artifacts(row.facts, content_sha256=row.content_sha256)
+        artifacts = build_artifacts(
+            row.facts, content_sha256=row.content_sha256, audit_checkpoint=_audit_checkpoint()
+        )
     except Exception as exc:  # noqa: BLE001 - recorded on the row; SoftTimeLimitExceeded too
         logger.exception("Rendering attestation %s failed", attestation_id)
         _fail(row, claimed_at, f"{type(exc).__name__}: {exc}")

@@ -26,6 +26,7 @@ __all__ = [
     "sha256_hex",
     "statement_problems",
     "subject_digests",
+    "with_audit_checkpoint",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -134,3 +135,17 @@ def subject_digests(statement: dict) -> dict[str, str]:
     content hash, the ``evaluation-run/<id>`` ones against each run's result digest.
     """
     return {subject["name"]: subject["digest"]["sha256"] for subject in statement["subject"]}
+
+
+AUDIT_CHECKPOINT_FIELD = "audit_checkpoint"
+
+
+def with_audit_checkpoint(predicate: dict, checkpoint: Mapping | None) -> dict:
+    """The predicate plus the newest signed checkpoint of the audit chain, verbatim.
+
+    ``checkpoint`` is ``changes.checkpoints.Checkpoint.as_dict()`` (the C2SP note and its
+    parsed fields) or None when none was published yet. Signed into the statement, it lets an
+    auditor holding only the PDF check the checkpoint's own signature and, with an evidence
+    package, the inclusion of events under its root (docs/AUDIT.md).
+    """
+    return {**predicate, AUDIT_CHECKPOINT_FIELD: dict(checkpoint) if checkpoint else None}

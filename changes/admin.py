@@ -15,7 +15,16 @@ from django.contrib.admin.options import IncorrectLookupParameters
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
-from .models import AISystem, AuditEvent, ChangeRequest, Deployment, ProtocolVersion, Review, Team
+from .models import (
+    AISystem,
+    AuditCheckpoint,
+    AuditEvent,
+    ChangeRequest,
+    Deployment,
+    ProtocolVersion,
+    Review,
+    Team,
+)
 
 
 class NulSafeFilters:
@@ -278,6 +287,18 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     def get_actions(self, request):
         return {}  # not even the bulk "delete selected"
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdmin):
+    """The database copies of the signed audit checkpoints (the files are the anchor)."""
+
+    list_display = ("file_name", "tree_size", "head_event_id", "published_at", "reason")
+    list_filter = ("reason",)
+    ordering = ("-tree_size", "-published_at")
+
+    def get_actions(self, request):
+        return {}
 
 
 # Last: every admin registered by now, from apps listed before this one, gets the guard.

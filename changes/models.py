@@ -276,3 +276,28 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.verb} {self.object_type}:{self.object_id}"
+
+
+class AuditCheckpoint(models.Model):
+    """The database copy of one signed checkpoint of the audit chain.
+
+    The anchor is the file in ``AUDIT_CHECKPOINT_DIR`` (written once, never overwritten);
+    this copy lets ``verify_audit`` notice a directory that lost checkpoints, and lets the
+    app list them without reading the directory. Written only by
+    ``changes.checkpoints.publish_checkpoint``; see docs/AUDIT.md.
+    """
+
+    tree_size = models.PositiveBigIntegerField()
+    root_hash = models.CharField(max_length=64)  # hex of the RFC 9162 Merkle root
+    head_event_id = models.BigIntegerField(null=True, blank=True)
+    head_hash = models.CharField(max_length=64, blank=True)
+    published_at = models.DateTimeField()
+    reason = models.CharField(max_length=32, blank=True)
+    file_name = models.CharField(max_length=200, unique=True)
+    note = models.TextField()
+
+    class Meta:
+        ordering = ["-tree_size", "-published_at"]
+
+    def __str__(self):
+        return f"checkpoint {self.tree_size} @ {self.published_at:%Y-%m-%d %H:%M:%S}"

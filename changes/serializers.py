@@ -547,6 +547,10 @@ class AuditVerifySerializer(serializers.Serializer):
     reason = serializers.CharField(allow_null=True)
     head_id = serializers.IntegerField(allow_null=True)
     head_hash = serializers.CharField(allow_null=True)
+    checkpoint = serializers.CharField(
+        allow_null=True,
+        help_text="The newest signed checkpoint the chain was checked against (its file name).",
+    )
 
 
 class ChangeWaitQuerySerializer(serializers.Serializer):

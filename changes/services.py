@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, content, hooks, permissions, roles, states
+from . import audit, checkpoints, content, hooks, permissions, roles, states
 from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import (
     CRITICALITY_CHOICES,
@@ -577,6 +577,8 @@ def change_request_deploy(
         fields=("deployed_at", "retrospective_pending"),
     )
     hooks.attestation().issue(change, reason="deployed")
+    # Anchor the chain right after every deployment, not only on beat's schedule.
+    transaction.on_commit(lambda: checkpoints.enqueue_publish("deploy"))
     return deployment
 
 

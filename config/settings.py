@@ -213,6 +213,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Attestation renders whose wake-up was lost (broker down) or whose worker died.
     "requeue-stalled-attestations": {"task": "attestations.requeue_stalled", "schedule": 60.0},
+    # Anchor the audit chain outside its table (docs/AUDIT.md).
+    "publish-audit-checkpoint": {
+        "task": "changes.publish_audit_checkpoint",
+        "schedule": 60.0 * env.float("AUDIT_CHECKPOINT_MINUTES", default=10.0),
+    },
 }
 
 # Evaluation engine.
@@ -233,6 +238,17 @@ ATTESTATION_PUBLIC_KEYS_DIR = env.str(
     "ATTESTATION_PUBLIC_KEYS_DIR", default=str(VAR_DIR / "keys" / "trusted")
 )
 ATTESTATION_RENDER_TIME_LIMIT = env.int("ATTESTATION_RENDER_TIME_LIMIT", default=120)
+
+# Signed checkpoints of the audit chain (docs/AUDIT.md): an append-only directory outside the
+# database, signed with the attestation key unless a key of their own is configured.
+AUDIT_CHECKPOINT_DIR = env.str("AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "checkpoints"))
+AUDIT_CHECKPOINT_ORIGIN = env.str(
+    "AUDIT_CHECKPOINT_ORIGIN", default="localhost/protocol-change/audit"
+)
+AUDIT_CHECKPOINT_SIGNING_KEY = env.str("AUDIT_CHECKPOINT_SIGNING_KEY", default="")
+AUDIT_CHECKPOINT_SIGNING_KEY_FILE = env.str("AUDIT_CHECKPOINT_SIGNING_KEY_FILE", default="")
+# The evidence package streams; this bounds what one package may hold.
+EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=200 * 1024 * 1024)
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

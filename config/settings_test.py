@@ -27,3 +27,8 @@ else:
     # and hold the test database open at teardown.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 AXES_ENABLED = True
+# Checkpoints of a test database never mix with the dev store (tests/conftest.py also gives
+# each test a fresh directory, since the database rolls back between tests).
+AUDIT_CHECKPOINT_DIR = os.environ.get(
+    "AUDIT_CHECKPOINT_DIR", str(VAR_DIR / "test-checkpoints" / str(_suffix))
+)

@@ -9,6 +9,8 @@ cd /app
 if [ "${DJANGO_MIGRATE_ON_START:-false}" = "true" ]; then
     echo "entrypoint: applying migrations"
     python manage.py migrate --noinput
+    # Anchor the audit chain at every release (docs/AUDIT.md); a refusal names the problem.
+    python manage.py publish_checkpoint --reason release || echo "entrypoint: checkpoint refused"
 fi
 
 if [ "${DJANGO_SEED_DEMO:-false}" = "true" ]; then

@@ -178,6 +178,14 @@ def main() -> int:
     if not args.skip_setup:
         manage("migrate", "--noinput", env=env)
         seed_output = manage("seed_demo", env=env, capture=True)
+        # Anchor the audit chain now rather than at beat's first tick (docs/AUDIT.md). A
+        # refusal (say, var/checkpoints kept from a deleted database) is shown, not fatal.
+        subprocess.run(
+            [PY, "manage.py", "publish_checkpoint", "--reason", "release"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+        )
         collectstatic(env)
 
     stopping = threading.Event()

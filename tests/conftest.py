@@ -23,13 +23,13 @@ AUDIT_TRIGGERS_SQLITE = (
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _sqlite_flush_keeps_audit_guard(django_db_setup, django_db_blocker):
-    """Transactional tests flush tables between tests. On PostgreSQL that is TRUNCATE, which
-    row triggers do not see; on SQLite it is DELETE, which our append-only trigger refuses.
-    Only in tests, the SQLite flush drops the guard, empties the table and restores it."""
-    if connection.vendor != "sqlite":
-        yield
-        return
+def _flush_keeps_audit_guard(django_db_setup, django_db_blocker):
+    """Transactional tests flush every table between tests, which the audit guard refuses:
+    on SQLite the flush is DELETE (refused by the row trigger), on PostgreSQL it is TRUNCATE
+    (refused by the statement-level TRUNCATE trigger of migration 0004). Only in tests, and
+    only around that one flush statement, the guard is lifted and put back: on SQLite the
+    DELETE triggers are dropped and recreated, on PostgreSQL the TRUNCATE trigger is disabled
+    and re-enabled in the same transaction. Production code has no such path."""
     ops = connection.ops.__class__
     original = ops.sql_flush
 
@@ -37,8 +37,15 @@ def _sqlite_flush_keeps_audit_guard(django_db_setup, django_db_blocker):
         sql = original(
             self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
         )
-        if "changes_auditevent" not in tables:
+        if "changes_auditevent" not in tables or not sql:
             return sql
+        if connection.vendor == "postgresql":
+            table = "changes_auditevent"
+            return [
+                f"ALTER TABLE {table} DISABLE TRIGGER audit_event_no_truncate;",
+                *sql,
+                f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER audit_event_no_truncate;",
+            ]
         drop = [
             "DROP TRIGGER IF EXISTS audit_event_no_update;",
             "DROP TRIGGER IF EXISTS audit_event_no_delete;",
@@ -57,6 +64,13 @@ def _attestation_signing_key():
     from attestations.keys import ensure_dev_key
 
     ensure_dev_key()
+
+
+@pytest.fixture(autouse=True)
+def _private_checkpoint_store(tmp_path_factory, settings):
+    """Each test gets an empty audit checkpoint directory: checkpoints live outside the
+    database, so they would otherwise outlive the rolled-back events they describe."""
+    settings.AUDIT_CHECKPOINT_DIR = str(tmp_path_factory.mktemp("checkpoints"))
 
 
 PASSWORD_FOR_TESTS = PASSWORD

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import audit, hooks, permissions, selectors
+from .. import checkpoints, hooks, permissions, selectors
 from ..forms import AuditFilterForm, ChangeFilterForm
 from ._common import deny, paginate
 
@@ -63,6 +63,8 @@ def audit_log(request):
             "export_jsonl": export + urlencode({"format": "jsonl", **query}),
             "export_csv": export + urlencode({"format": "csv", **query}),
             "filtered": bool(query),
+            # Where the chain is anchored outside the database (docs/AUDIT.md).
+            "checkpoint": checkpoints.latest_checkpoint(),
         },
     )
 
@@ -71,15 +73,26 @@ def audit_log(request):
 @require_POST
 def audit_verify(request):
     _require_auditor(request)
-    checked, problem = audit.verify_chain()
-    if problem is None:
-        messages.success(request, f"The audit chain is intact: {checked:,} events verified.")
-    else:
+    report = checkpoints.verify_anchored()
+    problem = report.chain_problem
+    if report.ok:
+        cp = report.checkpoint
+        anchor = (
+            f" It agrees with the newest signed {cp.describe()}."
+            if cp
+            else " No checkpoint has been published yet, so it is anchored nowhere."
+        )
+        messages.success(
+            request, f"The audit chain is intact: {report.events:,} events verified.{anchor}"
+        )
+    elif problem is not None:
         messages.error(
             request,
             f"The audit chain is broken at event #{problem.event_id}: {problem.reason} "
-            f"({checked:,} events before it verified).",
+            f"({report.events:,} events before it verified).",
         )
+    else:
+        messages.error(request, f"The audit chain is broken: {report.reason}.")
     return redirect("audit-log")
 
 

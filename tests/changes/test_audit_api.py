@@ -223,4 +223,5 @@ def test_verify_endpoint_on_a_clean_chain(api, auditor, history):
         "reason": None,
         "head_id": head.pk,
         "head_hash": head.hash,
+        "checkpoint": None,  # none published yet: see test_audit_checkpoints.py
     }
