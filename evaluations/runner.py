@@ -225,7 +225,15 @@ async def run_batch(
     """
     prepare = getattr(target, "prepare", None)  # duck-typed targets may not have the hook
     if prepare is not None:
-        prepare(suite)
+        try:
+            prepare(suite)
+        except Exception as exc:
+            # A suite the target cannot prepare for (a reference agent meeting a pattern that
+            # cannot run): every sample fails now, with the reason, so the run finishes as
+            # errored instead of its batch being retried until the lease machinery gives up.
+            message = f"target could not prepare the suite: {type(exc).__name__}: {exc}"
+            return [_error(key, sample_seed(run_seed, key), message, time.perf_counter(), 0)
+                    for key in keys]  # fmt: skip
     af_settings = suite.get("af_reasoning") or {}
     ctx = {
         "run_seed": run_seed,

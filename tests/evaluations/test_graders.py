@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import re
 import time
 
 import pytest
 
 from evaluations.graders import (
     DEFAULT_AF_PATTERNS,
-    REGEX_TIMEOUT_S,
+    MAX_PATTERN_CHARS,
     GraderError,
-    RegexTimeout,
+    RegexError,
     detect_af_reasoning,
     grade,
     grade_async,
@@ -20,6 +22,7 @@ from evaluations.graders import (
     normalise_side,
     parse_json_path,
     parse_judge_vote,
+    pattern_error,
 )
 from evaluations.targets.base import TargetReply
 
@@ -314,7 +317,7 @@ def test_evidence_is_json_serialisable():
     json.dumps(evidence, allow_nan=False)
 
 
-# ------------------------------------------------------------------------ regex budget
+# ------------------------------------------------------------------------ regex engine
 
 # Patterns that backtrack badly on a long run of "a" that ends in a mismatch.
 CATASTROPHIC = [r"(a+)+$", r"(a|aa)+$", r"(a|a)*$", r"^(\w|\w)+\d$"]
@@ -323,40 +326,92 @@ LONG_OUTPUT = "a" * 49_999 + "!"
 
 @pytest.mark.parametrize("pattern", CATASTROPHIC)
 @pytest.mark.parametrize("kind", ["regex", "not_regex"])
-def test_catastrophic_regex_is_a_timeout_error_not_a_hang(kind, pattern):
+def test_a_backtracking_pattern_is_answered_in_linear_time(kind, pattern):
+    # RE2 has no backtracking: the textbook catastrophic patterns get the answer Python's re
+    # gives on a short tail of the same text, fast, instead of a timeout.
     graders = {"new": {kind: pattern}, "legacy": {"contains": "LEGACY"}}
+    expected = bool(re.search(pattern, LONG_OUTPUT[-8:])) == (kind == "regex")
     started = time.perf_counter()
 
-    with pytest.raises(RegexTimeout) as caught:
-        grade(graders, LONG_OUTPUT)
+    got, _ = grade(graders, LONG_OUTPUT)
 
-    assert time.perf_counter() - started < 2
-    assert str(caught.value).startswith(
-        f"{kind} grader timed out after {REGEX_TIMEOUT_S:g} s on a 50,000-character output"
-    )
+    assert time.perf_counter() - started < 1
+    assert got == ("new" if expected else "other")
+
+
+# The red team's pattern (a backreference repeated ten million times: 11 s and 2.8 GB under
+# the old engine), repetition counts past RE2's cap, nesting that multiplies, and sheer size.
+HOSTILE = [
+    (r"(?P<x>a)(?P=x){9999999}", "invalid perl operator: (?P"),
+    (r"(a)\1{9999999}", "refused by RE2"),
+    (r"a{9999999}", "invalid repetition size"),
+    (r"(?:(?:a{1000}){1000}){1000}", "invalid repetition size"),
+    (r"(?:a{999}b){999}", "invalid repetition size"),
+    (r"(?=a)b", "no backreferences or lookaround"),
+    (r".{1000}", "RE2 instructions; the limit is 5,000"),
+    ("x" * (MAX_PATTERN_CHARS + 1), "characters long; the limit is 2,000"),
+    ("(" * 50_000 + ")" * 50_000, "characters long"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "reason"), HOSTILE)
+def test_a_hostile_pattern_is_refused_fast_with_its_reason(pattern, reason):
+    started = time.perf_counter()
+
+    problem = pattern_error(pattern)
+
+    assert time.perf_counter() - started < 1
+    assert problem is not None and reason in problem, problem
+
+
+def test_a_refused_pattern_in_a_stored_suite_fails_the_sample_not_the_worker():
+    # A suite stored before the limits existed: grading raises a GraderError with the reason.
+    graders = {"new": {"regex": r"(?P<x>a)(?P=x){9999999}"}, "legacy": {"contains": "X"}}
+    started = time.perf_counter()
+
+    with pytest.raises(RegexError, match="refused by RE2") as caught:
+        grade(graders, "aaa")
+
+    assert time.perf_counter() - started < 1
     assert isinstance(caught.value, GraderError)
 
 
-def test_textbook_nested_quantifier_on_a_short_reply_answers_quickly():
-    # re needs minutes here; the regex engine short-cuts it, so no timeout is even needed.
-    started = time.perf_counter()
-
-    label, _ = grade({"new": {"regex": r"(a+)+$"}, "legacy": {"contains": "X"}}, "a" * 40 + "b")
-
-    assert label == "other"
-    assert time.perf_counter() - started < 2
+def test_af_patterns_run_on_re2_with_the_same_limits():
+    assert detect_af_reasoning(LONG_OUTPUT, patterns=[r"(a|aa)+$"]) == (False, [])
+    with pytest.raises(RegexError, match="refused by RE2"):
+        detect_af_reasoning("text", patterns=[r"(a)\1"])
 
 
-def test_json_path_regex_is_bounded_too():
-    graders = {"new": {"json_path": "$.a", "regex": r"(a|a)*$"}, "legacy": {"contains": "X"}}
+def test_the_worst_accepted_pattern_on_a_megabyte_reply_stays_bounded():
+    # Given patterns at the limits that are slowest per character on RE2, and a 1 MB reply
+    # (the response cap) that matches them many times
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(1_000_000))
+    for pattern in (r"(?:.{1,20}\s*){1,10}zzz", r"(.{0,250})(.{0,250})zq", r"(\w{1,30}\s*){1,15}"):
+        assert pattern_error(pattern) is None
+        started = time.perf_counter()
 
-    with pytest.raises(RegexTimeout, match="json_path regex timed out .* JSON value"):
-        grade(graders, json.dumps({"a": LONG_OUTPUT}))
+        # When graded (the first match decides; spans beyond the budget are dropped)
+        label, evidence = grade({"new": {"regex": pattern}, "legacy": {"contains": "#"}}, text)
+
+        # Then it answers within a couple of seconds, with evidence
+        assert time.perf_counter() - started < 3, pattern
+        assert label == "new" and evidence["new"]["checks"][0]["spans"]
 
 
-def test_af_patterns_are_bounded_too():
-    with pytest.raises(RegexTimeout, match="af_reasoning pattern timed out .* reasoning trace"):
-        detect_af_reasoning(LONG_OUTPUT, patterns=[r"(a|aa)+$"])
+def test_contains_is_literal_text_of_any_length():
+    needle = "a.b(c)*" * 500  # 3,500 characters: longer than a pattern may be
+
+    assert (
+        grade({"new": {"contains": needle}, "legacy": {"contains": "#"}}, "x" + needle)[0] == "new"
+    )
+    assert grade({"new": {"contains": "a.b"}, "legacy": {"contains": "#"}}, "axb")[0] == "other"
+
+
+def test_spans_are_character_offsets_on_non_ascii_text():
+    label, evidence = grade({"new": {"regex": "b+"}, "legacy": {"contains": "#"}}, "ééé bb")
+
+    assert evidence["new"]["checks"][0]["spans"] == [[4, 6]]
 
 
 def test_a_linear_pattern_on_a_long_output_is_unaffected():
@@ -374,7 +429,7 @@ def test_a_linear_pattern_on_a_long_output_is_unaffected():
         ({"regex": "escalate", "ignore_case": True}, "ESCALATE now", True),
         ({"regex": "escalate"}, "ESCALATE now", False),
         ({"regex": "(?i)escalate"}, "ESCALATE now", True),
-        ({"regex": r"^\d+$"}, "١٢٣", True),  # str patterns are Unicode-aware, as in re
+        ({"regex": r"^\d+$"}, "١٢٣", False),  # RE2: \d, \w, \s and \b are ASCII (unlike re)
         ({"regex": r"\bT-\d{4}\b"}, "ticket T-1042.", True),
         ({"regex": "a|ab"}, "ab", True),
         ({"not_regex": "(?m)^DENY$"}, "ok\nDENY\nok", False),
