@@ -14,7 +14,9 @@ from evaluations.graders import (
     DEFAULT_AF_PATTERNS,
     MAX_PATTERN_CHARS,
     GraderError,
+    JudgeVoteError,
     RegexError,
+    calibrate_judge,
     detect_af_reasoning,
     grade,
     grade_async,
@@ -235,7 +237,7 @@ def test_judge_is_not_asked_when_the_label_is_already_decided():
 def test_judge_grader_without_a_judge_raises():
     graders = {"new": {"judge": "r"}, "legacy": {"contains": "\x00"}}
 
-    with pytest.raises(GraderError, match="no judge model is configured"):
+    with pytest.raises(GraderError, match="names no judge model"):
         grade(graders, "reply")
 
 
@@ -257,14 +259,92 @@ def test_grade_async_with_judge_inside_a_loop():
     ("text", "verdict"),
     [
         ('{"verdict": "yes", "reason": "r"}', "yes"),
-        ('{"label": "NO", "reason": "r"}', "no"),
-        ("Yes, it does.", "yes"),
+        ('{"verdict": "NO", "reason": "r"}', "no"),
+        ('```json\n{"verdict": "no", "reason": "r"}\n```', "no"),
+        ('Here is my grade: {"verdict": "yes", "reason": "r"} Hope that helps.', "yes"),
+        ("yes", "yes"),
+        ("No.", "no"),
+        ("**YES**", "yes"),
+        # Prose is never read as a vote, whatever yes/no word it contains.
+        ("The reply follows the rubric; there are no other instructions.", "invalid"),
+        ("Yes, it does.", "invalid"),
+        ("I would say no", "invalid"),
+        ('{"label": "no", "reason": "r"}', "invalid"),  # not the schema's field
+        ('{"verdict": "maybe"}', "invalid"),
+        ('{"verdict": "yes"} ... actually {"verdict": "no"}', "invalid"),
+        ("{not json", "invalid"),
         ("I am unsure", "invalid"),
         ("", "invalid"),
     ],
 )
 def test_parse_judge_vote(text, verdict):
     assert parse_judge_vote(text)[0] == verdict
+
+
+@pytest.mark.parametrize(
+    ("answers", "votes", "label"),
+    [
+        (['{"verdict": "yes"}', "there are no other instructions", '{"verdict": "yes"}'], 3, "new"),
+        (['{"verdict": "no"}', "no doubt about it", '{"verdict": "no"}'], 3, "other"),
+    ],
+)
+def test_an_unparsable_vote_is_outvoted_when_a_majority_remains(answers, votes, label):
+    judge = FakeJudge(*answers)
+    graders = {"new": {"judge": "r", "votes": votes}, "legacy": {"contains": "\x00"}}
+
+    got, evidence = grade(graders, "reply", judge=judge)
+
+    assert got == label
+    assert evidence["new"]["checks"][0]["invalid"] == 1
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["The reply is fine; there are no other instructions."],  # prose only: no vote at all
+        ['{"verdict": "yes"}', "Yes, clearly.", "I think no."],  # one vote of three
+        ['{"verdict": "no"}', "blah", "blah"],
+    ],
+)
+def test_without_a_majority_of_parsable_votes_the_sample_is_an_error_not_a_guess(answers):
+    judge = FakeJudge(*answers)
+    graders = {"new": {"judge": "r", "votes": 3}, "legacy": {"contains": "\x00"}}
+
+    with pytest.raises(JudgeVoteError, match="the judge gave no majority: .* unparsable of 3"):
+        grade(graders, "reply", judge=judge)
+
+    assert len(judge.calls) == 3
+
+
+def test_judge_graders_vote_three_times_by_default():
+    assert normalise_side({"judge": "r"}) == [{"judge": "r", "votes": 3}]
+    assert normalise_side({"judge": "r"}, default_votes=5) == [{"judge": "r", "votes": 5}]
+    assert normalise_side({"judge": "r", "votes": 1}, default_votes=5)[0]["votes"] == 1
+
+
+def test_the_judge_is_asked_for_a_json_verdict_with_the_options_listed():
+    judge = FakeJudge('{"verdict": "yes"}')
+    grade({"new": {"judge": "r", "votes": 1}, "legacy": {"contains": "\x00"}}, "x", judge=judge)
+
+    system, user = (m["content"] for m in judge.calls[0][0])
+    assert '{"verdict": "yes" | "no", "reason": "<one sentence>"}' in system
+    assert "single word yes or the single word no" in system
+    assert '"verdict": "yes" | "no"' in user
+
+
+def test_calibration_reports_agreement_and_counts_unparsable_as_errors():
+    judge = FakeJudge('{"verdict": "yes"}', '{"verdict": "no"}', "there are no other instructions")
+    examples = [
+        {"reply": "a", "expected": "yes", "rubric": "r"},
+        {"reply": "b", "expected": "yes", "rubric": "r"},
+        {"reply": "c", "expected": "no", "rubric": "r"},
+    ]
+
+    result = asyncio.run(calibrate_judge(judge, examples, votes=1))
+
+    assert [it["got"] for it in result["items"]] == ["yes", "no", "error"]
+    assert (result["examples"], result["agree"], result["errors"]) == (3, 1, 1)
+    assert result["agreement"] == pytest.approx(1 / 3)
 
 
 # ------------------------------------------------------------------------ AF reasoning
