@@ -214,10 +214,17 @@ def judge_for_suite(document: dict, *, suite_name: str) -> tuple[dict, SecretRes
 
 def judge_model_validate(config: dict) -> dict:
     """A judge model's config for storing (admin): an OpenAI-compatible target config under
-    the same rules as a system's target."""
+    the same rules as a system's target, and its literal address checked against
+    ``EVAL_ALLOWED_HOSTS`` now (host names are checked, and pinned, when it is called)."""
     if not isinstance(config, dict) or config.get("kind", "openai") != "openai":
         raise ValidationFailed('config: a judge model is {"kind": "openai", "base_url", "model"}')
-    return target_validate({"kind": "openai", **config}, field="config")
+    normalised = target_validate({"kind": "openai", **config}, field="config")
+    allowed = list(getattr(settings, "EVAL_ALLOWED_HOSTS", []))
+    try:
+        validate_target_config(normalised, allowed_hosts=allowed)
+    except TargetConfigError as exc:
+        raise ValidationFailed(f"config: {exc}", fields={"config": list(exc.errors)}) from None
+    return normalised
 
 
 # --- the registry itself ---------------------------------------------------------------------
@@ -248,3 +255,66 @@ def secret_registration_errors(
 _SERVER_KEYS = frozenset(
     {"SECRET_KEY", "ATTESTATION_SIGNING_KEY", "DATABASE_URL", "CELERY_BROKER_URL"}
 )
+
+
+# --- writes (the admin forms call these) -------------------------------------------------------
+
+
+def secret_save(*, actor, secret: RegisteredSecret, created: bool) -> RegisteredSecret:
+    """Store a secret registration (admin only). Writes ``secret.registered`` or
+    ``secret.changed`` with the name, source kind and grants: never a value (none is held)."""
+    from django.db import transaction
+
+    from changes import audit, roles
+
+    if not roles.is_admin(actor):
+        raise ValidationFailed("Only admins register secrets.")
+    errors = secret_registration_errors(
+        name=secret.name,
+        source=secret.source,
+        source_key=secret.source_key,
+        allowed_systems=secret.allowed_systems,
+        allowed_suites=secret.allowed_suites,
+    )
+    if errors:
+        raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors)
+    with transaction.atomic():
+        secret.save()
+        audit.append(
+            actor=actor,
+            verb="secret.registered" if created else "secret.changed",
+            obj=secret,
+            data={
+                "name": secret.name,
+                "source": secret.source,
+                "allowed_systems": list(secret.allowed_systems),
+                "allowed_suites": list(secret.allowed_suites),
+            },
+        )
+    return secret
+
+
+def judge_model_save(*, actor, judge: JudgeModel, created: bool) -> JudgeModel:
+    """Store a judge model (admin only) after :func:`judge_model_validate`. Writes
+    ``judge.registered`` or ``judge.changed`` with its name, model and host."""
+    from django.db import transaction
+
+    from changes import audit, roles
+
+    if not roles.is_admin(actor):
+        raise ValidationFailed("Only admins register judge models.")
+    judge.config = judge_model_validate(judge.config)
+    with transaction.atomic():
+        judge.save()
+        audit.append(
+            actor=actor,
+            verb="judge.registered" if created else "judge.changed",
+            obj=judge,
+            data={
+                "name": judge.name,
+                "model": judge.config.get("model"),
+                "base_url": judge.config.get("base_url"),
+                "enabled": judge.enabled,
+            },
+        )
+    return judge
