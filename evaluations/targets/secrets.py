@@ -114,14 +114,6 @@ class SecretResolver:
         return sorted([name, *pair] for name, pair in self._sources.items())
 
 
-class EnvResolver(SecretResolver):
-    """For the ``run_suite`` command only: the operator names variables of their own shell on
-    the command line, so each name resolves to the variable of the same name."""
-
-    def __init__(self, names: Iterable[str]):
-        super().__init__({n: ("env", n) for n in names}, secrets_file=None)
-
-
 NO_SECRETS = SecretResolver({}, secrets_file=None)
 
 

@@ -57,26 +57,28 @@ def load_target(value: str, what: str = "--target") -> dict:
 def _shell_secrets(config: dict):
     """A command-line config's ``api_key_env`` / ``headers_env`` (variables of the operator's
     own shell) as secret references with a resolver for exactly those variables."""
-    from evaluations.targets.secrets import EnvResolver
+    from evaluations.targets.secrets import SecretResolver
 
     config = dict(config)
-    names = []
+    sources: dict[str, tuple[str, str]] = {}
+
+    def ref(variable: str) -> str:
+        name = "shell-" + variable.lower().replace("_", "-")
+        sources[name] = ("env", variable)
+        return name
+
     if config.get("api_key_env"):
-        config["api_key_secret"] = config.pop("api_key_env")
-        names.append(config["api_key_secret"])
+        config["api_key_secret"] = ref(config.pop("api_key_env"))
     if config.get("headers_env"):
-        config["headers_secret"] = config.pop("headers_env")
-        names.extend(config["headers_secret"].values())
+        config["headers_secret"] = {h: ref(v) for h, v in config.pop("headers_env").items()}
     config.pop("api_key_env", None)
     config.pop("headers_env", None)
-    # Registered-secret names do not apply on the command line: EnvResolver knows only these.
-    return config, EnvResolver(names)
+    # Registered-secret names do not apply on the command line: the resolver knows only these.
+    return config, SecretResolver(sources, secrets_file=None)
 
 
 def _registered_judge(suite: dict, build: dict):
     """(judge target, "") from the database's registry, or (None, why not)."""
-    from django.db import DatabaseError
-
     from evaluations import registry
     from evaluations.targets import TargetConfigError, build_target
 
@@ -84,7 +86,7 @@ def _registered_judge(suite: dict, build: dict):
         found = registry.judge_for_suite(suite, suite_name=suite["name"])
     except registry.JudgeUnavailable as exc:
         return None, str(exc)
-    except DatabaseError as exc:
+    except Exception as exc:  # no database here (CI), not migrated, or not allowed
         return None, f"the judge registry (database) cannot be read here ({type(exc).__name__})"
     if found is None:
         return None, "the suite names no judge"
