@@ -38,6 +38,7 @@ from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import gates, registry, runner, selectors
+from . import graders as grader_mod
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from .suite_schema import SuiteError, parse_suite, suite_sha256
 from .targets import TargetConfigError, build_target
@@ -398,6 +399,26 @@ class _BatchExecutor:
             target = self._targets[key] = _build_target(config, secrets)
         return target
 
+    def calibrate(self, run: EvaluationRun) -> dict | None:
+        """The judge's agreement with the suite's labelled examples, or None when the suite
+        has none. A judge that cannot be used gives every example as an error."""
+        document = run.suite.document
+        judge_doc = document.get("judge") if isinstance(document.get("judge"), dict) else {}
+        examples = judge_doc.get("calibration") or []
+        if not examples:
+            return None
+        self._ensure_loop()
+        judge = self._judge(document, run.suite.name)
+        loop = self._ensure_loop()
+        return loop.run_until_complete(
+            grader_mod.calibrate_judge(
+                judge or _UnavailableJudge("the suite names no judge"),
+                examples,
+                votes=judge_doc.get("votes", 1),
+                seed=run.seed,
+            )
+        )
+
     def _judge(self, document: dict, suite_name: str):
         try:
             found = registry.judge_for_suite(document, suite_name=suite_name)
@@ -575,10 +596,23 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
         except TargetConfigError as exc:
             run_abort(run_id=run.pk, reason=f"The target cannot be used here: {exc}")
             return "aborted", run.pk
+    if batch.index == 0:
+        _record_calibration(run)
     batch_record(batch=batch, outcomes=outcomes)
     if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
         return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
     return "done", run.pk
+
+
+def _record_calibration(run: EvaluationRun) -> None:
+    """Judge the suite's labelled examples once per run (with its first batch) and keep the
+    agreement in ``run.stats["judge_calibration"]``, which finalising preserves. No event:
+    the run's completion event carries its stats digest."""
+    calibration = _EXECUTOR.calibrate(run)
+    if calibration is not None:
+        EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+            stats={"judge_calibration": _clean_json(calibration)}
+        )
 
 
 def _keys_without_samples(run: EvaluationRun, keys: list[tuple]) -> list[tuple]:
@@ -695,6 +729,8 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
     counts = _refresh_counters(run.pk)
     decision = gates.evaluate(run.suite.document, samples, run.policy)
     stats = decision.stats
+    if isinstance(run.stats, dict) and run.stats.get("judge_calibration"):
+        stats = {**stats, "judge_calibration": run.stats["judge_calibration"]}
     total = run.total_samples or len(samples)
     errors = counts["errors"] + max(0, total - counts["done"])
     threshold = _error_threshold(run.policy)
