@@ -26,9 +26,10 @@ from .models import (
 
 SHA256_RE = r"^[0-9a-f]{64}$"
 MAX_ID = 2**63 - 1  # the largest primary key PostgreSQL's bigint and SQLite's INTEGER hold
-# Target keys that would hold a secret in plain text. The contract stores only the *names*
-# of environment variables (``api_key_env``, ``headers_env``); anything else is refused on
-# input and masked on output, in case a row was written some other way.
+# Target keys that would hold a secret in plain text. Targets name secrets registered by an
+# admin (``api_key_secret``, ``headers_secret``; older rows may still name environment
+# variables); anything else is refused on input and masked on output, in case a row was
+# written some other way.
 SECRET_KEY_RE = re.compile(
     r"(^|_)(api_?key|access_key|private_key|secret|password|passwd|token|authorization"
     r"|credentials?|headers)$",

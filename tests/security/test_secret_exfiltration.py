@@ -319,3 +319,58 @@ def _normalised(doc: dict) -> dict:
     from evaluations.suite_schema import normalise_suite
 
     return normalise_suite(doc)
+
+
+# --- the secrets file ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [json.dumps({"judge": JUDGE_KEY, "other": "x"}), f"# comment\nother=x\njudge = {JUDGE_KEY}\n"],
+)
+def test_a_secret_from_the_secrets_file_reaches_only_its_judge(
+    api, engineer, listener, settings, tmp_path, content
+):
+    # Given a judge whose key is a key of the secrets file, not an environment variable
+    path = tmp_path / "secrets"
+    path.write_text(content)
+    settings.EVAL_SECRETS_FILE = str(path)
+    RegisteredSecret.objects.create(
+        name="file-key", source="file", source_key="judge", allowed_suites=["judged"]
+    )
+    JudgeModel.objects.create(
+        name="listener",
+        config={"kind": "openai", "base_url": listener.url, "model": "judge",
+                "api_key_secret": "file-key", "max_retries": 0},
+    )  # fmt: skip
+    response = api(engineer).post("/api/v1/suites/", {"document": judged_document()}, format="json")
+    suite = Suite.objects.get(pk=response.json()["id"])
+
+    # When the suite runs
+    run = run_change_with(engineer, suite)
+
+    # Then the file's value was sent, and nothing else from the environment
+    assert run.status == EvaluationRun.COMPLETED
+    assert {r["headers"]["Authorization"] for r in listener.requests} == {f"Bearer {JUDGE_KEY}"}
+    assert_nothing_unregistered_received(listener, allowed={JUDGE_KEY})
+
+
+def test_an_unreadable_secrets_file_fails_judged_samples_with_the_reason(
+    api, engineer, listener, settings, tmp_path
+):
+    settings.EVAL_SECRETS_FILE = str(tmp_path / "missing")
+    RegisteredSecret.objects.create(
+        name="file-key", source="file", source_key="judge", allowed_suites=["judged"]
+    )
+    JudgeModel.objects.create(
+        name="listener",
+        config={"kind": "openai", "base_url": listener.url, "model": "judge",
+                "api_key_secret": "file-key", "max_retries": 0},
+    )  # fmt: skip
+    response = api(engineer).post("/api/v1/suites/", {"document": judged_document()}, format="json")
+
+    run = run_change_with(engineer, Suite.objects.get(pk=response.json()["id"]))
+
+    assert listener.requests == []
+    errors = list(run.samples.values_list("error", flat=True))
+    assert errors and all("cannot read the secrets file" in e for e in errors)
