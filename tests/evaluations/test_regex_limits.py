@@ -82,3 +82,17 @@ def test_a_stored_hostile_pattern_ends_the_run_errored_not_running(submitted_cha
     assert run.status == EvaluationRun.ERRORED
     errors = list(run.samples.values_list("error", flat=True))
     assert errors and all("RE2" in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"(?:(?:a{1000}){1000}){1000}", r"(?:(?:ab{999}){999})", "(a{999}){999}b"]
+)
+def test_a_reference_agent_never_expands_nested_repetitions(pattern):
+    from evaluations.targets.reference import example_for_regex
+
+    started = time.perf_counter()
+
+    example = example_for_regex(pattern)
+
+    assert time.perf_counter() - started < 1
+    assert example is None
