@@ -321,7 +321,7 @@ def _normalised(doc: dict) -> dict:
     return normalise_suite(doc)
 
 
-# --- the secrets file ----------------------------------------------------------------------------
+# --- the secrets file ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -374,3 +374,33 @@ def test_an_unreadable_secrets_file_fails_judged_samples_with_the_reason(
     assert listener.requests == []
     errors = list(run.samples.values_list("error", flat=True))
     assert errors and all("cannot read the secrets file" in e for e in errors)
+
+
+# --- the data migration ---------------------------------------------------------------------
+
+
+def test_the_migration_registers_each_variable_in_use_for_its_own_systems(team_a):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "evaluations.migrations.0002_secret_registry_and_judge_models"
+    )
+    SystemFactory(name="a", owner_team=team_a, target={"kind": "openai", "base_url": "https://x/v1",
+                  "model": "m", "api_key_env": "MODEL_KEY"})  # fmt: skip
+    SystemFactory(name="b", owner_team=team_a, target={"kind": "openai", "base_url": "https://x/v1",
+                  "model": "m", "api_key_env": "MODEL_KEY"})  # fmt: skip
+    SystemFactory(name="c", owner_team=team_a, target={"kind": "http", "url": "https://x/run",
+                  "headers_env": {"X-K": "AGENT_KEY", "X-Bad": "not a name"}})  # fmt: skip
+    SystemFactory(name="d", owner_team=team_a, target={"kind": "reference", "agent": "faker"})
+
+    migration.register_env_secrets_in_use(apps, None)
+    migration.register_env_secrets_in_use(apps, None)  # idempotent
+
+    rows = {r.name: r for r in RegisteredSecret.objects.all()}
+    assert set(rows) == {"env-model-key", "env-agent-key"}
+    assert rows["env-model-key"].source_key == "MODEL_KEY"
+    assert rows["env-model-key"].allowed_systems == ["a", "b"]
+    assert rows["env-agent-key"].allowed_systems == ["c"]
+    assert all(r.allowed_suites == [] for r in rows.values())
