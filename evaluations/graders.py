@@ -79,6 +79,8 @@ MAX_PROGRAM_SIZE = 5_000
 """Most RE2 instructions a compiled suite pattern may have (per case mode). Why: RE2 is
 linear in the text, but the constant grows with the program (``.{1000}`` is 8,000
 instructions), so this bounds the work per character; ``\\w{1,300}`` still fits."""
+MAX_NEEDLE_CHARS = 50_000
+"""Longest ``contains`` text: it is searched as an RE2 literal, which must fit RE2_MAX_MEM."""
 RE2_MAX_MEM = 8 << 20
 """Compile (and DFA cache) memory per pattern, in bytes: RE2 refuses a pattern past it."""
 SPAN_BUDGET_S = 0.25
@@ -183,6 +185,8 @@ def _value_errors(kind: str, spec: dict) -> list[tuple[tuple, str]]:
     elif kind in ("contains", "not_contains", "equals"):
         if not isinstance(value, str) or (kind != "equals" and not value):
             errors.append(((kind,), f"{kind} needs a non-empty string"))
+        elif kind != "equals" and len(value) > MAX_NEEDLE_CHARS:
+            errors.append(((kind,), f"{kind} text is longer than {MAX_NEEDLE_CHARS:,} characters"))
     elif kind == "json_path":
         errors += _json_path_errors(spec)
     elif kind == "judge":

@@ -175,6 +175,7 @@ def test_normalise_side_is_idempotent():
         ("x", "a grader must be a mapping"),
         ({"regex": "("}, "does not compile"),
         ({"contains": ""}, "contains needs a non-empty string"),
+        ({"not_contains": "a" * 50_001}, "not_contains text is longer than 50,000 characters"),
         ({"regex": "x", "ignore_case": "yes"}, "ignore_case must be true or false"),
         ({"json_path": "$.a", "equals": 1, "regex": "x"}, "equals or regex, not both"),
         ({"judge": "rubric", "votes": 99}, "votes must be an integer from 1 to 15"),
