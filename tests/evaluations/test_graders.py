@@ -429,7 +429,11 @@ HOSTILE = [
     (r"(?:(?:a{1000}){1000}){1000}", "invalid repetition size"),
     (r"(?:a{999}b){999}", "invalid repetition size"),
     (r"(?=a)b", "no backreferences or lookaround"),
-    (r".{1000}", "RE2 instructions; the limit is 5,000"),
+    (r".{1000}", "RE2 instructions; the limit is 2,000"),
+    # Within the size limits but DFA-hostile: seconds per megabyte. The timed probe refuses.
+    (r"(?:.{1,9}\s*){1,9}z", "is too slow to run"),
+    (r"(?:[a-z ]{1,10}\s?){1,20}z", "is too slow to run"),
+    (r"(?:.{1,20}\s*){1,10}zzz", "is too slow to run"),
     ("x" * (MAX_PATTERN_CHARS + 1), "characters long; the limit is 2,000"),
     ("(" * 50_000 + ")" * 50_000, "characters long"),
 ]
@@ -463,21 +467,32 @@ def test_af_patterns_run_on_re2_with_the_same_limits():
         detect_af_reasoning("text", patterns=[r"(a)\1"])
 
 
-def test_the_worst_accepted_pattern_on_a_megabyte_reply_stays_bounded():
-    # Given patterns at the limits that are slowest per character on RE2, and a 1 MB reply
-    # (the response cap) that matches them many times
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(?:[b-y]{1,20} ){1,12}\.", r"(?:\w{1,20}\s*){1,4}x", r"(\w{1,30}\s*){1,3}Q#", r"\w+"],
+)
+def test_an_accepted_pattern_on_a_megabyte_reply_stays_bounded(pattern):
+    # Given a pattern that passed upload, and a 1 MB reply (the response cap) of words
     rng = random.Random(1)
-    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(1_000_000))
-    for pattern in (r"(?:.{1,20}\s*){1,10}zzz", r"(.{0,250})(.{0,250})zq", r"(\w{1,30}\s*){1,15}"):
-        assert pattern_error(pattern) is None
-        started = time.perf_counter()
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxy ") for _ in range(1_000_000))
+    assert pattern_error(pattern) is None
+    started = time.perf_counter()
 
-        # When graded (the first match decides; spans beyond the budget are dropped)
-        label, evidence = grade({"new": {"regex": pattern}, "legacy": {"contains": "#"}}, text)
+    # When graded: it answers, or (past the scan budget) fails the sample with the reason
+    try:
+        grade({"new": {"regex": pattern}, "legacy": {"contains": "#"}}, text)
+    except RegexError as exc:
+        assert "more than this pattern may scan" in str(exc)
 
-        # Then it answers within a couple of seconds, with evidence
-        assert time.perf_counter() - started < 3, pattern
-        assert label == "new" and evidence["new"]["checks"][0]["spans"]
+    # Then within a second or two, never the tens of seconds a hostile pattern would take
+    assert time.perf_counter() - started < 2, pattern
+
+
+def test_the_default_af_patterns_pass_the_upload_checks_and_scan_any_trace():
+    assert [p for p in DEFAULT_AF_PATTERNS if pattern_error(p)] == []
+    trace = "I think this is fine. " * 50_000  # 1.1 MB: past the budget of suite patterns
+
+    assert detect_af_reasoning(trace) == (False, [])
 
 
 def test_contains_is_literal_text_of_any_length():
