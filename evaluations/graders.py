@@ -235,6 +235,7 @@ def _re2_message(exc: Exception) -> str:
     return str(detail)
 
 
+@functools.lru_cache(maxsize=4096)
 def pattern_error(pattern: str, *, probe: bool = True) -> str | None:
     """Why ``pattern`` cannot be used, or None when it can (checked in well under a second).
 

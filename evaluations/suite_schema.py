@@ -401,9 +401,33 @@ def _range_message(path: tuple, value: Any) -> str:
     return f"must be between 0 and 1 (got {value})"
 
 
+MAX_PATTERNS = 256
+"""Distinct regular expressions per suite. Each is compiled twice and probed at upload (up to
+about 20 ms for a hostile one), so the count bounds the upload's CPU time too."""
+
+
+def _patterns(doc: dict) -> set[str]:
+    found = {p for p in (doc.get("af_reasoning") or {}).get("patterns") or [] if isinstance(p, str)}
+    for scenario in doc.get("scenarios") or []:
+        graders = scenario.get("graders") if isinstance(scenario, dict) else None
+        for side in (graders or {}).values() if isinstance(graders, dict) else []:
+            for g in side if isinstance(side, list) else [side]:
+                for key in ("regex", "not_regex"):
+                    if isinstance(g, dict) and isinstance(g.get(key), str):
+                        found.add(g[key])
+    return found
+
+
 def _semantic_checks(doc: dict, errors: _Errors) -> None:
     """Each check runs even when the schema found problems elsewhere, so one pass reports
     everything; a check that trips over a malformed part (already reported) is skipped."""
+    count = len(_patterns(doc))
+    if count > MAX_PATTERNS:
+        # Checked before any pattern is compiled: a flood of patterns must not cost the
+        # web process the time it takes to refuse each one.
+        errors.add((), f"the suite has {count} distinct regular expressions; the limit is "
+                        f"{MAX_PATTERNS}")  # fmt: skip
+        return
     checks = [_check_compare, _check_af, _check_judge, _check_sample_count, _check_ids]
     for check in checks:
         _guarded(check, doc, errors)

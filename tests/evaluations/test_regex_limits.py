@@ -96,3 +96,16 @@ def test_a_reference_agent_never_expands_nested_repetitions(pattern):
 
     assert time.perf_counter() - started < 1
     assert example is None
+
+
+def test_a_flood_of_patterns_is_refused_before_any_is_compiled(api, engineer):
+    # Given a suite with 1,500 distinct DFA-hostile patterns (each would take ~20 ms to refuse)
+    doc = suite_document(name="hostile", scenarios=1)
+    doc["af_reasoning"] = {"patterns": [f"(?:.{{1,9}}\\s*){{1,9}}z{i}" for i in range(1_500)]}
+    started = time.perf_counter()
+
+    response = api(engineer).post(SUITES, {"document": doc}, format="json")
+
+    assert time.perf_counter() - started < 1
+    assert response.status_code == 400
+    assert "1501 distinct regular expressions; the limit is 256" in response.content.decode()
