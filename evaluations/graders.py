@@ -235,19 +235,41 @@ def _re2_message(exc: Exception) -> str:
     return str(detail)
 
 
-@functools.lru_cache(maxsize=4096)
 def pattern_error(pattern: str, *, probe: bool = True) -> str | None:
     """Why ``pattern`` cannot be used, or None when it can (checked in well under a second).
 
     Order matters: the size cap first, then RE2 (which refuses backreferences and huge
     repetition counts in microseconds, before anything expands them), and only then
-    Python's ``re``, on a pattern already known to be small and bounded.
+    Python's ``re``, on a pattern already known to be small and bounded. The timed probe
+    (``probe``) runs last; only its passes are remembered, so a refusal on a busy machine is
+    never cached.
     """
     if not isinstance(pattern, str):
         return "must be a string"
+    problem = _static_pattern_error(pattern)
+    if problem or not probe or pattern in _PROBED_OK:
+        return problem
+    chunks = _probe_chunks(pattern)
+    for ignore_case in (False, True):
+        compiled = re2.compile(pattern, _re2_options(ignore_case))
+        if _probe_too_slow(compiled, chunks) and _probe_too_slow(compiled, chunks):
+            return (
+                "is too slow to run: it defeats RE2's fast path (typically counted "
+                "repetitions inside counted repetitions, like (?:.{1,20}\\s*){1,10}); "
+                "simplify it"
+            )
+    if len(_PROBED_OK) < 4096:
+        _PROBED_OK.add(pattern)
+    return None
+
+
+_PROBED_OK: set[str] = set()
+
+
+@functools.lru_cache(maxsize=4096)
+def _static_pattern_error(pattern: str) -> str | None:
     if len(pattern) > MAX_PATTERN_CHARS:
         return f"is {len(pattern):,} characters long; the limit is {MAX_PATTERN_CHARS:,}"
-    chunks = _probe_chunks(pattern) if probe else []
     for ignore_case in (False, True):
         try:
             compiled = re2.compile(pattern, _re2_options(ignore_case))
@@ -264,12 +286,6 @@ def pattern_error(pattern: str, *, probe: bool = True) -> str | None:
             return (
                 f"compiles to {compiled.programsize:,} RE2 instructions; the limit is "
                 f"{MAX_PROGRAM_SIZE:,} (use smaller repetition counts)"
-            )
-        if probe and _probe_too_slow(compiled, chunks) and _probe_too_slow(compiled, chunks):
-            return (
-                "is too slow to run: it defeats RE2's fast path (typically counted "
-                "repetitions inside counted repetitions, like (?:.{1,20}\\s*){1,10}); "
-                "simplify it"
             )
     return _re_error(pattern)
 
