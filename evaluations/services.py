@@ -593,11 +593,11 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
         try:
             with _lease_keeper(batch.pk, worker_id):
                 outcomes = _EXECUTOR.run(run, [runner.SampleKey(*k) for k in keys])
+                if batch.index == 0:  # once per run, under the same lease
+                    _record_calibration(run)
         except TargetConfigError as exc:
             run_abort(run_id=run.pk, reason=f"The target cannot be used here: {exc}")
             return "aborted", run.pk
-    if batch.index == 0:
-        _record_calibration(run)
     batch_record(batch=batch, outcomes=outcomes)
     if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
         return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
