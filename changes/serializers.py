@@ -26,15 +26,19 @@ from .models import (
 
 SHA256_RE = r"^[0-9a-f]{64}$"
 MAX_ID = 2**63 - 1  # the largest primary key PostgreSQL's bigint and SQLite's INTEGER hold
-# Target keys that would hold a secret in plain text. The contract stores only the *names*
-# of environment variables (``api_key_env``, ``headers_env``); anything else is refused on
-# input and masked on output, in case a row was written some other way.
+# Target keys that would hold a secret in plain text. Targets name secrets registered by an
+# admin (``api_key_secret``, ``headers_secret``; older rows may still name environment
+# variables); anything else is refused on input and masked on output, in case a row was
+# written some other way.
 SECRET_KEY_RE = re.compile(
     r"(^|_)(api_?key|access_key|private_key|secret|password|passwd|token|authorization"
     r"|credentials?|headers)$",
     re.I,
 )
 MASK = "********"
+# Fields that hold the *names* of secrets in the admin-managed registry (docs/SECRETS.md), not
+# values: shown as stored. (The evaluation engine refuses any value-like content in them.)
+SECRET_REFERENCE_KEYS = frozenset({"api_key_secret", "headers_secret"})
 
 
 def _user_ref(user) -> str | None:
@@ -98,7 +102,7 @@ def mask_secrets(value):
 
 
 def _mask_item(key, value):
-    if str(key).endswith("_env"):
+    if str(key).endswith("_env") or key in SECRET_REFERENCE_KEYS:
         return value  # names of environment variables, never their values
     return MASK if SECRET_KEY_RE.search(str(key)) else mask_secrets(value)
 
@@ -108,7 +112,7 @@ def secret_keys(value, path="target") -> list[str]:
     found = []
     if isinstance(value, dict):
         for k, v in value.items():
-            if str(k).endswith("_env"):
+            if str(k).endswith("_env") or k in SECRET_REFERENCE_KEYS:
                 continue
             if SECRET_KEY_RE.search(str(k)):
                 found.append(f"{path}.{k}")
@@ -125,8 +129,8 @@ def secret_keys(value, path="target") -> list[str]:
         "type": "object",
         "additionalProperties": True,
         "description": "The evaluation target as stored: secrets are referenced by the name "
-        'of an environment variable (`api_key_env`, `headers_env`), e.g. `{"kind": '
-        '"openai", "base_url": "...", "model": "...", "api_key_env": "MY_MODEL_KEY"}`.',
+        'of a registered secret (`api_key_secret`, `headers_secret`), e.g. `{"kind": '
+        '"openai", "base_url": "...", "model": "...", "api_key_secret": "my-model-key"}`.',
     }
 )
 class TargetField(serializers.JSONField):
@@ -175,7 +179,7 @@ class SystemCreateSerializer(serializers.Serializer):
     target = serializers.JSONField(
         required=False,
         help_text='Defaults to {"kind": "reference", "agent": "compliant"}. Never put a secret '
-        "here: name the environment variable that holds it (api_key_env, headers_env).",
+        "here: name a secret an admin registered (api_key_secret, headers_secret).",
     )
     required_approvals = serializers.IntegerField(
         min_value=1, max_value=10, required=False, allow_null=True, default=None
@@ -189,8 +193,8 @@ class SystemCreateSerializer(serializers.Serializer):
         leaks = secret_keys(value)
         if leaks:
             raise serializers.ValidationError(
-                f"{', '.join(leaks)}: secrets are never stored; reference the environment "
-                "variable that holds it instead (api_key_env, headers_env)."
+                f"{', '.join(leaks)}: secrets are never stored; name a secret an admin "
+                "registered instead (api_key_secret, headers_secret)."
             )
         return value
 

@@ -228,6 +228,9 @@ EVAL_TASK_QUEUE = env.str("EVAL_TASK_QUEUE", default="celery")
 EVAL_LEASE_SECONDS = env.int("EVAL_LEASE_SECONDS", default=60)
 EVAL_ERROR_THRESHOLD = env.float("EVAL_ERROR_THRESHOLD", default=0.1)
 EVAL_MAX_RESPONSE_BYTES = env.int("EVAL_MAX_RESPONSE_BYTES", default=1_000_000)
+# Where registered secrets with source "file" are read (JSON object or KEY=value lines); see
+# docs/SECRETS.md. Configs never name environment variables or files themselves.
+EVAL_SECRETS_FILE = env.str("EVAL_SECRETS_FILE", default="")
 
 # Attestations: an Ed25519 key from a file or an env var; a dev key is generated when absent.
 ATTESTATION_SIGNING_KEY_FILE = env.str(

@@ -1,11 +1,28 @@
-"""Read-only admin: suites, runs, batches and samples are written only by
-``evaluations.services`` (uploads through the API/UI, runs through submit and the workers)."""
+"""Admin. Suites, runs, batches and samples are read-only here: they are written only by
+``evaluations.services`` (uploads through the API/UI, runs through submit and the workers).
+The secret registry and the judge models are managed here, by admins only, through
+``evaluations.registry`` (which validates and audits every write)."""
 
+import re
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
+from changes import roles
 from changes.admin import SafeLookupsAdmin
+from changes.errors import DomainError
 
-from .models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
+from . import registry
+from .models import (
+    Batch,
+    ChangeSuite,
+    EvaluationRun,
+    JudgeModel,
+    RegisteredSecret,
+    Sample,
+    Suite,
+)
 
 
 class ReadOnlyAdmin(SafeLookupsAdmin):
@@ -66,3 +83,99 @@ class SampleAdmin(ReadOnlyAdmin):
                     "af_reasoning", "latency_ms")  # fmt: skip
     list_filter = ("label", "condition", "af_reasoning")
     search_fields = ("scenario_id",)
+
+
+# --- the secret registry and judge models (admin-managed; see docs/SECRETS.md) ----------------
+
+
+def _json_list(value, field: str) -> list:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list):
+        raise forms.ValidationError(f'{field}: a JSON list of names, e.g. ["support-assistant"].')
+    return value
+
+
+class RegisteredSecretForm(forms.ModelForm):
+    """Registers where a secret lives and who may use it. There is no field for the value:
+    it stays in the workers' environment or secrets file and is never shown."""
+
+    class Meta:
+        model = RegisteredSecret
+        fields = ("name", "source", "source_key", "allowed_systems", "allowed_suites",
+                  "description")  # fmt: skip
+
+    def clean(self):
+        data = super().clean()
+        data["allowed_systems"] = _json_list(data.get("allowed_systems"), "allowed_systems")
+        data["allowed_suites"] = _json_list(data.get("allowed_suites"), "allowed_suites")
+        errors = registry.secret_registration_errors(
+            name=data.get("name") or "",
+            source=data.get("source") or "",
+            source_key=data.get("source_key") or "",
+            allowed_systems=data["allowed_systems"],
+            allowed_suites=data["allowed_suites"],
+        )
+        for field, message in errors.items():
+            self.add_error(field, message)
+        return data
+
+
+@admin.register(RegisteredSecret)
+class RegisteredSecretAdmin(SafeLookupsAdmin):
+    form = RegisteredSecretForm
+    list_display = ("name", "source", "source_key", "allowed_systems", "allowed_suites",
+                    "updated_at")  # fmt: skip
+    search_fields = ("name", "source_key")
+
+    def has_module_permission(self, request):
+        return roles.is_admin(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+    def has_add_permission(self, request):
+        return roles.is_admin(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+    def save_model(self, request, obj, form, change):
+        try:
+            registry.secret_save(actor=request.user, secret=obj, created=not change)
+        except DomainError as exc:  # the form checked the same rules; a race is still a 400
+            raise ValidationError(exc.detail) from None
+
+
+class JudgeModelForm(forms.ModelForm):
+    class Meta:
+        model = JudgeModel
+        fields = ("name", "description", "config", "enabled")
+
+    def clean_name(self):
+        name = self.cleaned_data.get("name") or ""
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$", name):
+            raise forms.ValidationError("Letters, digits, _ . : - (suites name it like that).")
+        return name
+
+    def clean_config(self):
+        try:
+            return registry.judge_model_validate(self.cleaned_data.get("config"))
+        except DomainError as exc:
+            raise forms.ValidationError(exc.detail) from None
+
+
+@admin.register(JudgeModel)
+class JudgeModelAdmin(RegisteredSecretAdmin):
+    form = JudgeModelForm
+    list_display = ("name", "enabled", "created_at")
+    search_fields = ("name",)
+
+    def save_model(self, request, obj, form, change):
+        try:
+            registry.judge_model_save(actor=request.user, judge=obj, created=not change)
+        except DomainError as exc:
+            raise ValidationError(exc.detail) from None

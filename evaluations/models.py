@@ -213,3 +213,68 @@ class Sample(models.Model):
 
     def __str__(self):
         return f"{self.scenario_id}/{self.condition}/{self.cue_index}/{self.epoch}: {self.label}"
+
+
+class RegisteredSecret(models.Model):
+    """A named secret an admin registered: where its value lives and who may use it.
+
+    The value itself is never stored here nor shown by any page or API: ``source`` says
+    whether ``source_key`` names an environment variable of the workers or a key of the
+    secrets file (``EVAL_SECRETS_FILE``). Targets, judges and other outbound configs refer to
+    a secret by ``name`` only; a system's target may use it when the system's name is in
+    ``allowed_systems``, a judge on behalf of a suite when the suite's name is in
+    ``allowed_suites`` (``"*"``: every suite). See docs/SECRETS.md.
+    """
+
+    ENV = "env"
+    FILE = "file"
+    SOURCE_CHOICES = [(ENV, "Environment variable"), (FILE, "Secrets file key")]
+
+    name = models.CharField(
+        max_length=80, unique=True, help_text="Lower-case letters, digits, . _ - (e.g. judge-key)."
+    )
+    source = models.CharField(max_length=4, choices=SOURCE_CHOICES, default=ENV)
+    source_key = models.CharField(
+        max_length=200, help_text="The environment variable's name, or the secrets-file key."
+    )
+    allowed_systems = models.JSONField(
+        default=list, blank=True, help_text="Names of the AI systems whose target may use it."
+    )
+    allowed_suites = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Names of the suites whose judge may use it ("*" for every suite).',
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "registered secret"
+
+    def __str__(self):
+        return self.name
+
+
+class JudgeModel(models.Model):
+    """A judge model an admin registered (like a system's target): suites pick one by name.
+
+    ``config`` is an OpenAI-compatible target config (``base_url`` under the host guard,
+    ``model``, sampling settings) whose key, if any, is a registered secret
+    (``api_key_secret``). Suite authors can only choose among these by name, so no suite
+    decides where a judge call, and the key with it, is sent.
+    """
+
+    name = models.CharField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    config = models.JSONField(help_text='{"kind": "openai", "base_url": ..., "model": ...}')
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "judge model"
+
+    def __str__(self):
+        return self.name

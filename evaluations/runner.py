@@ -225,7 +225,15 @@ async def run_batch(
     """
     prepare = getattr(target, "prepare", None)  # duck-typed targets may not have the hook
     if prepare is not None:
-        prepare(suite)
+        try:
+            prepare(suite)
+        except Exception as exc:
+            # A suite the target cannot prepare for (a reference agent meeting a pattern that
+            # cannot run): every sample fails now, with the reason, so the run finishes as
+            # errored instead of its batch being retried until the lease machinery gives up.
+            message = f"target could not prepare the suite: {type(exc).__name__}: {exc}"
+            return [_error(key, sample_seed(run_seed, key), message, time.perf_counter(), 0)
+                    for key in keys]  # fmt: skip
     af_settings = suite.get("af_reasoning") or {}
     ctx = {
         "run_seed": run_seed,
@@ -275,14 +283,34 @@ def run_suite_local(
     JSON-serialisable dict: ``verdict``, ``reasons``, ``samples`` (count), ``status``
     ("completed", or "errored" when the error share exceeds ``policy["max_error_rate"]``),
     ``stats``, ``policy``, ``target`` (its ``describe()``), ``suite`` (name, version,
-    sha256), ``outcomes``.
+    sha256), ``judge_calibration`` (:func:`graders.calibrate_judge` on the suite's labelled
+    examples, or None), ``outcomes``.
     """
     from . import gates
     from .suite_schema import suite_sha256
 
     policy = policy or gates.policy_for(criticality, suite.get("gate"))
     keys = plan_samples(suite)
-    outcomes = run_batch_sync(target, suite, keys, system_prompt, run_seed=run_seed, judge=judge)
+    judge_doc = suite.get("judge") if isinstance(suite.get("judge"), dict) else {}
+    examples = judge_doc.get("calibration") or []
+
+    async def main():
+        try:
+            calibration = None
+            if judge is not None and examples:
+                calibration = await grader_mod.calibrate_judge(
+                    judge, examples, votes=judge_doc.get("votes", 1), seed=run_seed
+                )
+            outcomes = await run_batch(
+                target, suite, keys, system_prompt, run_seed=run_seed, judge=judge
+            )
+            return calibration, outcomes
+        finally:
+            for owner in (target, judge):
+                if getattr(owner, "aclose", None) is not None:
+                    await owner.aclose()
+
+    calibration, outcomes = asyncio.run(main())
     verdict = gates.evaluate(suite, outcomes, policy)
     errors = sum(o.label == "error" for o in outcomes)
     error_rate = errors / len(outcomes) if outcomes else 0.0
@@ -306,5 +334,6 @@ def run_suite_local(
         "verdict": verdict.verdict,
         "reasons": verdict.reasons,
         "stats": verdict.stats,
+        "judge_calibration": calibration,
         "outcomes": [o.to_dict() for o in outcomes],
     }

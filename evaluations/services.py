@@ -37,10 +37,13 @@ from changes import audit, roles
 from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
-from . import gates, runner, selectors
+from . import gates, registry, runner, selectors
+from . import graders as grader_mod
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from .suite_schema import SuiteError, parse_suite, suite_sha256
-from .targets import TargetConfigError, build_target, validate_target_config
+from .targets import TargetConfigError, build_target
+from .targets.base import Target, TargetError
+from .targets.secrets import NO_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ def suite_create(*, actor, text: str, fmt: str = "yaml") -> Suite:
             reasons=exc.errors,
             fields={"suite": exc.errors},
         ) from None
+    # The source text is stored and shown as uploaded: comments included.
+    registry.refuse_protected_values(text if isinstance(text, str) else text.decode(), "suite")
+    registry.suite_judge_validate(document)
     sha = suite_sha256(document)
     existing = Suite.objects.filter(name=document["name"], version=document["version"]).first()
     if existing is not None:
@@ -151,31 +157,45 @@ def change_suites_set(*, change, suite_ids: Iterable) -> None:
 
 
 def target_validate(target: dict) -> dict:
-    """The normalised target config, or ValidationFailed("target: ...")."""
-    try:
-        return validate_target_config(target)
-    except TargetConfigError as exc:
-        raise ValidationFailed(f"target: {exc}", fields={"target": [str(exc)]}) from None
+    """The normalised target config for storing (every write path of a system's target), or
+    ValidationFailed("target: ..."): no ``*_env`` field, no secret value, only registered
+    secret names (see :mod:`evaluations.registry`)."""
+    return registry.target_validate(target)
 
 
-def _build_target(config: dict):
+def _build_target(config: dict, secrets=NO_SECRETS):
     return build_target(
         config,
         allowed_hosts=list(_setting("EVAL_ALLOWED_HOSTS", [])),
         max_response_bytes=int(_setting("EVAL_MAX_RESPONSE_BYTES", 1_000_000)),
+        secrets=secrets,
     )
 
 
-def _target_for_submit(config: dict) -> tuple[dict, dict]:
+def _target_for_submit(config: dict, *, system_name: str) -> tuple[dict, dict]:
     """(normalised config, identity) of a system's target, refused with the reason when it
-    cannot be used here (unknown fields, a secret inside, a host not allowed)."""
-    config = target_validate(config)
+    cannot be used here (unknown fields, a secret inside or not granted to the system, a host
+    not allowed). A stored config from before the registry comes back naming secrets."""
     try:
-        target = _build_target(config)
+        config, secrets = registry.target_for_system(config, system_name=system_name)
+        target = _build_target(config, secrets)
     except TargetConfigError as exc:
         raise ValidationFailed(f"target: {exc}", fields={"target": [str(exc)]}) from None
     # describe() names kind, model and host: never a key (keys are read at call time).
     return config, target.describe()
+
+
+class _UnavailableJudge(Target):
+    """Stands in for a suite's judge that cannot be used: each judge call fails with the
+    reason, so judge-graded samples become errors that say what to fix."""
+
+    kind = "judge-unavailable"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    async def complete(self, messages, *, seed):
+        raise TargetError(f"judge unavailable: {self.reason}")
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -198,7 +218,7 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     # submission supersedes it (and the database allows one live run per change and suite).
     runs_cancel(change=change, actor=actor, reason="Superseded by a new submission.")
     system = change.system
-    target, identity = _target_for_submit(system.target or {})
+    target, identity = _target_for_submit(system.target or {}, system_name=system.name)
     protocol = change.proposed_protocol
     batch_size = runner.batch_size_for(
         int(_setting("EVAL_BATCH_SIZE", 50)), target.get("max_concurrency", 1)
@@ -365,8 +385,8 @@ class _BatchExecutor:
         return json.dumps([config, allowed, _setting("EVAL_MAX_RESPONSE_BYTES", 0)],
                           sort_keys=True, default=str)  # fmt: skip
 
-    def _target(self, config: dict):
-        key = self._key(config)
+    def _target(self, config: dict, secrets=NO_SECRETS):
+        key = self._key([config, secrets.identity()])
         if len(self._targets) >= 32 or time.monotonic() - self._built > TARGET_CACHE_SECONDS:
             # Many distinct targets, or old ones: start afresh (a host name is resolved and
             # pinned once per target, so a long-lived pin would outlive DNS changes).
@@ -376,8 +396,40 @@ class _BatchExecutor:
         if target is None:
             if not self._targets:
                 self._built = time.monotonic()
-            target = self._targets[key] = _build_target(config)
+            target = self._targets[key] = _build_target(config, secrets)
         return target
+
+    def calibrate(self, run: EvaluationRun) -> dict | None:
+        """The judge's agreement with the suite's labelled examples, or None when the suite
+        has none. A judge that cannot be used gives every example as an error."""
+        document = run.suite.document
+        judge_doc = document.get("judge") if isinstance(document.get("judge"), dict) else {}
+        examples = judge_doc.get("calibration") or []
+        if not examples:
+            return None
+        self._ensure_loop()
+        judge = self._judge(document, run.suite.name)
+        loop = self._ensure_loop()
+        return loop.run_until_complete(
+            grader_mod.calibrate_judge(
+                judge or _UnavailableJudge("the suite names no judge"),
+                examples,
+                votes=judge_doc.get("votes", 1),
+                seed=run.seed,
+            )
+        )
+
+    def _judge(self, document: dict, suite_name: str):
+        try:
+            found = registry.judge_for_suite(document, suite_name=suite_name)
+        except registry.JudgeUnavailable as exc:
+            return _UnavailableJudge(str(exc))
+        if found is None:
+            return None
+        try:
+            return self._target(*found)
+        except TargetConfigError as exc:
+            return _UnavailableJudge(f"the judge model cannot be used here: {exc}")
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._pid != os.getpid():  # forked: the parent's loop and clients are not ours
@@ -389,8 +441,10 @@ class _BatchExecutor:
     def run(self, run: EvaluationRun, keys: list) -> list:
         self._ensure_loop()  # first: a fork resets the cache before targets are looked up
         document = run.suite.document
-        target = self._target(run.target)
-        judge = self._target(document["judge"]) if document.get("judge") else None
+        # Secrets are granted again on every batch: a revoked grant stops the next batch.
+        config, secrets = registry.target_for_system(run.target, system_name=run.change.system.name)
+        target = self._target(config, secrets)
+        judge = self._judge(document, run.suite.name)
         loop = self._ensure_loop()  # after: looking up may have started afresh
         coro = runner.run_batch(
             target, document, keys, run.system_prompt, run_seed=run.seed, judge=judge
@@ -539,6 +593,8 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
         try:
             with _lease_keeper(batch.pk, worker_id):
                 outcomes = _EXECUTOR.run(run, [runner.SampleKey(*k) for k in keys])
+                if batch.index == 0:  # once per run, under the same lease
+                    _record_calibration(run)
         except TargetConfigError as exc:
             run_abort(run_id=run.pk, reason=f"The target cannot be used here: {exc}")
             return "aborted", run.pk
@@ -546,6 +602,17 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
     if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
         return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
     return "done", run.pk
+
+
+def _record_calibration(run: EvaluationRun) -> None:
+    """Judge the suite's labelled examples once per run (with its first batch) and keep the
+    agreement in ``run.stats["judge_calibration"]``, which finalising preserves. No event:
+    the run's completion event carries its stats digest."""
+    calibration = _EXECUTOR.calibrate(run)
+    if calibration is not None:
+        EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+            stats={"judge_calibration": _clean_json(calibration)}
+        )
 
 
 def _keys_without_samples(run: EvaluationRun, keys: list[tuple]) -> list[tuple]:
@@ -662,6 +729,8 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
     counts = _refresh_counters(run.pk)
     decision = gates.evaluate(run.suite.document, samples, run.policy)
     stats = decision.stats
+    if isinstance(run.stats, dict) and run.stats.get("judge_calibration"):
+        stats = {**stats, "judge_calibration": run.stats["judge_calibration"]}
     total = run.total_samples or len(samples)
     errors = counts["errors"] + max(0, total - counts["done"])
     threshold = _error_threshold(run.policy)

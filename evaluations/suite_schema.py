@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -58,7 +59,7 @@ SUITE_JSON_SCHEMA: dict = {
         "compare": {"type": "array", "minItems": 1},
         "scenarios": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/scenario"}},
         "gate": {"$ref": "#/$defs/gate"},
-        "judge": {"type": "object"},
+        "judge": {"type": ["string", "object"]},
         "af_reasoning": {
             "type": "object",
             "additionalProperties": False,
@@ -400,9 +401,33 @@ def _range_message(path: tuple, value: Any) -> str:
     return f"must be between 0 and 1 (got {value})"
 
 
+MAX_PATTERNS = 256
+"""Distinct regular expressions per suite. Each is compiled twice and probed at upload (up to
+about 20 ms for a hostile one), so the count bounds the upload's CPU time too."""
+
+
+def _patterns(doc: dict) -> set[str]:
+    found = {p for p in (doc.get("af_reasoning") or {}).get("patterns") or [] if isinstance(p, str)}
+    for scenario in doc.get("scenarios") or []:
+        graders = scenario.get("graders") if isinstance(scenario, dict) else None
+        for side in (graders or {}).values() if isinstance(graders, dict) else []:
+            for g in side if isinstance(side, list) else [side]:
+                for key in ("regex", "not_regex"):
+                    if isinstance(g, dict) and isinstance(g.get(key), str):
+                        found.add(g[key])
+    return found
+
+
 def _semantic_checks(doc: dict, errors: _Errors) -> None:
     """Each check runs even when the schema found problems elsewhere, so one pass reports
     everything; a check that trips over a malformed part (already reported) is skipped."""
+    count = len(_patterns(doc))
+    if count > MAX_PATTERNS:
+        # Checked before any pattern is compiled: a flood of patterns must not cost the
+        # web process the time it takes to refuse each one.
+        errors.add((), f"the suite has {count} distinct regular expressions; the limit is "
+                        f"{MAX_PATTERNS}")  # fmt: skip
+        return
     checks = [_check_compare, _check_af, _check_judge, _check_sample_count, _check_ids]
     for check in checks:
         _guarded(check, doc, errors)
@@ -505,15 +530,112 @@ def _check_af(doc: dict, errors: _Errors) -> None:
             errors.add(("af_reasoning", "patterns", i), problem)
 
 
-def _check_judge(doc: dict, errors: _Errors) -> None:
-    if "judge" not in doc:
-        return
-    from .targets import TargetConfigError, validate_target_config
+MAX_CALIBRATION_EXAMPLES = 200
+_JUDGE_KEYS = ("model", "votes", "calibration")
 
-    try:
-        validate_target_config(doc["judge"])
-    except TargetConfigError as exc:
-        errors.add(("judge",), str(exc))
+
+def _check_judge(doc: dict, errors: _Errors) -> None:
+    """``judge`` names a judge model an admin registered (``judge: my-judge``, or
+    ``{model: my-judge, votes: 3, calibration: [...]}``); whether it exists is checked on
+    upload, against the registry. An inline model config is refused: whoever writes a suite
+    must not choose where judge calls (and a key with them) are sent."""
+    judge = doc.get("judge")
+    if judge is None:
+        _check_judge_needed(doc, errors)
+        return
+    if isinstance(judge, str):
+        judge = {"model": judge}
+    if not isinstance(judge, dict):
+        return  # reported by the schema
+    inline = [k for k in judge if k not in _JUDGE_KEYS]
+    if inline:
+        errors.add(
+            ("judge",),
+            f"unknown judge field(s) {', '.join(map(repr, sorted(map(str, inline))))}: a suite "
+            "names a judge model an admin registered (judge: my-judge, or {model: my-judge, "
+            "votes: 3, calibration: [...]}); model URLs, keys and environment variables are "
+            "never part of a suite",
+        )
+    model = judge.get("model")
+    if not isinstance(model, str) or not re.match(_NAME, model):
+        errors.add(
+            ("judge", "model"), "must name a registered judge model (letters, digits, _ . : -)"
+        )
+    votes = judge.get("votes", grader_mod.DEFAULT_VOTES)
+    if (
+        not isinstance(votes, int)
+        or isinstance(votes, bool)
+        or not 1 <= votes <= grader_mod.MAX_VOTES
+    ):
+        errors.add(("judge", "votes"), f"votes must be an integer from 1 to {grader_mod.MAX_VOTES}")
+    _check_calibration(doc, judge.get("calibration", []), errors)
+
+
+def _check_judge_needed(doc: dict, errors: _Errors) -> None:
+    for i, scenario in enumerate(doc.get("scenarios") or []):
+        for side in ("new", "legacy"):
+            spec = (scenario.get("graders") or {}).get(side) if isinstance(scenario, dict) else None
+            items = spec if isinstance(spec, list) else [spec]
+            if any(isinstance(g, dict) and "judge" in g for g in items):
+                errors.add(
+                    ("scenarios", i, "graders", side),
+                    "a judge grader needs a judge model: name one an admin registered at the "
+                    "top of the suite (judge: my-judge)",
+                )
+
+
+def _judge_rubrics(scenario: dict) -> dict[str, str]:
+    """``{side: rubric}`` of a scenario's first judge grader per side."""
+    out = {}
+    for side in ("new", "legacy"):
+        spec = scenario.get("graders", {}).get(side)
+        for g in spec if isinstance(spec, list) else [spec]:
+            if isinstance(g, dict) and "judge" in g:
+                value = g["judge"]
+                out[side] = value.get("rubric") if isinstance(value, dict) else value
+                break
+    return out
+
+
+def _check_calibration(doc: dict, examples, errors: _Errors) -> None:
+    where = ("judge", "calibration")
+    if not isinstance(examples, list):
+        errors.add(where, "expected a list of {reply, expected, rubric or scenario}")
+        return
+    if len(examples) > MAX_CALIBRATION_EXAMPLES:
+        errors.add(where, f"at most {MAX_CALIBRATION_EXAMPLES} calibration examples")
+    scenarios = {s.get("id"): s for s in doc.get("scenarios") or [] if isinstance(s, dict)}
+    for i, ex in enumerate(examples):
+        at = (*where, i)
+        if not isinstance(ex, dict):
+            errors.add(at, "expected a mapping {reply, expected, rubric or scenario}")
+            continue
+        unknown = set(ex) - {"reply", "expected", "rubric", "scenario", "side"}
+        if unknown:
+            errors.add(at, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        if not isinstance(ex.get("reply"), str):
+            errors.add((*at, "reply"), "needs the reply text to grade (a string)")
+        if _expected(ex.get("expected")) is None:
+            errors.add((*at, "expected"), "must be yes or no (the label the judge should give)")
+        if isinstance(ex.get("rubric"), str) and ex["rubric"].strip():
+            continue
+        scenario = scenarios.get(ex.get("scenario"))
+        if scenario is None:
+            errors.add(at, "needs a rubric, or the id of a scenario that has a judge grader")
+            continue
+        rubrics = _judge_rubrics(scenario)
+        side = ex.get("side", next(iter(rubrics), "new"))
+        if side not in rubrics:
+            errors.add(at, f"scenario {ex.get('scenario')!r} has no judge grader on side {side!r}")
+
+
+def _expected(value) -> str | None:
+    # YAML reads a bare yes/no as true/false: accept both spellings.
+    if value is True or value == "yes":
+        return "yes"
+    if value is False or value == "no":
+        return "no"
+    return None
 
 
 def _check_sample_count(doc: dict, errors: _Errors) -> None:
@@ -548,11 +670,36 @@ def _normalise(doc: dict) -> dict:
             "judge": bool(doc.get("af_reasoning", {}).get("judge", False)),
         },
     }
-    if "judge" in doc:
-        from .targets import validate_target_config
-
-        out["judge"] = validate_target_config(doc["judge"])
+    judge = _normalise_judge(doc)
+    if judge is not None:
+        out["judge"] = judge
+        votes = judge["votes"]
+        out["scenarios"] = [_normalise_scenario(s, votes) for s in doc["scenarios"]]
     return out
+
+
+def _normalise_judge(doc: dict) -> dict | None:
+    judge = doc.get("judge")
+    if judge is None:
+        return None
+    judge = {"model": judge} if isinstance(judge, str) else judge
+    scenarios = {s["id"]: s for s in doc["scenarios"]}
+    examples = []
+    for ex in judge.get("calibration", []):
+        rubric = ex.get("rubric")
+        scenario = ex.get("scenario", "")
+        if not (isinstance(rubric, str) and rubric.strip()):
+            rubrics = _judge_rubrics(scenarios[scenario])
+            rubric = rubrics[ex.get("side", next(iter(rubrics)))]
+        examples.append(
+            {"reply": ex["reply"], "expected": _expected(ex["expected"]), "rubric": rubric,
+             "scenario": scenario}
+        )  # fmt: skip
+    return {
+        "model": judge["model"],
+        "votes": judge.get("votes", grader_mod.DEFAULT_VOTES),
+        "calibration": examples,
+    }
 
 
 def _normalise_condition(condition: dict) -> dict:
@@ -563,7 +710,7 @@ def _normalise_condition(condition: dict) -> dict:
     }
 
 
-def _normalise_scenario(scenario: dict) -> dict:
+def _normalise_scenario(scenario: dict, votes: int | None = None) -> dict:
     out = {
         "id": scenario["id"],
         "critical": bool(scenario.get("critical", False)),
@@ -571,7 +718,8 @@ def _normalise_scenario(scenario: dict) -> dict:
         "tags": list(scenario.get("tags", [])),
         "messages": [{"role": m["role"], "content": m["content"]} for m in scenario["messages"]],
         "graders": {
-            side: grader_mod.normalise_side(scenario["graders"][side]) for side in ("new", "legacy")
+            side: grader_mod.normalise_side(scenario["graders"][side], default_votes=votes)
+            for side in ("new", "legacy")
         },
     }
     if "reference" in scenario:

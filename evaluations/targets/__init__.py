@@ -2,21 +2,27 @@
 
 Why this package exists: the API stores a target config when an AI system is saved
 (:func:`validate_target_config`, static checks only) and the workers build a live target from
-it (:func:`build_target`, which also applies the host allow-list). Configs name environment
-variables for secrets, never the secrets themselves; a config that looks like it carries a
-key is refused.
+it (:func:`build_target`, which also applies the host allow-list). Configs never hold a secret
+nor name where the worker keeps one: they name a secret registered by an admin
+(``api_key_secret``, ``headers_secret``), and the target gets a resolver that can read only the
+secrets its system or suite was granted (see :mod:`.secrets` and docs/SECRETS.md). A config that
+looks like it carries a key, or names an environment variable (any ``*_env`` field), is refused.
 
 Config kinds (defaults filled by :func:`validate_target_config`)::
 
     {"kind": "openai", "base_url": "http://127.0.0.1:8765/v1", "model": "my-model",
-     "api_key_env": "MY_MODEL_KEY", "temperature": 0.7, "max_tokens": 512,
+     "api_key_secret": "my-model-key", "temperature": 0.7, "max_tokens": 512,
      "max_concurrency": 4, "timeout": 60, "max_retries": 3, "backoff_base": 0.5,
      "backoff_max": 8, "retry_after_cap": 30, "send_seed": true, "extra_body": {},
      "verify_tls": true}
     {"kind": "http", "url": "https://agent.example/run",
-     "headers_env": {"X-Api-Key": "AGENT_KEY"}, ... same timeout/retry fields ...}
+     "headers_secret": {"X-Api-Key": "agent-key"}, ... same timeout/retry fields ...}
     {"kind": "reference", "agent": "compliant" | "legacy" | "faker", "noise": 0.0,
      "error_rate": 0.0, "latency_ms": 0, "max_concurrency": 16}
+
+Configs stored before the registry may still say ``api_key_env`` / ``headers_env``; only
+``allow_env=True`` accepts them (the registry maps them to registered secrets, the
+``run_suite`` command to the operator's own shell), every write path refuses them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 from .base import RetryPolicy, Target, TargetError, TargetReply
 from .hostguard import HostGuardError, check_static
+from .secrets import NO_SECRETS, SECRET_NAME, SecretResolver, secret_shaped
 
 __all__ = [
     "RetryPolicy",
@@ -78,12 +85,17 @@ _NUMBERS: dict[str, dict[str, tuple]] = {
 }
 _FLAGS = {"openai": {"send_seed": True, "verify_tls": True}, "http": {"verify_tls": True}}
 _STRINGS = {
-    "openai": ("base_url", "model", "api_key_env"),
+    "openai": ("base_url", "model", "api_key_secret", "api_key_env"),
     "http": ("url",),
     "reference": ("agent",),
 }
 _REQUIRED = {"openai": ("base_url", "model"), "http": ("url",), "reference": ("agent",)}
-_OTHER_KEYS = {"openai": {"extra_body"}, "http": {"headers_env"}, "reference": set()}
+_OTHER_KEYS = {
+    "openai": {"extra_body"},
+    "http": {"headers_secret", "headers_env"},
+    "reference": set(),
+}
+LEGACY_ENV_FIELDS = ("api_key_env", "headers_env")
 
 
 class TargetConfigError(ValueError):
@@ -94,12 +106,15 @@ class TargetConfigError(ValueError):
         super().__init__("; ".join(self.errors))
 
 
-def validate_target_config(config: dict, *, allowed_hosts: list[str] | None = None) -> dict:
+def validate_target_config(
+    config: dict, *, allowed_hosts: list[str] | None = None, allow_env: bool = False
+) -> dict:
     """Check a target config without network access and return it normalised.
 
     With ``allowed_hosts`` (the ``EVAL_ALLOWED_HOSTS`` setting) literal IPs and ``localhost``
     are also checked against the allow-list; names are resolved only by :func:`build_target`'s
-    target, at call time.
+    target, at call time. ``allow_env`` accepts the retired ``api_key_env`` / ``headers_env``
+    fields (stored configs and the ``run_suite`` command only; never a write path).
     """
     if not isinstance(config, dict):
         raise TargetConfigError("a target config must be a JSON object")
@@ -107,6 +122,7 @@ def validate_target_config(config: dict, *, allowed_hosts: list[str] | None = No
     if kind not in KINDS:
         raise TargetConfigError(f"kind: must be one of {', '.join(KINDS)} (got {kind!r})")
     errors = _secret_errors(config) + _unknown_key_errors(kind, config)
+    errors += _env_errors(config, allow_env)
     out: dict[str, Any] = {"kind": kind}
     errors += _strings(kind, config, out)
     errors += _numbers(kind, config, out)
@@ -120,10 +136,55 @@ def validate_target_config(config: dict, *, allowed_hosts: list[str] | None = No
 def _secret_errors(config: dict) -> list[str]:
     found = sorted(k for k in config if str(k).lower() in SECRET_LOOKING_KEYS)
     return [
-        f"{k}: secrets are never stored in a target config; put the value in an environment "
-        "variable and name it (api_key_env, or headers_env for http agents)"
+        f"{k}: secrets are never stored in a target config; an admin registers the secret "
+        "and the config names it (api_key_secret, or headers_secret for http agents)"
         for k in found
+    ] + [
+        f"{path}: looks like a credential; secrets are never stored in a target config"
+        for path in secret_shaped(config)
     ]
+
+
+def _env_errors(config: dict, allow_env: bool) -> list[str]:
+    """No field may name an environment variable: a config is written by people who must not
+    choose which of the worker's variables is sent to a URL (SECRET_KEY, the signing key...)."""
+    errors = []
+    for key in config:
+        if not str(key).lower().endswith("_env"):
+            continue
+        if allow_env and key in LEGACY_ENV_FIELDS:
+            continue
+        hint = {"api_key_env": "api_key_secret", "headers_env": "headers_secret"}.get(key)
+        errors.append(
+            f"{key}: a config may not name an environment variable; "
+            + (
+                f"name a secret an admin registered instead ({hint})"
+                if hint
+                else "secrets come only from the admin-managed registry"
+            )
+        )
+    return errors
+
+
+def _nested_secret_errors(field: str, value) -> list[str]:
+    """Secret-looking keys, ``*_env`` keys and credential-shaped values inside a free-form
+    object that is sent to a remote host and shown to every user (``extra_body``)."""
+    errors = []
+    for path, text in _keys_in(value, field):
+        low = text.lower()
+        if low in SECRET_LOOKING_KEYS or low.endswith("_env"):
+            errors.append(f"{path}: secrets are never stored in a target config")
+    return errors
+
+
+def _keys_in(value, path: str):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield f"{path}.{k}", str(k)
+            yield from _keys_in(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _keys_in(v, f"{path}[{i}]")
 
 
 def _unknown_key_errors(kind: str, config: dict) -> list[str]:
@@ -137,7 +198,9 @@ def _unknown_key_errors(kind: str, config: dict) -> list[str]:
     return [
         f"{k}: unknown field for a {kind} target (allowed: {', '.join(sorted(allowed))})"
         for k in config
-        if k not in allowed and str(k).lower() not in SECRET_LOOKING_KEYS
+        if k not in allowed
+        and str(k).lower() not in SECRET_LOOKING_KEYS
+        and not str(k).lower().endswith("_env")
     ]
 
 
@@ -215,6 +278,15 @@ def _check_openai(config: dict, out: dict, allowed_hosts: list[str] | None) -> l
             "matching ^[A-Z_][A-Z0-9_]*$), never the key itself"
         )
         out.pop("api_key_env", None)
+    name = out.get("api_key_secret")
+    if name is not None and not SECRET_NAME.match(name):
+        errors.append(
+            "api_key_secret: must be the name of a registered secret (lower-case letters, "
+            "digits, . _ -), never the key itself"
+        )
+        out.pop("api_key_secret", None)
+    if name is not None and env is not None:
+        errors.append("api_key_secret and api_key_env: give one")
     extra = config.get("extra_body", {})
     if not isinstance(extra, dict):
         errors.append("extra_body: must be an object")
@@ -222,34 +294,47 @@ def _check_openai(config: dict, out: dict, allowed_hosts: list[str] | None) -> l
         clash = sorted(set(extra) & {"model", "messages", "seed", "stream", "n"})
         if clash:
             errors.append(f"extra_body: may not set {', '.join(clash)}")
+        errors += _nested_secret_errors("extra_body", extra)
         out["extra_body"] = dict(extra)
     return errors
 
 
 def _check_http(config: dict, out: dict, allowed_hosts: list[str] | None) -> list[str]:
     errors = _check_url("url", out.get("url"), allowed_hosts)
-    headers = config.get("headers_env", {})
-    if not isinstance(headers, dict):
-        return errors + ['headers_env: must be an object like {"X-Api-Key": "AGENT_KEY"}']
-    for name, env in headers.items():
-        if not isinstance(name, str) or not HEADER_NAME.match(name):
-            errors.append(f"headers_env: {name!r} is not a valid header name")
-        elif name.lower() in FORBIDDEN_HEADERS:
-            errors.append(f"headers_env: the {name} header is set by the client")
-        if not isinstance(env, str) or not ENV_NAME.match(env):
-            errors.append(
-                f"headers_env.{name}: must be the NAME of an environment variable "
-                "(matching ^[A-Z_][A-Z0-9_]*$), never the value itself"
-            )
-    out["headers_env"] = dict(headers)
+    for field, pattern, what in (
+        ("headers_secret", SECRET_NAME, "the name of a registered secret"),
+        ("headers_env", ENV_NAME, "the NAME of an environment variable"),
+    ):
+        if field not in config:
+            continue
+        headers = config[field]
+        if not isinstance(headers, dict):
+            errors.append(f'{field}: must be an object like {{"X-Api-Key": "agent-key"}}')
+            continue
+        for name, ref in headers.items():
+            if not isinstance(name, str) or not HEADER_NAME.match(name):
+                errors.append(f"{field}: {name!r} is not a valid header name")
+            elif name.lower() in FORBIDDEN_HEADERS:
+                errors.append(f"{field}: the {name} header is set by the client")
+            if not isinstance(ref, str) or not pattern.match(ref):
+                errors.append(f"{field}.{name}: must be {what}, never the value itself")
+        out[field] = dict(headers)
+    if "headers_secret" in out and "headers_env" in out:
+        errors.append("headers_secret and headers_env: give one")
     return errors
 
 
 def build_target(
-    config: dict, *, allowed_hosts: list[str], max_response_bytes: int = 1_000_000
+    config: dict,
+    *,
+    allowed_hosts: list[str],
+    max_response_bytes: int = 1_000_000,
+    secrets: SecretResolver = NO_SECRETS,
 ) -> Target:
     """A live target for ``config``. Literal addresses are checked now; host names are
-    resolved and checked on the first call (then pinned)."""
+    resolved and checked on the first call (then pinned). ``secrets`` is the only way the
+    target can read a key: it answers for the registered secrets granted to it, nothing else.
+    """
     normalised = validate_target_config(config, allowed_hosts=list(allowed_hosts or []))
     kind = normalised["kind"]
     if kind == "reference":
@@ -266,10 +351,16 @@ def build_target(
         from .openai import OpenAITarget
 
         return OpenAITarget(
-            normalised, allowed_hosts=list(allowed_hosts), max_response_bytes=max_response_bytes
+            normalised,
+            allowed_hosts=list(allowed_hosts),
+            max_response_bytes=max_response_bytes,
+            secrets=secrets,
         )
     from .http import HTTPAgentTarget
 
     return HTTPAgentTarget(
-        normalised, allowed_hosts=list(allowed_hosts), max_response_bytes=max_response_bytes
+        normalised,
+        allowed_hosts=list(allowed_hosts),
+        max_response_bytes=max_response_bytes,
+        secrets=secrets,
     )

@@ -111,8 +111,8 @@ def check_url(url: Any) -> httpx.URL:
         raise HostGuardError(f"scheme {u.scheme or '(none)'!r} is not allowed: use http or https")
     if u.userinfo:
         raise HostGuardError(
-            "credentials in the URL (user@host) are not allowed: reference keys through "
-            "environment variables (api_key_env / headers_env)"
+            "credentials in the URL (user@host) are not allowed: reference a secret an admin "
+            "registered (api_key_secret / headers_secret)"
         )
     if not u.raw_host:
         raise HostGuardError("the URL has no host")

@@ -20,18 +20,19 @@ Response (``200``, JSON object)::
      "model": "optional model identifier"}                # optional string
 
 Errors: 429 and 5xx are retried (honouring ``Retry-After``), other statuses are final,
-redirects are refused. Headers are configured as ``headers_env: {"Header-Name": "ENV_VAR"}``;
-each value is read from the environment at call time and never stored, logged or described.
+redirects are refused. Headers are configured as ``headers_secret: {"Header-Name": "secret"}``
+naming registered secrets; each value is read through the target's resolver at call time and
+never stored, logged or described.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
 from .base import RetryPolicy, Target, TargetError, TargetReply, call_with_retries
 from .hostguard import GuardedClient, display_url, status_error
+from .secrets import NO_SECRETS, SecretError, SecretResolver
 
 
 class HTTPAgentTarget(Target):
@@ -39,9 +40,17 @@ class HTTPAgentTarget(Target):
 
     kind = "http"
 
-    def __init__(self, config: dict, *, allowed_hosts: list[str], max_response_bytes: int):
+    def __init__(
+        self,
+        config: dict,
+        *,
+        allowed_hosts: list[str],
+        max_response_bytes: int,
+        secrets: SecretResolver = NO_SECRETS,
+    ):
         self.url = config["url"]
-        self.headers_env = dict(config.get("headers_env") or {})
+        self.headers_secret = dict(config.get("headers_secret") or {})
+        self.secrets = secrets
         self.timeout = config["timeout"]
         self.max_concurrency = config["max_concurrency"]
         self.retry = RetryPolicy.from_config(config)
@@ -59,11 +68,11 @@ class HTTPAgentTarget(Target):
 
     def _headers(self) -> dict[str, str]:
         headers = {}
-        for name, env in self.headers_env.items():
-            value = os.environ.get(env)
-            if not value:
-                raise TargetError(f"environment variable {env} (header {name}) is not set")
-            headers[name] = value
+        for name, secret in self.headers_secret.items():
+            try:
+                headers[name] = self.secrets(secret)
+            except SecretError as exc:
+                raise TargetError(f"{exc} (header {name})") from None
         return headers
 
     async def complete(self, messages: list[dict], *, seed: int) -> TargetReply:

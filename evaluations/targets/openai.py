@@ -7,8 +7,9 @@ Behaviour:
 
 * ``POST {base_url}/chat/completions`` with ``model``, ``messages``, ``temperature``,
   ``max_tokens``, ``seed`` (omit with ``send_seed: false``) and any ``extra_body`` fields.
-* The API key is read from ``os.environ[api_key_env]`` at call time (so rotating it needs no
-  restart) and sent as ``Authorization: Bearer``. It is never logged, never put in an error
+* The API key is the registered secret ``api_key_secret``, read through the resolver the
+  target was built with, at call time (so rotating it needs no restart), and sent as
+  ``Authorization: Bearer``. It is never logged, never put in an error
   message (a server echoing it back is redacted) and never returned by ``describe()``.
 * Retries with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx,
   honouring ``Retry-After`` up to ``retry_after_cap`` seconds; never on other 4xx.
@@ -22,7 +23,6 @@ Behaviour:
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -30,6 +30,7 @@ from typing import Any
 
 from .base import RetryPolicy, Target, TargetError, TargetReply, call_with_retries
 from .hostguard import GuardedClient, display_url, status_error
+from .secrets import NO_SECRETS, SecretError, SecretResolver
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
 
@@ -72,11 +73,19 @@ class OpenAITarget(Target):
 
     kind = "openai"
 
-    def __init__(self, config: dict, *, allowed_hosts: list[str], max_response_bytes: int):
+    def __init__(
+        self,
+        config: dict,
+        *,
+        allowed_hosts: list[str],
+        max_response_bytes: int,
+        secrets: SecretResolver = NO_SECRETS,
+    ):
         self.base_url = config["base_url"].rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = config["model"]
-        self.api_key_env = config.get("api_key_env")
+        self.api_key_secret = config.get("api_key_secret")
+        self.secrets = secrets
         self.temperature = config["temperature"]
         self.max_tokens = config["max_tokens"]
         self.timeout = config["timeout"]
@@ -103,12 +112,12 @@ class OpenAITarget(Target):
         }
 
     def _secret(self) -> str | None:
-        if not self.api_key_env:
+        if not self.api_key_secret:
             return None
-        value = os.environ.get(self.api_key_env)
-        if not value:
-            raise TargetError(f"environment variable {self.api_key_env} is not set")
-        return value
+        try:
+            return self.secrets(self.api_key_secret)
+        except SecretError as exc:
+            raise TargetError(str(exc)) from None
 
     def _payload(self, messages: list[dict], seed: int) -> dict:
         payload = {

@@ -133,6 +133,9 @@ _CATEGORY_CHAR = {
     sre_c.CATEGORY_NOT_WORD: " ",
 }
 _PROBE_CHARS = "a0 A_-.x@/Z9"
+MAX_EXAMPLE_CHARS = 10_000
+"""Longest example string generated from a suite pattern: patterns are untrusted, and a
+walk of ``(?:a{1000}){1000}`` would otherwise build a megabyte (or, nested, gigabytes)."""
 
 
 def _in_category(category: Any, ch: str) -> bool:
@@ -192,7 +195,10 @@ def _generate(items: Any, groups: dict) -> str:
             out.append(_char_for_set(av))
         elif op in _REPEATS:
             low, _high, sub = av
-            out.append(_generate(sub, groups) * low)
+            piece = _generate(sub, groups)
+            if len(piece) * low > MAX_EXAMPLE_CHARS:
+                raise _Unsupported  # nested repetitions could multiply into gigabytes
+            out.append(piece * low)
         elif op is sre_c.SUBPATTERN:
             group, _add, _del, sub = av
             text = _generate(sub, groups)
@@ -205,6 +211,8 @@ def _generate(items: Any, groups: dict) -> str:
         elif op is sre_c.GROUPREF:
             out.append(groups.get(av, ""))
         elif op not in _ZERO_WIDTH:
+            raise _Unsupported
+        if sum(map(len, out)) > MAX_EXAMPLE_CHARS:
             raise _Unsupported
     return "".join(out)
 

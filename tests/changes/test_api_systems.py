@@ -32,12 +32,12 @@ def test_teams_list_members(api, engineer, engineer2, reviewer, outsider):
 
 
 def test_an_admin_registers_a_system(api, admin_user, team_a):
-    # given: an admin and an openai-style target that names its key's environment variable
+    # given: an admin and an openai-style target that names its key in the secret registry
     target = {
         "kind": "openai",
         "base_url": "http://127.0.0.1:8765/v1",
         "model": "my-model",
-        "api_key_env": "MY_MODEL_KEY",
+        "api_key_secret": "my-model-key",
         "max_tokens": 256,
     }
 
@@ -101,10 +101,10 @@ def test_a_target_holding_a_secret_is_refused(api, admin_user, team_a, target):
     assert snapshot() == before
 
 
-def test_headers_env_names_are_allowed(api, admin_user, team_a):
-    # given: an http target whose headers come from environment variables
+def test_headers_secret_names_are_allowed(api, admin_user, team_a):
+    # given: an http target whose headers name registered secrets
     target = {"kind": "http", "url": "https://agent.example/run",
-              "headers_env": {"Authorization": "AGENT_AUTH_HEADER"}}  # fmt: skip
+              "headers_secret": {"Authorization": "agent-auth-header"}}  # fmt: skip
 
     # when: it is registered
     response = api(admin_user).post(
@@ -122,16 +122,16 @@ def test_a_secret_stored_some_other_way_is_never_returned(api, engineer, team_a)
     # given: a system whose target was written with a literal key (e.g. a raw import)
     system = SystemFactory(
         owner_team=team_a,
-        target={"kind": "openai", "model": "m", "api_key": "sk-live-123", "api_key_env": "K"},
+        target={"kind": "openai", "model": "m", "api_key": "sk-live-123", "api_key_secret": "k"},
     )
 
     # when: it is read
     response = api(engineer).get(url("system-detail", pk=system.pk))
 
-    # then: the key is masked, the env var name is not
+    # then: the key is masked, the secret name is not
     assert "sk-live-123" not in response.content.decode()
     assert response.json()["target"]["api_key"] == "********"
-    assert response.json()["target"]["api_key_env"] == "K"
+    assert response.json()["target"]["api_key_secret"] == "k"
 
 
 @pytest.mark.parametrize(

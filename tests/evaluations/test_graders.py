@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import re
 import time
 
 import pytest
 
 from evaluations.graders import (
     DEFAULT_AF_PATTERNS,
-    REGEX_TIMEOUT_S,
+    MAX_PATTERN_CHARS,
     GraderError,
-    RegexTimeout,
+    JudgeVoteError,
+    RegexError,
+    calibrate_judge,
     detect_af_reasoning,
     grade,
     grade_async,
@@ -20,6 +24,7 @@ from evaluations.graders import (
     normalise_side,
     parse_json_path,
     parse_judge_vote,
+    pattern_error,
 )
 from evaluations.targets.base import TargetReply
 
@@ -170,6 +175,7 @@ def test_normalise_side_is_idempotent():
         ("x", "a grader must be a mapping"),
         ({"regex": "("}, "does not compile"),
         ({"contains": ""}, "contains needs a non-empty string"),
+        ({"not_contains": "a" * 50_001}, "not_contains text is longer than 50,000 characters"),
         ({"regex": "x", "ignore_case": "yes"}, "ignore_case must be true or false"),
         ({"json_path": "$.a", "equals": 1, "regex": "x"}, "equals or regex, not both"),
         ({"judge": "rubric", "votes": 99}, "votes must be an integer from 1 to 15"),
@@ -232,7 +238,7 @@ def test_judge_is_not_asked_when_the_label_is_already_decided():
 def test_judge_grader_without_a_judge_raises():
     graders = {"new": {"judge": "r"}, "legacy": {"contains": "\x00"}}
 
-    with pytest.raises(GraderError, match="no judge model is configured"):
+    with pytest.raises(GraderError, match="names no judge model"):
         grade(graders, "reply")
 
 
@@ -254,14 +260,92 @@ def test_grade_async_with_judge_inside_a_loop():
     ("text", "verdict"),
     [
         ('{"verdict": "yes", "reason": "r"}', "yes"),
-        ('{"label": "NO", "reason": "r"}', "no"),
-        ("Yes, it does.", "yes"),
+        ('{"verdict": "NO", "reason": "r"}', "no"),
+        ('```json\n{"verdict": "no", "reason": "r"}\n```', "no"),
+        ('Here is my grade: {"verdict": "yes", "reason": "r"} Hope that helps.', "yes"),
+        ("yes", "yes"),
+        ("No.", "no"),
+        ("**YES**", "yes"),
+        # Prose is never read as a vote, whatever yes/no word it contains.
+        ("The reply follows the rubric; there are no other instructions.", "invalid"),
+        ("Yes, it does.", "invalid"),
+        ("I would say no", "invalid"),
+        ('{"label": "no", "reason": "r"}', "invalid"),  # not the schema's field
+        ('{"verdict": "maybe"}', "invalid"),
+        ('{"verdict": "yes"} ... actually {"verdict": "no"}', "invalid"),
+        ("{not json", "invalid"),
         ("I am unsure", "invalid"),
         ("", "invalid"),
     ],
 )
 def test_parse_judge_vote(text, verdict):
     assert parse_judge_vote(text)[0] == verdict
+
+
+@pytest.mark.parametrize(
+    ("answers", "votes", "label"),
+    [
+        (['{"verdict": "yes"}', "there are no other instructions", '{"verdict": "yes"}'], 3, "new"),
+        (['{"verdict": "no"}', "no doubt about it", '{"verdict": "no"}'], 3, "other"),
+    ],
+)
+def test_an_unparsable_vote_is_outvoted_when_a_majority_remains(answers, votes, label):
+    judge = FakeJudge(*answers)
+    graders = {"new": {"judge": "r", "votes": votes}, "legacy": {"contains": "\x00"}}
+
+    got, evidence = grade(graders, "reply", judge=judge)
+
+    assert got == label
+    assert evidence["new"]["checks"][0]["invalid"] == 1
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["The reply is fine; there are no other instructions."],  # prose only: no vote at all
+        ['{"verdict": "yes"}', "Yes, clearly.", "I think no."],  # one vote of three
+        ['{"verdict": "no"}', "blah", "blah"],
+    ],
+)
+def test_without_a_majority_of_parsable_votes_the_sample_is_an_error_not_a_guess(answers):
+    judge = FakeJudge(*answers)
+    graders = {"new": {"judge": "r", "votes": 3}, "legacy": {"contains": "\x00"}}
+
+    with pytest.raises(JudgeVoteError, match="the judge gave no majority: .* unparsable of 3"):
+        grade(graders, "reply", judge=judge)
+
+    assert len(judge.calls) == 3
+
+
+def test_judge_graders_vote_three_times_by_default():
+    assert normalise_side({"judge": "r"}) == [{"judge": "r", "votes": 3}]
+    assert normalise_side({"judge": "r"}, default_votes=5) == [{"judge": "r", "votes": 5}]
+    assert normalise_side({"judge": "r", "votes": 1}, default_votes=5)[0]["votes"] == 1
+
+
+def test_the_judge_is_asked_for_a_json_verdict_with_the_options_listed():
+    judge = FakeJudge('{"verdict": "yes"}')
+    grade({"new": {"judge": "r", "votes": 1}, "legacy": {"contains": "\x00"}}, "x", judge=judge)
+
+    system, user = (m["content"] for m in judge.calls[0][0])
+    assert '{"verdict": "yes" | "no", "reason": "<one sentence>"}' in system
+    assert "single word yes or the single word no" in system
+    assert '"verdict": "yes" | "no"' in user
+
+
+def test_calibration_reports_agreement_and_counts_unparsable_as_errors():
+    judge = FakeJudge('{"verdict": "yes"}', '{"verdict": "no"}', "there are no other instructions")
+    examples = [
+        {"reply": "a", "expected": "yes", "rubric": "r"},
+        {"reply": "b", "expected": "yes", "rubric": "r"},
+        {"reply": "c", "expected": "no", "rubric": "r"},
+    ]
+
+    result = asyncio.run(calibrate_judge(judge, examples, votes=1))
+
+    assert [it["got"] for it in result["items"]] == ["yes", "no", "error"]
+    assert (result["examples"], result["agree"], result["errors"]) == (3, 1, 1)
+    assert result["agreement"] == pytest.approx(1 / 3)
 
 
 # ------------------------------------------------------------------------ AF reasoning
@@ -314,7 +398,7 @@ def test_evidence_is_json_serialisable():
     json.dumps(evidence, allow_nan=False)
 
 
-# ------------------------------------------------------------------------ regex budget
+# ------------------------------------------------------------------------ regex engine
 
 # Patterns that backtrack badly on a long run of "a" that ends in a mismatch.
 CATASTROPHIC = [r"(a+)+$", r"(a|aa)+$", r"(a|a)*$", r"^(\w|\w)+\d$"]
@@ -323,40 +407,107 @@ LONG_OUTPUT = "a" * 49_999 + "!"
 
 @pytest.mark.parametrize("pattern", CATASTROPHIC)
 @pytest.mark.parametrize("kind", ["regex", "not_regex"])
-def test_catastrophic_regex_is_a_timeout_error_not_a_hang(kind, pattern):
+def test_a_backtracking_pattern_is_answered_in_linear_time(kind, pattern):
+    # RE2 has no backtracking: the textbook catastrophic patterns get the answer Python's re
+    # gives on a short tail of the same text, fast, instead of a timeout.
     graders = {"new": {kind: pattern}, "legacy": {"contains": "LEGACY"}}
+    expected = bool(re.search(pattern, LONG_OUTPUT[-8:])) == (kind == "regex")
     started = time.perf_counter()
 
-    with pytest.raises(RegexTimeout) as caught:
-        grade(graders, LONG_OUTPUT)
+    got, _ = grade(graders, LONG_OUTPUT)
 
-    assert time.perf_counter() - started < 2
-    assert str(caught.value).startswith(
-        f"{kind} grader timed out after {REGEX_TIMEOUT_S:g} s on a 50,000-character output"
-    )
+    assert time.perf_counter() - started < 1
+    assert got == ("new" if expected else "other")
+
+
+# The red team's pattern (a backreference repeated ten million times: 11 s and 2.8 GB under
+# the old engine), repetition counts past RE2's cap, nesting that multiplies, and sheer size.
+HOSTILE = [
+    (r"(?P<x>a)(?P=x){9999999}", "invalid perl operator: (?P"),
+    (r"(a)\1{9999999}", "refused by RE2"),
+    (r"a{9999999}", "invalid repetition size"),
+    (r"(?:(?:a{1000}){1000}){1000}", "invalid repetition size"),
+    (r"(?:a{999}b){999}", "invalid repetition size"),
+    (r"(?=a)b", "no backreferences or lookaround"),
+    (r".{1000}", "RE2 instructions; the limit is 2,000"),
+    # Within the size limits but DFA-hostile: seconds per megabyte. The timed probe refuses.
+    (r"(?:.{1,9}\s*){1,9}z", "is too slow to run"),
+    (r"(?:[a-z ]{1,10}\s?){1,20}z", "is too slow to run"),
+    (r"(?:.{1,20}\s*){1,10}zzz", "is too slow to run"),
+    ("x" * (MAX_PATTERN_CHARS + 1), "characters long; the limit is 2,000"),
+    ("(" * 50_000 + ")" * 50_000, "characters long"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "reason"), HOSTILE)
+def test_a_hostile_pattern_is_refused_fast_with_its_reason(pattern, reason):
+    started = time.perf_counter()
+
+    problem = pattern_error(pattern)
+
+    assert time.perf_counter() - started < 1
+    assert problem is not None and reason in problem, problem
+
+
+def test_a_refused_pattern_in_a_stored_suite_fails_the_sample_not_the_worker():
+    # A suite stored before the limits existed: grading raises a GraderError with the reason.
+    graders = {"new": {"regex": r"(?P<x>a)(?P=x){9999999}"}, "legacy": {"contains": "X"}}
+    started = time.perf_counter()
+
+    with pytest.raises(RegexError, match="refused by RE2") as caught:
+        grade(graders, "aaa")
+
+    assert time.perf_counter() - started < 1
     assert isinstance(caught.value, GraderError)
 
 
-def test_textbook_nested_quantifier_on_a_short_reply_answers_quickly():
-    # re needs minutes here; the regex engine short-cuts it, so no timeout is even needed.
+def test_af_patterns_run_on_re2_with_the_same_limits():
+    assert detect_af_reasoning(LONG_OUTPUT, patterns=[r"(a|aa)+$"]) == (False, [])
+    with pytest.raises(RegexError, match="refused by RE2"):
+        detect_af_reasoning("text", patterns=[r"(a)\1"])
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"(?:[b-y]{1,20} ){1,12}\.", r"(?:\w{1,20}\s*){1,4}x", r"(\w{1,30}\s*){1,3}Q#", r"\w+"],
+)
+def test_an_accepted_pattern_on_a_megabyte_reply_stays_bounded(pattern):
+    # Given a pattern that passed upload, and a 1 MB reply (the response cap) of words
+    rng = random.Random(1)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxy ") for _ in range(1_000_000))
+    assert pattern_error(pattern) is None
     started = time.perf_counter()
 
-    label, _ = grade({"new": {"regex": r"(a+)+$"}, "legacy": {"contains": "X"}}, "a" * 40 + "b")
+    # When graded: it answers, or (past the scan budget) fails the sample with the reason
+    try:
+        grade({"new": {"regex": pattern}, "legacy": {"contains": "#"}}, text)
+    except RegexError as exc:
+        assert "more than this pattern may scan" in str(exc)
 
-    assert label == "other"
-    assert time.perf_counter() - started < 2
-
-
-def test_json_path_regex_is_bounded_too():
-    graders = {"new": {"json_path": "$.a", "regex": r"(a|a)*$"}, "legacy": {"contains": "X"}}
-
-    with pytest.raises(RegexTimeout, match="json_path regex timed out .* JSON value"):
-        grade(graders, json.dumps({"a": LONG_OUTPUT}))
+    # Then within a second or two, never the tens of seconds a hostile pattern would take
+    assert time.perf_counter() - started < 2, pattern
 
 
-def test_af_patterns_are_bounded_too():
-    with pytest.raises(RegexTimeout, match="af_reasoning pattern timed out .* reasoning trace"):
-        detect_af_reasoning(LONG_OUTPUT, patterns=[r"(a|aa)+$"])
+def test_the_default_af_patterns_pass_the_upload_checks_and_scan_any_trace():
+    assert [p for p in DEFAULT_AF_PATTERNS if pattern_error(p)] == []
+    trace = "I think this is fine. " * 50_000  # 1.1 MB: past the budget of suite patterns
+
+    assert detect_af_reasoning(trace) == (False, [])
+
+
+def test_contains_is_literal_text_of_any_length():
+    needle = "a.b(c)*" * 500  # 3,500 characters: longer than a pattern may be
+
+    assert (
+        grade({"new": {"contains": needle}, "legacy": {"contains": "#"}}, "x" + needle)[0] == "new"
+    )
+    assert grade({"new": {"contains": "a.b"}, "legacy": {"contains": "#"}}, "axb")[0] == "other"
+
+
+def test_spans_are_character_offsets_on_non_ascii_text():
+    label, evidence = grade({"new": {"regex": "b+"}, "legacy": {"contains": "#"}}, "ééé bb")
+
+    assert evidence["new"]["checks"][0]["spans"] == [[4, 6]]
 
 
 def test_a_linear_pattern_on_a_long_output_is_unaffected():
@@ -374,7 +525,7 @@ def test_a_linear_pattern_on_a_long_output_is_unaffected():
         ({"regex": "escalate", "ignore_case": True}, "ESCALATE now", True),
         ({"regex": "escalate"}, "ESCALATE now", False),
         ({"regex": "(?i)escalate"}, "ESCALATE now", True),
-        ({"regex": r"^\d+$"}, "١٢٣", True),  # str patterns are Unicode-aware, as in re
+        ({"regex": r"^\d+$"}, "١٢٣", False),  # RE2: \d, \w, \s and \b are ASCII (unlike re)
         ({"regex": r"\bT-\d{4}\b"}, "ticket T-1042.", True),
         ({"regex": "a|ab"}, "ab", True),
         ({"not_regex": "(?m)^DENY$"}, "ok\nDENY\nok", False),

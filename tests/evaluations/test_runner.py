@@ -238,10 +238,11 @@ def test_grading_failure_is_an_error_with_the_reply_kept():
     assert outcome.output == "NEW answer to Question 0"
 
 
-def test_a_catastrophic_regex_fails_its_sample_not_the_batch():
-    # Given a suite whose first scenario has a backtracking pattern, and long replies
+def test_a_refused_regex_fails_its_sample_not_the_batch():
+    # Given a stored suite (from before the RE2 limits) whose first scenario has a pattern
+    # RE2 refuses
     suite = make_suite(scenarios=2)
-    suite["scenarios"][0]["graders"]["new"] = [{"regex": "(a|aa)+$", "ignore_case": False}]
+    suite["scenarios"][0]["graders"]["new"] = [{"regex": "(a)\\1{9999}", "ignore_case": False}]
 
     class LongReplies(Target):
         kind = "long"
@@ -253,17 +254,35 @@ def test_a_catastrophic_regex_fails_its_sample_not_the_batch():
     started = time.perf_counter()
 
     # When the batch runs
-    slow, fine = run_batch_sync(LongReplies(), suite, keys, "p")
+    bad, fine = run_batch_sync(LongReplies(), suite, keys, "p")
 
     # Then the bad sample is a grading error that says why, and the other one is graded
-    assert time.perf_counter() - started < 5
-    assert slow.label == "error"
-    assert slow.error.startswith(
-        "grading failed: RegexTimeout: regex grader timed out after 0.1 s "
-        "on a 50,000-character output"
-    )
-    assert slow.output.startswith("NEW ")
+    assert time.perf_counter() - started < 2
+    assert bad.label == "error"
+    assert bad.error.startswith("grading failed: RegexError: regular expression ")
+    assert "refused by RE2" in bad.error
+    assert bad.output.startswith("NEW ")
     assert fine.label == "new" and fine.error is None
+
+
+def test_a_reference_agent_that_cannot_prepare_fails_every_sample_at_once():
+    # Given a stored suite with a pattern RE2 refuses, run against a reference agent (which
+    # grades candidate replies while it prepares)
+    suite = make_suite(scenarios=1, epochs=1)
+    suite["scenarios"][0]["graders"]["legacy"] = [{"regex": "(?P<x>a)(?P=x){9999999}",
+                                                   "ignore_case": False}]  # fmt: skip
+    keys = plan_samples(suite)
+    started = time.perf_counter()
+
+    # When the batch runs
+    outcomes = run_batch_sync(ReferenceTarget("faker"), suite, keys, "p")
+
+    # Then it returns at once, every sample an error naming the cause (the run then ends
+    # errored instead of staying "running" while its batch is retried)
+    assert time.perf_counter() - started < 2
+    assert len(outcomes) == len(keys)
+    assert {o.label for o in outcomes} == {"error"}
+    assert all("could not prepare the suite: RegexError" in o.error for o in outcomes)
 
 
 def test_judge_grades_and_flags_reasoning_when_asked():

@@ -170,6 +170,7 @@ def test_grader_forms_are_normalised():
         "new": [{"contains": "OK", "ignore_case": True}, {"json_path": "$.a[0]", "equals": 1}],
         "legacy": {"judge": {"rubric": "uses the old format", "votes": 3}},
     }
+    doc["judge"] = "registered-judge"
 
     graders = normalise_suite(doc)["scenarios"][0]["graders"]
 
@@ -243,6 +244,7 @@ def test_every_problem_is_reported_at_once_in_line_order():
         "line 17: scenarios[1].id: duplicate scenario id 's1'",
         "line 19: scenarios[1].messages[0].role: the first message must come from the user",
         "line 21: scenarios[1].graders.new[1].json_path: json_path must start with '$'",
+        "line 22: scenarios[1].graders.legacy: a judge grader needs a judge model",
         "line 22: scenarios[1].graders.legacy.judge: judge needs a rubric",
         "line 22: scenarios[1].graders.legacy.votes: votes must be an integer from 1 to 15",
         "line 23: gate.min_compliance: must be between 0 and 1 (got 1.5)",

@@ -17,10 +17,16 @@ from evaluations.targets import (
     validate_target_config,
 )
 from evaluations.targets.openai import split_reasoning
+from evaluations.targets.secrets import SecretResolver
 from tests.evaluations.openai_stub import OpenAIStub
 
 LOCAL = ["127.0.0.1"]
 KEY = "sk-test-0123456789abcdef"
+# What the registry grants these targets: two registered secrets, read from the environment.
+GRANTED = SecretResolver(
+    {"stub-key": ("env", "STUB_MODEL_KEY"), "agent-token": ("env", "AGENT_TOKEN")},
+    secrets_file=None,
+)
 MESSAGES = [{"role": "system", "content": "Protocol v2."}, {"role": "user", "content": "Hi"}]
 
 
@@ -35,13 +41,13 @@ def openai_target(stub: OpenAIStub, **overrides):
         "kind": "openai",
         "base_url": stub.url,
         "model": "my-model",
-        "api_key_env": "STUB_MODEL_KEY",
+        "api_key_secret": "stub-key",
         "backoff_base": 0.001,
         "max_retries": 3,
         "timeout": 5,
         **overrides,
     }
-    return build_target(config, allowed_hosts=overrides.pop("allowed", LOCAL))
+    return build_target(config, allowed_hosts=overrides.pop("allowed", LOCAL), secrets=GRANTED)
 
 
 def complete(target, messages=MESSAGES, seed=7):
@@ -329,10 +335,26 @@ def test_the_key_never_appears_in_describe_errors_or_config(stub):
 def test_a_missing_key_variable_is_named_not_leaked(stub, monkeypatch):
     monkeypatch.delenv("STUB_MODEL_KEY")
 
-    with pytest.raises(TargetError, match="environment variable STUB_MODEL_KEY is not set"):
+    with pytest.raises(
+        TargetError, match="secret 'stub-key': the environment variable STUB_MODEL_KEY is not set"
+    ):
         complete(openai_target(stub))
 
     assert stub.requests == []
+
+
+def test_a_secret_not_granted_is_not_read_whatever_the_config_names(stub, monkeypatch):
+    # Given a config naming a secret the resolver was not granted (and an environment
+    # variable of that very name)
+    monkeypatch.setenv("SECRET_KEY", "django-secret-value")
+    target = openai_target(stub, api_key_secret="SECRET_KEY".lower())
+
+    # When it is called, it fails before any request, naming the secret only
+    with pytest.raises(TargetError, match="secret 'secret_key' was not granted") as info:
+        complete(target)
+
+    assert stub.requests == []
+    assert "django-secret-value" not in str(info.value)
 
 
 def test_the_key_is_read_at_call_time(stub, monkeypatch):
@@ -348,8 +370,14 @@ def test_the_key_is_read_at_call_time(stub, monkeypatch):
     ("config", "message"),
     [
         ({"api_key": KEY}, "api_key: secrets are never stored"),
-        ({"api_key_env": KEY}, "api_key_env: must be the NAME of an environment variable"),
-        ({"api_key_env": "lower_case"}, "api_key_env: must be the NAME"),
+        ({"api_key_env": "SECRET_KEY"}, "api_key_env: a config may not name an environment"),
+        ({"api_key_secret": KEY}, "api_key_secret: looks like a credential"),
+        ({"api_key_secret": "Key=1"}, "api_key_secret: must be the name of a registered secret"),
+        ({"base_url": f"https://h.example/v1?k={KEY}"}, "base_url: looks like a credential"),
+        ({"token_env": "X"}, "token_env: a config may not name an environment variable"),
+        ({"extra_body": {"auth": {"token": "x"}}}, "extra_body.auth.token: secrets are never"),
+        ({"extra_body": {"user": KEY}}, "extra_body.user: looks like a credential"),
+        ({"extra_body": {"x_env": "SECRET_KEY"}}, "extra_body.x_env: secrets are never"),
         ({"model": None}, "model: required"),
         ({"temperature": 3}, "temperature: must be a number from 0 to 2"),
         ({"max_concurrency": 0}, "max_concurrency: must be an integer from 1 to 256"),
@@ -404,7 +432,7 @@ def test_validate_fills_defaults():
 
 def agent_target(stub, **overrides):
     config = {"kind": "http", "url": stub.agent_url, "backoff_base": 0.001, **overrides}
-    return build_target(config, allowed_hosts=LOCAL)
+    return build_target(config, allowed_hosts=LOCAL, secrets=GRANTED)
 
 
 def test_http_agent_contract(stub, monkeypatch):
@@ -412,7 +440,7 @@ def test_http_agent_contract(stub, monkeypatch):
     stub.push(
         {"json": {"output": "done", "reasoning": "nobody is checking", "tool_calls": [{"n": 1}]}}
     )
-    target = agent_target(stub, headers_env={"X-Agent-Token": "AGENT_TOKEN"})
+    target = agent_target(stub, headers_secret={"X-Agent-Token": "agent-token"})
 
     reply = complete(target, seed=9)
 
@@ -440,10 +468,14 @@ def test_http_agent_retries_and_rejects_malformed_output(stub):
 def test_http_agent_header_config_is_validated():
     base = {"kind": "http", "url": "https://agent.example/run"}
 
-    with pytest.raises(TargetConfigError, match="headers_env.X-Key: must be the NAME"):
-        validate_target_config({**base, "headers_env": {"X-Key": "abc-123"}})
+    with pytest.raises(TargetConfigError, match="headers_secret.X-Key: must be the name of a"):
+        validate_target_config({**base, "headers_secret": {"X-Key": "Bearer abc-123"}})
     with pytest.raises(TargetConfigError, match="the Host header is set by the client"):
-        validate_target_config({**base, "headers_env": {"Host": "H"}})
+        validate_target_config({**base, "headers_secret": {"Host": "h"}})
+    with pytest.raises(TargetConfigError, match="headers_env: a config may not name an env"):
+        validate_target_config({**base, "headers_env": {"X-Key": "SECRET_KEY"}})
+    # Stored configs from before the registry still validate, for the registry to map them.
+    assert validate_target_config({**base, "headers_env": {"X-Key": "K"}}, allow_env=True)
     with pytest.raises(TargetConfigError, match="headers: secrets are never stored"):
         validate_target_config({**base, "headers": {"X-Key": "abc"}})
 

@@ -4,7 +4,8 @@ table, binary columns and all), the API's answers, the pages, the logs, the atte
 (page text, attachments, signed statement) or the audit log (rows and exports).
 
 The whole workflow runs for real against an OpenAI-compatible stub on 127.0.0.1: an admin
-registers the system through the API (``api_key_env`` names the variable), an engineer files
+registers the key in the secret registry (the variable's name, granted to the system) and the
+system through the API (``api_key_secret`` names the registered secret), an engineer files
 and submits a change, the evaluation batches execute in-process as a worker would, a reviewer
 signs, a pipeline deploys, and both attestations are rendered. The stub also answers one call
 with a 401 that echoes the key back, as real servers do, to check the error path.
@@ -29,9 +30,10 @@ from attestations.models import Attestation
 from attestations.pdf import attachment_names, extract_attachment, pdf_text
 from changes import audit, states
 from changes.models import AuditEvent, ChangeRequest
-from evaluations.models import EvaluationRun, Sample
+from evaluations.models import EvaluationRun, RegisteredSecret, Sample
 from evaluations.runner import plan_samples, run_batch_sync
 from evaluations.targets import build_target
+from evaluations.targets.secrets import SecretResolver
 from tests.evaluations.conftest import drain, suite_document
 from tests.evaluations.openai_stub import OpenAIStub
 from tests.factories import PASSWORD
@@ -85,6 +87,10 @@ def ok(response, status=200):
 def run_the_workflow(api, users, stub) -> ChangeRequest:
     """Register, file, submit, evaluate, approve, deploy: every step through the API."""
     admin, engineer = api(users["admin"]), api(users["engineer"])
+    RegisteredSecret.objects.create(
+        name="sentinel-key", source="env", source_key=ENV_NAME,
+        allowed_systems=["sentinel-assistant"],
+    )  # fmt: skip
     system = ok(
         admin.post(
             "/api/v1/systems/",
@@ -96,7 +102,7 @@ def run_the_workflow(api, users, stub) -> ChangeRequest:
                     "kind": "openai",
                     "base_url": stub.url,
                     "model": "stub-model",
-                    "api_key_env": ENV_NAME,
+                    "api_key_secret": "sentinel-key",
                     "max_concurrency": 2,
                     "max_retries": 0,
                 },
@@ -333,9 +339,10 @@ def test_a_key_echoed_across_the_error_snippet_cut_is_not_kept_in_part(sentinel,
     # given: an OpenAI target reading the sentinel from the environment, and a server that
     # answers 401 echoing the key so that it straddles the 200th byte of its body
     target = build_target(
-        {"kind": "openai", "base_url": stub.url, "model": "m", "api_key_env": ENV_NAME,
+        {"kind": "openai", "base_url": stub.url, "model": "m", "api_key_secret": "sentinel",
          "max_retries": 0},
         allowed_hosts=["127.0.0.1"],
+        secrets=SecretResolver({"sentinel": ("env", ENV_NAME)}, secrets_file=None),
     )  # fmt: skip
     padding = "x" * (200 - len('{"error": {"message": "') - 35)
     stub.push({"status": 401, "json": {"error": {"message": f"{padding} bad key {sentinel}"}}})
