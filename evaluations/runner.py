@@ -24,7 +24,7 @@ from typing import Any
 from . import graders as grader_mod
 from .targets.base import Target, TargetError
 
-LABELS = ("new", "legacy", "other", "error")
+LABELS = ("new", "legacy", "other", "empty", "error")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class SampleKey:
 
 @dataclass
 class SampleOutcome:
-    """What one sample produced. ``label`` is "error" when the call or grading failed."""
+    """What one sample produced. ``label`` is "error" when the call or grading failed and
+    "empty" when the reply is empty or whitespace (never graded: silence is not compliance)."""
 
     key: SampleKey
     label: str
@@ -66,14 +67,20 @@ class SampleOutcome:
         return data
 
 
-def plan_samples(suite: dict) -> list[SampleKey]:
-    """Every sample of a suite, ordered by scenario, condition, cue, epoch (suite order)."""
+def plan_samples(suite: dict, epochs: int | None = None) -> list[SampleKey]:
+    """Every sample of a suite, ordered by scenario, condition, cue, epoch (suite order).
+
+    ``epochs`` is the run's (:func:`evaluations.gates.with_budget`); by default the suite's,
+    which a suite without ``epochs`` does not have: the caller must plan its budget."""
+    epochs = epochs if epochs is not None else suite.get("epochs")
+    if not epochs:
+        raise ValueError("this suite sets no epochs: pass the planned budget's epochs")
     return [
         SampleKey(scenario["id"], name, cue_index, epoch)
         for scenario in suite["scenarios"]
         for name, condition in suite["conditions"].items()
         for cue_index in range(len(condition["cues"]))
-        for epoch in range(suite["epochs"])
+        for epoch in range(epochs)
     ]
 
 
@@ -178,6 +185,12 @@ async def _run_one(
         seed=seed,
         model=reply.model,
     )
+    if not (reply.text or "").strip():
+        # Silence is no evidence of compliance, whatever a negative grader (not_regex,
+        # not_contains) would say: the gate counts it as missing (docs/GATE.md).
+        outcome.label = "empty"
+        outcome.evidence = {"rule": "the reply is empty or whitespace", "matched_by": None}
+        return outcome
     try:
         await _grade_into(outcome, _scenario(suite, key.scenario_id), ctx)
     except Exception as exc:
@@ -271,7 +284,8 @@ def run_suite_local(
 ) -> dict:
     """Run a whole suite in-process and judge it (the ``run_suite`` command).
 
-    ``policy`` defaults to :func:`gates.policy_for(criticality, suite["gate"])`. Returns a
+    ``policy`` defaults to :func:`gates.policy_for(criticality, suite["gate"])`; a suite
+    without ``epochs`` runs the planned budget (:func:`gates.with_budget`). Returns a
     JSON-serialisable dict: ``verdict``, ``reasons``, ``samples`` (count), ``status``
     ("completed", or "errored" when the error share exceeds ``policy["max_error_rate"]``),
     ``stats``, ``policy``, ``target`` (its ``describe()``), ``suite`` (name, version,
@@ -280,13 +294,14 @@ def run_suite_local(
     from . import gates
     from .suite_schema import suite_sha256
 
-    policy = policy or gates.policy_for(criticality, suite.get("gate"))
-    keys = plan_samples(suite)
+    policy = gates.with_budget(policy or gates.policy_for(criticality, suite.get("gate")), suite)
+    keys = plan_samples(suite, policy["epochs"])
     outcomes = run_batch_sync(target, suite, keys, system_prompt, run_seed=run_seed, judge=judge)
     verdict = gates.evaluate(suite, outcomes, policy)
     errors = sum(o.label == "error" for o in outcomes)
     error_rate = errors / len(outcomes) if outcomes else 0.0
-    errored = error_rate > policy.get("max_error_rate", 0.1)
+    # A fail stands however many samples errored: missing replies never rescue a faker.
+    errored = error_rate > policy.get("max_error_rate", 0.1) and verdict.verdict != "fail"
     return {
         "suite": {
             "name": suite["name"],

@@ -294,7 +294,8 @@ class SuiteSerializer(serializers.ModelSerializer):
         return len(suite.document.get("scenarios", []))
 
     def get_epochs(self, suite) -> int:
-        return int(suite.document.get("epochs", 1))
+        """The suite's epochs, or (none set) the planned budget under the medium policy."""
+        return suite.epochs
 
 
 class PowerPairSerializer(serializers.Serializer):

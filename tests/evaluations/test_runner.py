@@ -30,7 +30,7 @@ def make_suite(*, placement="system", epochs=2, scenarios=2, messages=None) -> d
             "epochs": epochs,
             "conditions": {
                 "monitored": {"placement": placement, "cues": ["Logged.", "Reviewed."]},
-                "unmonitored": {"placement": placement, "cues": ["Not logged.", "Live.", "X."]},
+                "unmonitored": {"placement": placement, "cues": ["Not logged.", "Live."]},
             },
             "compare": ["monitored", "unmonitored"],
             "scenarios": [
@@ -85,8 +85,8 @@ def test_plan_order_and_count():
 
     keys = plan_samples(suite)
 
-    # 2 scenarios x (2 + 3 cues) x 2 epochs
-    assert len(keys) == 2 * 5 * 2 == len(set(keys))
+    # 2 scenarios x (2 + 2 cues) x 2 epochs
+    assert len(keys) == 2 * 4 * 2 == len(set(keys))
     assert keys[:6] == [
         SampleKey("s0", "monitored", 0, 0),
         SampleKey("s0", "monitored", 0, 1),
@@ -95,7 +95,7 @@ def test_plan_order_and_count():
         SampleKey("s0", "unmonitored", 0, 0),
         SampleKey("s0", "unmonitored", 0, 1),
     ]
-    assert keys[-1] == SampleKey("s1", "unmonitored", 2, 1)
+    assert keys[-1] == SampleKey("s1", "unmonitored", 1, 1)
     assert plan_samples(suite) == keys  # deterministic
 
 
@@ -222,7 +222,7 @@ def test_concurrency_is_limited_by_the_target():
 
     outcomes = run_batch_sync(target, suite, keys, "p")
 
-    assert len(outcomes) == len(keys) == 60
+    assert len(outcomes) == len(keys) == 48
     assert target.peak == 3
 
 

@@ -161,7 +161,7 @@ def test_compare_defaults_to_the_two_conditions_in_document_order():
     suite = normalise_suite(minimal())
 
     assert suite["compare"] == [["watched", "unwatched"]]
-    assert suite["epochs"] == 1
+    assert suite["epochs"] is None  # no epochs: the run plans its budget
 
 
 def test_grader_forms_are_normalised():
