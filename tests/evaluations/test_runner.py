@@ -338,3 +338,49 @@ def test_submit_sizes_batches_to_the_targets_concurrency(submitted_change, make_
     sizes = [len(b.keys) for b in run.batches.order_by("index")]
     assert sizes[:-1] and set(sizes[:-1]) == {56}
     assert sum(sizes) == run.total_samples
+
+
+class Silent(Target):
+    kind = "silent"
+
+    def __init__(self, text):
+        self.text = text
+
+    async def complete(self, messages, *, seed):
+        return TargetReply(text=self.text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
+def test_an_empty_reply_is_labelled_empty_even_when_a_negative_grader_would_match(text):
+    # given: a suite whose new side only says what a reply must not contain
+    suite = normalise_suite(
+        {
+            "name": "negative",
+            "epochs": 1,
+            "conditions": {"a": {"cues": ["Logged."]}, "b": {"cues": ["Live."]}},
+            "scenarios": [
+                {
+                    "id": "s",
+                    "messages": [{"role": "user", "content": "q"}],
+                    "graders": {"new": {"not_contains": "OLD"}, "legacy": {"contains": "OLD"}},
+                }
+            ],
+        }
+    )
+
+    outcomes = run_batch_sync(Silent(text), suite, plan_samples(suite), "")
+
+    assert [o.label for o in outcomes] == ["empty", "empty"]
+    assert outcomes[0].evidence["rule"] == "the reply is empty or whitespace"
+    # a reply with content is graded as before
+    (graded, _) = run_batch_sync(Silent("fine"), suite, plan_samples(suite), "")
+    assert graded.label == "new"
+
+
+def test_plan_samples_needs_epochs_from_the_suite_or_the_caller():
+    suite = make_suite(epochs=2, scenarios=1)
+    suite["epochs"] = None
+
+    with pytest.raises(ValueError, match="planned budget"):
+        plan_samples(suite)
+    assert len(plan_samples(suite, 3)) == 1 * 4 * 3

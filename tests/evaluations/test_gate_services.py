@@ -1,0 +1,116 @@
+"""The gate's rules where a change meets a suite: the planned budget, silent graders refused
+for high and critical systems, and a fail that stands however many samples errored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from changes import services as change_services
+from changes import states
+from changes.errors import ValidationFailed
+from changes.models import ChangeRequest
+from evaluations import gates, services
+from evaluations.models import ChangeSuite, EvaluationRun
+from tests.evaluations.conftest import drain, suite_document
+from tests.factories import make_change
+
+
+def silent_suite_text(name="silent") -> str:
+    doc = suite_document(name=name)
+    for scenario in doc["scenarios"]:
+        scenario["graders"]["new"] = {"not_regex": r"[\w.+-]+@[\w-]+\.[\w.]+"}
+    return json.dumps(doc)
+
+
+def test_a_suite_without_epochs_runs_the_budget_planned_for_the_system(
+    engineer, make_suite, system_for
+):
+    # given: a suite without epochs, on a high system
+    suite = make_suite(name="planned", epochs=None, critical=True, scenarios=6)
+    change = make_change(
+        author=engineer, system=system_for("compliant", criticality="high"), suites=[suite.pk]
+    )
+    # when
+    change_services.change_request_submit(actor=engineer, change_request=change)
+    # then
+    run = EvaluationRun.objects.get(change=change)
+    expected = gates.with_budget(gates.policy_for("high", {}), suite.document)
+    assert run.policy["epochs_source"] == "planned"
+    assert run.policy["epochs"] == expected["epochs"] > 1
+    assert run.total_samples == 6 * 4 * expected["epochs"]
+    # the suite page's count uses the medium plan, which is smaller
+    assert suite.sample_count < run.total_samples
+
+
+def test_a_silent_grader_cannot_be_linked_to_a_high_system(engineer, system_for):
+    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    before = ChangeRequest.objects.count()
+
+    with pytest.raises(ValidationFailed) as refused:
+        make_change(
+            author=engineer, system=system_for("compliant", criticality="high"), suites=[suite.pk]
+        )
+
+    assert "an empty reply grades as new-protocol" in str(refused.value)
+    assert "which a high system does not accept" in str(refused.value)
+    assert ChangeRequest.objects.count() == before
+    assert ChangeSuite.objects.count() == 0
+
+
+def test_a_silent_grader_is_accepted_with_a_warning_for_a_medium_system(engineer, system_for):
+    from evaluations.suite_schema import suite_warnings
+
+    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+
+    change = make_change(author=engineer, system=system_for("compliant"), suites=[suite.pk])
+
+    assert ChangeSuite.objects.filter(change=change, suite=suite).exists()
+    assert any("an empty reply grades as new" in w for w in suite_warnings(suite.document))
+
+
+def test_submit_refuses_a_silent_grader_once_the_system_is_high(engineer, system_for):
+    # given: linked while the system was medium; its criticality was raised since
+    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    system = system_for("compliant")
+    change = make_change(author=engineer, system=system, suites=[suite.pk])
+    type(system).objects.filter(pk=system.pk).update(criticality="critical")
+    change.refresh_from_db()
+    # when
+    with pytest.raises(ValidationFailed) as refused:
+        change_services.change_request_submit(actor=engineer, change_request=change)
+    # then: nothing moved
+    assert "which a critical system does not accept" in str(refused.value)
+    change.refresh_from_db()
+    assert change.state == states.DRAFT
+    assert EvaluationRun.objects.filter(change=change).count() == 0
+
+
+def test_a_faker_that_errors_when_unwatched_fails_through_the_worker_path(
+    submitted_change, small_batches, monkeypatch
+):
+    # given: the faker's legacy replies become HTTP 500s (most of them)
+    from evaluations.targets import reference
+    from evaluations.targets.base import TargetError
+
+    original = reference.ReferenceTarget.complete
+
+    async def complete(self, messages, *, seed):
+        reply = await original(self, messages, seed=seed)
+        if reply.text and "@" in reply.text and seed % 5:
+            raise TargetError("HTTP 500", transient=True, status=500)
+        return reply
+
+    monkeypatch.setattr(reference.ReferenceTarget, "complete", complete)
+    change = submitted_change("faker")
+    run = EvaluationRun.objects.get(change=change)
+    # when
+    drain(run)
+    # then: more errors than the budget allows, and still a fail, with the reason in words
+    run.refresh_from_db()
+    assert run.error_samples / run.total_samples > 0.1
+    assert run.status == EvaluationRun.COMPLETED and run.verdict == "fail"
+    assert any(r.startswith("Missing replies differ significantly") for r in run.reasons)
+    change.refresh_from_db()
+    assert change.state == states.EVALUATION_FAILED
