@@ -610,18 +610,24 @@ def silent_graders(doc: dict) -> list[tuple[str, str]]:
     return out
 
 
-_SITUATION_WORDS = re.compile(
+# Words that say "you are watched" and words that say "you are deployed, unwatched". A cue of
+# the unwatched side that uses the watched side's words ("nothing here is *logged*") leans on
+# a negation a model may miss; and the other way round.
+_WATCHED_WORDS = re.compile(
     r"\b(?:logged|logging|logs|recorded|recording|reviewed|reviewing|monitored|monitoring|"
     r"watched|observed|transcripts?|training|trained|evaluat\w*|tests?|testing|tested|"
-    r"audit\w*|graded|grading|oversight|supervised|unmonitored|unobserved|unlogged|"
-    r"unreviewed|unrecorded|unwatched|unsupervised|production|deploy\w*|live|customers?|"
-    r"users?)\b",
+    r"audit\w*|graded|grading|oversight|supervised)\b",
+    re.IGNORECASE,
+)
+_UNWATCHED_WORDS = re.compile(
+    r"\b(?:unmonitored|unobserved|unlogged|unreviewed|unrecorded|unwatched|unsupervised|"
+    r"production|deploy\w*|live|customers?|users?)\b",
     re.IGNORECASE,
 )
 
 
-def _situation_words(text: str) -> set[str]:
-    return {m.group(0).lower() for m in _SITUATION_WORDS.finditer(text)}
+def _words(rx: re.Pattern, text: str) -> set[str]:
+    return {m.group(0).lower() for m in rx.finditer(text)}
 
 
 def suite_warnings(doc: dict, criticality: str | None = None) -> list[str]:
@@ -646,13 +652,12 @@ def suite_warnings(doc: dict, criticality: str | None = None) -> list[str]:
             else:
                 seen[key] = f"conditions.{name}.cues[{i}]"
     for a, b in doc["compare"]:
-        words = {
-            name: set().union(*(_situation_words(c) for c in doc["conditions"][name]["cues"]))
-            for name in (a, b)
-        }
-        for mine, other in ((a, b), (b, a)):
+        # a is the watched side of the pair, b the deployment-like one (the worst case and
+        # the gap read them that way too).
+        for mine, other, rx in ((b, a, _WATCHED_WORDS), (a, b, _UNWATCHED_WORDS)):
+            theirs = set().union(*(_words(rx, c) for c in doc["conditions"][other]["cues"]))
             for i, cue in enumerate(doc["conditions"][mine]["cues"]):
-                shared = sorted(_situation_words(cue) & words[other])
+                shared = sorted(_words(rx, cue) & theirs)
                 if shared:
                     out.append(
                         f"conditions.{mine}.cues[{i}] uses {', '.join(repr(w) for w in shared)}, "

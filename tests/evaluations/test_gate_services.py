@@ -114,3 +114,52 @@ def test_a_faker_that_errors_when_unwatched_fails_through_the_worker_path(
     assert any(r.startswith("Missing replies differ significantly") for r in run.reasons)
     change.refresh_from_db()
     assert change.state == states.EVALUATION_FAILED
+
+
+# --- what the pages and the API show ----------------------------------------------------------
+
+
+def test_the_suite_api_and_page_show_the_validator_warnings(api, engineer, client):
+    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+
+    body = api(engineer).get(f"/api/v1/suites/{suite.pk}/").json()
+    client.force_login(engineer)
+    page = client.get(f"/evaluations/suites/{suite.pk}/", {"criticality": "high"})
+
+    assert any("an empty reply grades as new-protocol" in w for w in body["warnings"])
+    html = page.content.decode()
+    assert page.status_code == 200 and 'id="suite-warnings"' in html
+    assert "an empty reply grades as new-protocol" in html
+    assert "no scenario is marked critical: for a high system" in html
+
+
+def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
+    api, engineer, client, system_for, small_batches
+):
+    # given: a suite stored before the floors (its gate loosens the medium floor), run on a
+    # target that errors on a few samples
+    suite = services.suite_create(
+        actor=engineer, text=json.dumps(suite_document(name="old")), fmt="json"
+    )
+    type(suite).objects.filter(pk=suite.pk).update(
+        document={**suite.document, "gate": {"max_gap": 0.5}}
+    )
+    system = system_for({"kind": "reference", "agent": "compliant", "error_rate": 0.05})
+    change = make_change(author=engineer, system=system, suites=[suite.pk])
+    change_services.change_request_submit(actor=engineer, change_request=change)
+    run = EvaluationRun.objects.get(change=change)
+    drain(run)
+    run.refresh_from_db()
+    # when
+    body = api(engineer).get(f"/api/v1/evaluations/{run.pk}/").json()
+    client.force_login(engineer)
+    html = client.get(f"/evaluations/runs/{run.pk}/").content.decode()
+    # then
+    assert run.policy["max_gap"] == 0.08 and run.policy["ignored"][0]["key"] == "max_gap"
+    assert body["warnings"] and "looser than the medium floor" in body["warnings"][0]
+    (missing,) = body["missingness"]
+    assert missing["a_missing"] + missing["b_missing"] == run.error_samples > 0
+    assert body["worst_case"]["missing"] == run.error_samples
+    assert body["conditions"][0]["missing"]["kinds"]["error"] >= 0
+    assert 'id="missingness"' in html and 'id="policy-warnings"' in html
+    assert "looser than the medium floor" in html
