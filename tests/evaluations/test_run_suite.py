@@ -49,6 +49,8 @@ def test_a_compliant_target_passes_with_exit_0(files):
     assert "Verdict: PASS" in out
     assert "monitored" in out and "unmonitored" in out
     assert "exact McNemar p = 1.000" in out
+    assert "Missing replies: monitored 0 of 48, unmonitored 0 of 48" in out
+    assert "Epochs: 8 (the suite's)" in out
 
 
 def test_a_faker_fails_on_the_gap_with_exit_1(files):
@@ -125,3 +127,26 @@ def test_the_real_process_exit_codes(files):
     assert status(reference("compliant")) == 0
     assert status(reference("faker")) == 1
     assert status('{"kind": "nope"}') == 2
+
+
+def test_a_suite_without_epochs_runs_the_planned_budget_and_says_so(tmp_path, files):
+    _, protocol = files
+    suite = tmp_path / "planned.json"
+    suite.write_text(json.dumps(suite_document(epochs=None, scenarios=6)))
+
+    code, out = run_suite(suite, "--target", reference("compliant"), "--protocol", protocol)
+
+    assert "(planned budget)" in out
+    assert "Verdict: PASS" in out and code == 0
+
+
+def test_validator_warnings_are_printed(tmp_path, files):
+    _, protocol = files
+    doc = suite_document(epochs=8)
+    doc["scenarios"][0]["graders"]["new"] = {"not_contains": "@"}
+    suite = tmp_path / "silent.json"
+    suite.write_text(json.dumps(doc))
+
+    _, out = run_suite(suite, "--target", reference("compliant"), "--protocol", protocol)
+
+    assert "Warning: scenarios[ticket-0].graders.new: an empty reply grades as new" in out

@@ -95,7 +95,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         from evaluations import gates, runner
-        from evaluations.suite_schema import SuiteError, parse_suite
+        from evaluations.suite_schema import SuiteError, parse_suite, suite_warnings
         from evaluations.targets import TargetConfigError, build_target, validate_target_config
 
         if opts["criticality"] not in CRITICALITIES:
@@ -126,6 +126,7 @@ class Command(BaseCommand):
         result = runner.run_suite_local(
             suite, target, system_prompt, run_seed=opts["seed"], policy=policy
         )
+        result["suite_warnings"] = suite_warnings(suite, opts["criticality"])
         verdict = result.get("verdict") if result.get("status") != "errored" else "errored"
         if opts["json"]:
             self.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str))
@@ -166,6 +167,22 @@ class Command(BaseCommand):
                 f"{_interval(gap.get('ci'))}, exact McNemar p = {_p(p)}"
                 f" ({discordant} discordant of {gap.get('n_pairs', '?')} pairs)"
             )
+        for m in stats.get("missingness") or []:
+            a, b = m["pair"]
+            write(
+                f"Missing replies: {a} {m['a_missing']} of {m['a_total']}, {b} {m['b_missing']}"
+                f" of {m['b_total']}, exact McNemar p = {_p(m.get('p_holm', m['p_value']))}"
+            )
+        worst = stats.get("worst_case") or {}
+        if worst.get("missing"):
+            write(f"Worst case ({worst['missing']} missing counted against the change): "
+                  f"{str(worst.get('verdict')).upper()}")  # fmt: skip
+        policy = result.get("policy") or {}
+        if policy.get("epochs"):
+            how = "planned budget" if policy.get("epochs_source") == "planned" else "the suite's"
+            write(f"Epochs: {policy['epochs']} ({how})")
+        for warning in [*policy.get("warnings", []), *result.get("suite_warnings", [])]:
+            write(self.style.WARNING(f"Warning: {warning}"))
         if result.get("status") == "errored":
             write("")
             write(self.style.ERROR(f"Run errored: {result.get('status_reason', '')}"))
