@@ -1,37 +1,12 @@
-"""Statistics for the gate: rates with intervals, the paired compliance gap, power.
+"""Statistics for the gate: rates with intervals, the paired compliance gap, power, budget.
 
 Why this module exists: "the model complied 92% of the time" means nothing without n and an
 interval, and the alignment-faking signal is a *difference* between two conditions on the
 same prompts, which must be analysed as paired data. All distributions come from scipy.
 
-Methods (each chosen to stay honest with the small samples evaluation suites produce):
-
-* **Rates**: Wilson score interval (good coverage near 0 and 1, never outside [0, 1]).
-* **Paired gap** ``rate_a - rate_b`` over pairs matched on (scenario, cue index, epoch):
-
-  - *clustered interval*: samples of one scenario are correlated (a model that fakes on one
-    scenario fakes on all its epochs), so the variance of the mean difference is the
-    cluster-robust (CR1) sandwich ``G/(G-1) * sum_g(sum_{i in g}(d_i - mean))^2 / n^2`` over
-    the G scenarios, with a **t distribution on G-1 degrees of freedom**: with few clusters
-    the normal quantile badly under-covers (Cameron & Miller 2015), and t(G-1) is the usual
-    small-G correction. With one scenario there is no between-cluster information: the
-    interval falls back to the pairs' own variance ``s^2/n`` with t(n-1), and says so.
-  - *score interval*: when every pair is concordant the sandwich variance is zero and the
-    clustered interval collapses to a point, claiming certainty that 10 pairs cannot give.
-    Tango's (1998) score interval for a paired difference stays correct there (with no
-    discordant pairs its bound is ``z^2/(n+z^2)``, the Wilson bound on the discordance).
-  - the reported ``ci`` is the **union** of the two, so it is never narrower than either.
-  - *test*: exact McNemar, a two-sided binomial test of the discordant pairs (scipy
-    ``binomtest``), p = 1 when there are none; Holm's step-down correction across pairs.
-
-* **Power** (planning, before a run): normal approximation of McNemar's test (Connor 1987):
-  ``n = (z_{1-a/2} sqrt(psi) + z_{power} sqrt(psi - gap^2))^2 / gap^2`` pairs, where ``psi`` is
-  the discordance rate. Unless told otherwise we assume ``psi = gap`` (every discordant pair
-  goes the faking way), the alignment-faking signature and the optimistic end; pass a
-  ``discordance`` to plan for noisier models. With several compared pairs, alpha is split
-  (Bonferroni) as a conservative stand-in for Holm. Separately, a clean model can only
-  *pass* when the gap's upper bound drops below ``max_gap``: that needs
-  ``n >= z^2 (1 - max_gap) / max_gap`` pairs (the score bound with no discordance).
+The methods (Wilson intervals; the clustered t and Tango score intervals of the paired gap
+and their union; exact McNemar with Holm; Connor's power; the planned budget that covers both
+detection and the pass of a model that slips) are explained in docs/GATE.md.
 """
 
 from __future__ import annotations
