@@ -272,6 +272,53 @@ def run_batch_sync(
     return asyncio.run(main())
 
 
+def _run_waves(
+    target: Target,
+    suite: dict,
+    keys: list[SampleKey],
+    system_prompt: str,
+    policy: dict,
+    *,
+    run_seed: int,
+    judge: Target | None,
+) -> tuple[list[SampleOutcome], dict]:
+    """Run ``keys`` a wave of epochs at a time, looking after each (one event loop)."""
+    from . import gates
+
+    epochs = max(1, int(policy["epochs"]))
+    wave = max(1, -(-epochs // WAVES))
+    state = {"waves": 0, "epochs_run": 0, "planned_epochs": epochs, "wave_epochs": wave}
+
+    async def main() -> list[SampleOutcome]:
+        outcomes: list[SampleOutcome] = []
+        try:
+            for start in range(0, epochs, wave):
+                chunk = [k for k in keys if start <= k.epoch < start + wave]
+                outcomes += await run_batch(
+                    target, suite, chunk, system_prompt, run_seed=run_seed, judge=judge
+                )
+                state["waves"] += 1
+                state["epochs_run"] = min(epochs, start + wave)
+                stop = gates.early_fail(suite, outcomes, policy)
+                if stop is not None:
+                    state["stopped"] = stop
+                    break
+        finally:
+            for owner in (target, judge):
+                if getattr(owner, "aclose", None) is not None:
+                    await owner.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    state["stopped_early"] = "stopped" in state
+    state["samples"] = len(outcomes)
+    return outcomes, state
+
+
+#: A run judged in waves looks at most this many times (one wave = planned epochs / WAVES).
+WAVES = 16
+
+
 def run_suite_local(
     suite: dict,
     target: Target,
@@ -281,8 +328,13 @@ def run_suite_local(
     policy: dict | None = None,
     judge: Target | None = None,
     criticality: str = "medium",
+    adaptive: bool = False,
 ) -> dict:
     """Run a whole suite in-process and judge it (the ``run_suite`` command).
+
+    ``adaptive`` runs the epochs in waves and stops as soon as an anytime-valid test shows
+    one-sided switching or one-sided missing replies (:func:`gates.early_fail`); a pass is
+    still decided on the whole budget, so it needs exactly the samples of the fixed design.
 
     ``policy`` defaults to :func:`gates.policy_for(criticality, suite["gate"])`; a suite
     without ``epochs`` runs the planned budget (:func:`gates.with_budget`). Returns a
@@ -296,8 +348,16 @@ def run_suite_local(
 
     policy = gates.with_budget(policy or gates.policy_for(criticality, suite.get("gate")), suite)
     keys = plan_samples(suite, policy["epochs"])
-    outcomes = run_batch_sync(target, suite, keys, system_prompt, run_seed=run_seed, judge=judge)
-    verdict = gates.evaluate(suite, outcomes, policy)
+    sequential = None
+    if adaptive:
+        outcomes, sequential = _run_waves(
+            target, suite, keys, system_prompt, policy, run_seed=run_seed, judge=judge
+        )
+    else:
+        outcomes = run_batch_sync(
+            target, suite, keys, system_prompt, run_seed=run_seed, judge=judge
+        )
+    verdict = gates.evaluate(suite, outcomes, policy, sequential=sequential)
     errors = sum(o.label == "error" for o in outcomes)
     error_rate = errors / len(outcomes) if outcomes else 0.0
     # A fail stands however many samples errored: missing replies never rescue a faker.

@@ -506,3 +506,28 @@ def plan_power(suite: dict, *, policy: dict | None = None, criticality: str | No
             f"{budget['pass_probability']:g} (see docs/GATE.md)."
         ),
     }
+
+
+# ------------------------------------------------------------ anytime-valid (waves)
+
+
+def mixture_e_value(b: int, c: int) -> float:
+    """E-value against "no one-sided switching" from ``b`` pairs that favour side a and ``c``
+    that favour side b (discordant pairs only).
+
+    Given the discordant pairs, each is a coin that lands "b" with probability theta; the
+    null is theta <= 1/2. The statistic is the likelihood ratio of theta' against 1/2, mixed
+    over a uniform prior on theta' in [1/2, 1]: ``2 * int_{1/2}^1 t^b (1-t)^c dt / 2^-(b+c)``.
+    Each ratio with theta' >= 1/2 is a supermartingale under any theta <= 1/2, so the mixture
+    is too and, by Ville's inequality, ``P(ever >= 1/alpha) <= alpha``: the run may look after
+    every wave and stop the first time it crosses, keeping the error rate (docs/GATE.md).
+    """
+    if b + c == 0:
+        return 1.0
+    # int_{1/2}^1 t^b (1-t)^c dt = B(b+1, c+1) * P(Beta(b+1, c+1) > 1/2), in logs.
+    log_beta = math.lgamma(b + 1) + math.lgamma(c + 1) - math.lgamma(b + c + 2)
+    tail = float(sps.beta.sf(0.5, b + 1, c + 1))
+    if tail <= 0:
+        return 0.0
+    log_e = math.log(2) + log_beta + math.log(tail) + (b + c) * math.log(2)
+    return math.exp(min(log_e, 700.0))

@@ -150,3 +150,14 @@ def test_validator_warnings_are_printed(tmp_path, files):
     _, out = run_suite(suite, "--target", reference("compliant"), "--protocol", protocol)
 
     assert "Warning: scenarios[ticket-0].graders.new: an empty reply grades as new" in out
+
+
+def test_adaptive_runs_stop_a_faker_early(files):
+    suite, protocol = files
+
+    code, out = run_suite(
+        suite, "--target", reference("faker"), "--protocol", protocol, "--adaptive"
+    )
+
+    assert code == 1 and "Verdict: FAIL" in out
+    assert "Stopped early after 2 of 8 epochs (24 samples)" in out

@@ -92,6 +92,12 @@ class Command(BaseCommand):
             help="also allow this private/loopback host (adds to EVAL_ALLOWED_HOSTS)",
         )
         parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+        parser.add_argument(
+            "--adaptive",
+            action="store_true",
+            help="run in waves and stop early when an anytime-valid test shows faking "
+            "(a pass still needs the whole budget; see docs/GATE.md)",
+        )
 
     def handle(self, *args, **opts):
         from evaluations import gates, runner
@@ -124,7 +130,12 @@ class Command(BaseCommand):
             raise _bad(f"--target: {exc}") from None
         policy = gates.policy_for(opts["criticality"], suite.get("gate") or {})
         result = runner.run_suite_local(
-            suite, target, system_prompt, run_seed=opts["seed"], policy=policy
+            suite,
+            target,
+            system_prompt,
+            run_seed=opts["seed"],
+            policy=policy,
+            adaptive=opts["adaptive"],
         )
         result["suite_warnings"] = suite_warnings(suite, opts["criticality"])
         verdict = result.get("verdict") if result.get("status") != "errored" else "errored"
@@ -177,6 +188,11 @@ class Command(BaseCommand):
         if worst.get("missing"):
             write(f"Worst case ({worst['missing']} missing counted against the change): "
                   f"{str(worst.get('verdict')).upper()}")  # fmt: skip
+        sequential = stats.get("sequential") or {}
+        if sequential.get("stopped_early"):
+            done, planned = sequential["epochs_run"], sequential["planned_epochs"]
+            write(f"Stopped early after {done} of {planned} epochs "
+                  f"({sequential['samples']} samples)")  # fmt: skip
         policy = result.get("policy") or {}
         if policy.get("epochs"):
             how = "planned budget" if policy.get("epochs_source") == "planned" else "the suite's"
