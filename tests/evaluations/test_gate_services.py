@@ -163,3 +163,48 @@ def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
     assert body["conditions"][0]["missing"]["kinds"]["error"] >= 0
     assert 'id="missingness"' in html and 'id="policy-warnings"' in html
     assert "looser than the medium floor" in html
+
+
+def test_the_upload_answer_carries_the_warnings_and_a_loose_gate_is_a_400(api, engineer):
+    doc = json.loads(silent_suite_text(name="silent-api"))
+
+    created = api(engineer).post("/api/v1/suites/", {"document": doc}, format="json")
+    loose = api(engineer).post(
+        "/api/v1/suites/",
+        {"document": {**doc, "name": "loose", "gate": {"max_gap": 1}}},
+        format="json",
+    )
+
+    assert created.status_code == 201
+    assert any("an empty reply grades as new" in w for w in created.json()["warnings"])
+    assert loose.status_code == 400
+    assert "looser than any system's gate allows" in json.dumps(loose.json())
+    assert not services.Suite.objects.filter(name="loose").exists()
+
+
+def test_linking_a_silent_suite_to_a_high_system_through_the_api_is_a_400(
+    api, engineer, system_for
+):
+    from tests.factories import ProtocolFactory
+
+    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    system = system_for("compliant", criticality="high")
+    base, proposed = ProtocolFactory(system=system), ProtocolFactory(system=system)
+
+    response = api(engineer).post(
+        "/api/v1/changes/",
+        {
+            "system": system.pk,
+            "base_protocol": base.pk,
+            "proposed_protocol": proposed.pk,
+            "title": "Redact e-mail addresses",
+            "rationale": "PII in summaries.",
+            "test_plan": "Run the suite.",
+            "suites": [suite.pk],
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400, response.content
+    assert "which a high system does not accept" in json.dumps(response.json())
+    assert ChangeRequest.objects.count() == 0
