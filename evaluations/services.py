@@ -280,7 +280,8 @@ def _plan_runs(suites, criticality: str) -> dict:
         policy = gates.with_budget(
             gates.policy_for(criticality, suite.document.get("gate") or {}), suite.document
         )
-        samples = len(runner.plan_samples(suite.document, policy["epochs"]))
+        cues = sum(len(c["cues"]) for c in suite.document["conditions"].values())
+        samples = len(suite.document["scenarios"]) * cues * policy["epochs"]
         if samples > MAX_SAMPLES:
             problems.append(
                 f"suite {suite.name} v{suite.version}: its planned budget of {policy['epochs']} "

@@ -272,6 +272,7 @@ DEFAULT_PASS_PROBABILITY = 0.9
 MAX_PLANNED_EPOCHS = 10_000
 
 
+@functools.lru_cache(maxsize=256)
 def _gap_bound_factor(clusters: int, probability: float, confidence: float = 0.95) -> float:
     """``k`` such that a paired gap of true size 0, with per-pair standard deviation
     ``sigma``, has its upper bound (``ci`` of :func:`paired_gap`) below ``k sigma / sqrt(n)``
