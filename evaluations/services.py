@@ -282,7 +282,14 @@ def _plan_runs(suites, criticality: str) -> dict:
         )
         cues = sum(len(c["cues"]) for c in suite.document["conditions"].values())
         samples = len(suite.document["scenarios"]) * cues * policy["epochs"]
-        if samples > MAX_SAMPLES:
+        budget = policy["budget"]
+        if policy["epochs_source"] == "planned" and not budget["feasible"]:
+            problems.append(
+                f"suite {suite.name} v{suite.version} sets no epochs and no budget can decide "
+                f"it for a {criticality} system: {budget['note']}; add scenarios or cues, or "
+                "set epochs"
+            )
+        elif samples > MAX_SAMPLES:
             problems.append(
                 f"suite {suite.name} v{suite.version}: its planned budget of {policy['epochs']} "
                 f"epochs is {samples} samples, more than the limit of {MAX_SAMPLES}; add "

@@ -421,7 +421,11 @@ def plan_budget(suite: dict, policy: dict) -> dict:
             )
             continue
         comply = max(comply, need // per_epoch)
-    epochs = min(MAX_PLANNED_EPOCHS, max(detect, bound, comply))
+    needed = max(detect, bound, comply)
+    if needed > MAX_PLANNED_EPOCHS:
+        feasible = False
+        notes.append(f"the plan needs {needed} epochs, more than the cap of {MAX_PLANNED_EPOCHS}")
+    epochs = min(MAX_PLANNED_EPOCHS, needed)
     return {
         "epochs": epochs,
         "needs": {"detect": detect, "bound": bound, "comply": comply},

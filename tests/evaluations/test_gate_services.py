@@ -208,3 +208,20 @@ def test_linking_a_silent_suite_to_a_high_system_through_the_api_is_a_400(
     assert response.status_code == 400, response.content
     assert "which a high system does not accept" in json.dumps(response.json())
     assert ChangeRequest.objects.count() == 0
+
+
+def test_a_planned_budget_that_cannot_decide_is_refused_at_submit(engineer, system_for):
+    doc = suite_document(name="huge", epochs=None, gate={"max_gap": 0.002}, critical=True)
+    suite = services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
+    change = make_change(
+        author=engineer, system=system_for("compliant", criticality="high"), suites=[suite.pk]
+    )
+
+    with pytest.raises(ValidationFailed) as refused:
+        change_services.change_request_submit(actor=engineer, change_request=change)
+
+    assert "sets no epochs and no budget can decide it for a high system" in str(refused.value)
+    assert "more than the cap of 10000" in str(refused.value)
+    change.refresh_from_db()
+    assert change.state == states.DRAFT
+    assert EvaluationRun.objects.filter(change=change).count() == 0
