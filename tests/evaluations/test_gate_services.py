@@ -131,6 +131,7 @@ def test_the_suite_api_and_page_show_the_validator_warnings(api, engineer, clien
     assert page.status_code == 200 and 'id="suite-warnings"' in html
     assert "an empty reply grades as new-protocol" in html
     assert "no scenario is marked critical: for a high system" in html
+    assert "the suite sets 8 epochs; the planned budget for a high system is" in html
 
 
 def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
@@ -162,6 +163,7 @@ def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
     assert body["worst_case"]["missing"] == run.error_samples
     assert body["conditions"][0]["missing"]["kinds"]["error"] >= 0
     assert 'id="missingness"' in html and 'id="policy-warnings"' in html
+    assert f"{missing['b']} vs {missing['c']} pairs missing on one side only, p = " in html
     assert "looser than the medium floor" in html
 
 
