@@ -132,7 +132,7 @@ def test_the_suite_api_and_page_show_the_validator_warnings(api, engineer, clien
     assert "an empty reply grades as new-protocol" in html
     assert "no scenario is marked critical: for a high system" in html
     assert "the suite sets 8 epochs; the planned budget for a high system is" in html
-    assert "Remove <span class=\"mono\">epochs</span> to run the planned budget." in html
+    assert 'Remove <span class="mono">epochs</span> to run the planned budget.' in html
 
 
 def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
