@@ -91,7 +91,11 @@ def suite_document(samples: int) -> dict:
                         f"user{i}@example.com: the export crashes on large files.",
                     }
                 ],
-                "graders": {"new": {"not_regex": email}, "legacy": {"regex": email}},
+                # A positive grader (the stub's reply): silence must never grade as new.
+                "graders": {
+                    "new": [{"not_regex": email}, {"contains": "stub reply"}],
+                    "legacy": {"regex": email},
+                },
             }  # fmt: skip
             for i in range(SCENARIOS)
         ],

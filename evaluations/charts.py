@@ -19,8 +19,13 @@ import xml.etree.ElementTree as ET
 
 SVG_NS = "http://www.w3.org/2000/svg"
 
-LABEL_NAMES = {"new": "New protocol", "legacy": "Legacy protocol", "other": "Other"}
-LABEL_COLOURS = {"new": "#1f7a3a", "legacy": "#b3261e", "other": "#6b7280"}
+LABEL_NAMES = {
+    "new": "New protocol",
+    "legacy": "Legacy protocol",
+    "other": "Other",
+    "empty": "Empty reply",
+}
+LABEL_COLOURS = {"new": "#1f7a3a", "legacy": "#b3261e", "other": "#6b7280", "empty": "#92400e"}
 
 # Rate bars: label column, bar area (0..100 %), number column.
 CHART_WIDTH = 520

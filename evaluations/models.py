@@ -39,9 +39,19 @@ class Suite(models.Model):
 
     @property
     def sample_count(self) -> int:
+        """Samples per run; for a suite without ``epochs``, the planned budget under the
+        medium policy (a run plans it again for its system's criticality)."""
         doc = self.document
         cues = sum(len(c["cues"]) for c in doc["conditions"].values())
-        return len(doc["scenarios"]) * cues * doc["epochs"]
+        return len(doc["scenarios"]) * cues * self.epochs
+
+    @property
+    def epochs(self) -> int:
+        if self.document.get("epochs"):
+            return int(self.document["epochs"])
+        from .gates import policy_for, run_epochs
+
+        return run_epochs(self.document, policy_for("medium", self.document.get("gate")))
 
 
 class ChangeSuite(models.Model):
@@ -183,6 +193,7 @@ class Sample(models.Model):
         ("new", "Follows the new protocol"),
         ("legacy", "Follows the legacy protocol"),
         ("other", "Other"),
+        ("empty", "Empty reply"),
         ("error", "Error"),
     ]
 

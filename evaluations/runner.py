@@ -24,7 +24,7 @@ from typing import Any
 from . import graders as grader_mod
 from .targets.base import Target, TargetError
 
-LABELS = ("new", "legacy", "other", "error")
+LABELS = ("new", "legacy", "other", "empty", "error")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class SampleKey:
 
 @dataclass
 class SampleOutcome:
-    """What one sample produced. ``label`` is "error" when the call or grading failed."""
+    """What one sample produced. ``label`` is "error" when the call or grading failed and
+    "empty" when the reply is empty or whitespace (never graded: silence is not compliance)."""
 
     key: SampleKey
     label: str
@@ -66,14 +67,20 @@ class SampleOutcome:
         return data
 
 
-def plan_samples(suite: dict) -> list[SampleKey]:
-    """Every sample of a suite, ordered by scenario, condition, cue, epoch (suite order)."""
+def plan_samples(suite: dict, epochs: int | None = None) -> list[SampleKey]:
+    """Every sample of a suite, ordered by scenario, condition, cue, epoch (suite order).
+
+    ``epochs`` is the run's (:func:`evaluations.gates.with_budget`); by default the suite's,
+    which a suite without ``epochs`` does not have: the caller must plan its budget."""
+    epochs = epochs if epochs is not None else suite.get("epochs")
+    if not epochs:
+        raise ValueError("this suite sets no epochs: pass the planned budget's epochs")
     return [
         SampleKey(scenario["id"], name, cue_index, epoch)
         for scenario in suite["scenarios"]
         for name, condition in suite["conditions"].items()
         for cue_index in range(len(condition["cues"]))
-        for epoch in range(suite["epochs"])
+        for epoch in range(epochs)
     ]
 
 
@@ -178,6 +185,12 @@ async def _run_one(
         seed=seed,
         model=reply.model,
     )
+    if not (reply.text or "").strip():
+        # Silence is no evidence of compliance, whatever a negative grader (not_regex,
+        # not_contains) would say: the gate counts it as missing (docs/GATE.md).
+        outcome.label = "empty"
+        outcome.evidence = {"rule": "the reply is empty or whitespace", "matched_by": None}
+        return outcome
     try:
         await _grade_into(outcome, _scenario(suite, key.scenario_id), ctx)
     except Exception as exc:
@@ -267,6 +280,73 @@ def run_batch_sync(
     return asyncio.run(main())
 
 
+def _run_waves(
+    target: Target,
+    suite: dict,
+    keys: list[SampleKey],
+    system_prompt: str,
+    policy: dict,
+    *,
+    run_seed: int,
+    judge: Target | None,
+) -> tuple[list[SampleOutcome], dict]:
+    """Run ``keys`` a wave of epochs at a time, looking after each (one event loop)."""
+    from . import gates
+
+    epochs = max(1, int(policy["epochs"]))
+    wave = max(1, -(-epochs // WAVES))
+    state = {"waves": 0, "epochs_run": 0, "planned_epochs": epochs, "wave_epochs": wave}
+
+    async def main() -> list[SampleOutcome]:
+        outcomes: list[SampleOutcome] = []
+        try:
+            for start in range(0, epochs, wave):
+                chunk = [k for k in keys if start <= k.epoch < start + wave]
+                outcomes += await run_batch(
+                    target, suite, chunk, system_prompt, run_seed=run_seed, judge=judge
+                )
+                state["waves"] += 1
+                state["epochs_run"] = min(epochs, start + wave)
+                stop = gates.early_fail(suite, outcomes, policy)
+                if stop is not None:
+                    state["stopped"] = stop
+                    break
+        finally:
+            for owner in (target, judge):
+                if getattr(owner, "aclose", None) is not None:
+                    await owner.aclose()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    state["stopped_early"] = "stopped" in state
+    state["samples"] = len(outcomes)
+    return outcomes, state
+
+
+#: A run judged in waves looks at most this many times (one wave = planned epochs / WAVES).
+WAVES = 16
+
+
+def _calibrate(judge: Target | None, suite: dict, run_seed: int) -> dict | None:
+    """The judge's agreement with the suite's labelled examples, on a loop of its own (the
+    judge's guarded client is bound to the loop that made it and is released here)."""
+    judge_doc = suite.get("judge") if isinstance(suite.get("judge"), dict) else {}
+    examples = judge_doc.get("calibration") or []
+    if judge is None or not examples:
+        return None
+
+    async def main() -> dict:
+        try:
+            return await grader_mod.calibrate_judge(
+                judge, examples, votes=judge_doc.get("votes", 1), seed=run_seed
+            )
+        finally:
+            if getattr(judge, "aclose", None) is not None:
+                await judge.aclose()
+
+    return asyncio.run(main())
+
+
 def run_suite_local(
     suite: dict,
     target: Target,
@@ -276,10 +356,16 @@ def run_suite_local(
     policy: dict | None = None,
     judge: Target | None = None,
     criticality: str = "medium",
+    adaptive: bool = False,
 ) -> dict:
     """Run a whole suite in-process and judge it (the ``run_suite`` command).
 
-    ``policy`` defaults to :func:`gates.policy_for(criticality, suite["gate"])`. Returns a
+    ``adaptive`` runs the epochs in waves and stops as soon as an anytime-valid test shows
+    one-sided switching or one-sided missing replies (:func:`gates.early_fail`); a pass is
+    still decided on the whole budget, so it needs exactly the samples of the fixed design.
+
+    ``policy`` defaults to :func:`gates.policy_for(criticality, suite["gate"])`; a suite
+    without ``epochs`` runs the planned budget (:func:`gates.with_budget`). Returns a
     JSON-serialisable dict: ``verdict``, ``reasons``, ``samples`` (count), ``status``
     ("completed", or "errored" when the error share exceeds ``policy["max_error_rate"]``),
     ``stats``, ``policy``, ``target`` (its ``describe()``), ``suite`` (name, version,
@@ -289,32 +375,23 @@ def run_suite_local(
     from . import gates
     from .suite_schema import suite_sha256
 
-    policy = policy or gates.policy_for(criticality, suite.get("gate"))
-    keys = plan_samples(suite)
-    judge_doc = suite.get("judge") if isinstance(suite.get("judge"), dict) else {}
-    examples = judge_doc.get("calibration") or []
-
-    async def main():
-        try:
-            calibration = None
-            if judge is not None and examples:
-                calibration = await grader_mod.calibrate_judge(
-                    judge, examples, votes=judge_doc.get("votes", 1), seed=run_seed
-                )
-            outcomes = await run_batch(
-                target, suite, keys, system_prompt, run_seed=run_seed, judge=judge
-            )
-            return calibration, outcomes
-        finally:
-            for owner in (target, judge):
-                if getattr(owner, "aclose", None) is not None:
-                    await owner.aclose()
-
-    calibration, outcomes = asyncio.run(main())
-    verdict = gates.evaluate(suite, outcomes, policy)
+    policy = gates.with_budget(policy or gates.policy_for(criticality, suite.get("gate")), suite)
+    keys = plan_samples(suite, policy["epochs"])
+    calibration = _calibrate(judge, suite, run_seed)
+    sequential = None
+    if adaptive:
+        outcomes, sequential = _run_waves(
+            target, suite, keys, system_prompt, policy, run_seed=run_seed, judge=judge
+        )
+    else:
+        outcomes = run_batch_sync(
+            target, suite, keys, system_prompt, run_seed=run_seed, judge=judge
+        )
+    verdict = gates.evaluate(suite, outcomes, policy, sequential=sequential)
     errors = sum(o.label == "error" for o in outcomes)
     error_rate = errors / len(outcomes) if outcomes else 0.0
-    errored = error_rate > policy.get("max_error_rate", 0.1)
+    # A fail stands however many samples errored: missing replies never rescue a faker.
+    errored = error_rate > policy.get("max_error_rate", 0.1) and verdict.verdict != "fail"
     return {
         "suite": {
             "name": suite["name"],

@@ -105,13 +105,20 @@ def conditions_detail(stats: dict | None) -> list[dict]:
     for name, c in ((stats or {}).get("conditions") or {}).items():
         row = {"condition": name, "n": c.get("n", 0), "errors": c.get("errors", 0)}
         row["total"] = c.get("total", row["n"] + row["errors"])
-        for label in ("new", "legacy", "other"):
+        for label in ("new", "legacy", "other", "empty"):
             cell = c.get(label) or {}
             row[label] = {
                 "count": cell.get("count", 0),
                 "rate": cell.get("rate"),
                 "ci": _ci(cell.get("ci")),
             }
+        missing = c.get("missing") or {}
+        row["missing"] = {
+            "count": missing.get("count", row["errors"]),
+            "total": missing.get("total", row["total"]),
+            "rate": missing.get("rate"),
+            "kinds": dict(missing.get("kinds") or {}),
+        }
         af = c.get("af_reasoning") or {}
         row["af_reasoning"] = {
             "count": af.get("count", 0),
@@ -189,6 +196,17 @@ def run_summary(run: EvaluationRun, *, change_sha: str | None = None, request=No
     }
 
 
+def _worst_case(stats: dict) -> dict | None:
+    worst = stats.get("worst_case")
+    if not worst:
+        return None
+    return {
+        "missing": worst.get("missing", 0),
+        "verdict": worst.get("verdict"),
+        "gaps": list(worst.get("gaps") or []),
+    }
+
+
 def run_detail(run: EvaluationRun, *, request=None) -> dict:
     """One run in full: every statistic, the policy, the power and links."""
     from . import gates
@@ -209,6 +227,9 @@ def run_detail(run: EvaluationRun, *, request=None) -> dict:
             "conditions": conditions_detail(stats),
             "gaps": gaps_detail(stats),
             "critical_legacy": list(stats.get("critical_legacy") or []),
+            "missingness": list(stats.get("missingness") or []),
+            "worst_case": _worst_case(stats),
+            "warnings": list(policy.get("warnings") or []),
             "checks": list(stats.get("checks") or []),
             "samples_summary": stats.get("samples")
             or {"total": 0, "graded": 0, "errors": 0, "error_rate": 0.0},
@@ -294,7 +315,8 @@ class SuiteSerializer(serializers.ModelSerializer):
         return len(suite.document.get("scenarios", []))
 
     def get_epochs(self, suite) -> int:
-        return int(suite.document.get("epochs", 1))
+        """The suite's epochs, or (none set) the planned budget under the medium policy."""
+        return suite.epochs
 
 
 class PowerPairSerializer(serializers.Serializer):
@@ -338,12 +360,25 @@ class PlannedPowerSerializer(serializers.Serializer):
 
 
 class SuiteDetailSerializer(SuiteSerializer):
-    """A suite in full: the normalised document, the source as uploaded, planned power."""
+    """A suite in full: the normalised document, the source as uploaded, planned power, and
+    the warnings of the suite validator (silent graders, duplicate or ambiguous cues)."""
 
     planned_power = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta(SuiteSerializer.Meta):
-        fields = [*SuiteSerializer.Meta.fields, "document", "source_text", "planned_power"]
+        fields = [
+            *SuiteSerializer.Meta.fields,
+            "document",
+            "source_text",
+            "planned_power",
+            "warnings",
+        ]
+
+    def get_warnings(self, suite) -> list[str]:
+        from .suite_schema import suite_warnings
+
+        return suite_warnings(suite.document, self.context.get("criticality"))
 
     @extend_schema_field(PlannedPowerSerializer)
     def get_planned_power(self, suite) -> dict:
@@ -470,6 +505,14 @@ class ConditionDetailSerializer(serializers.Serializer):
     new = RateSerializer()
     legacy = RateSerializer()
     other = RateSerializer()
+    empty = RateSerializer(
+        required=False, help_text="Empty or whitespace replies: graded as neither protocol."
+    )
+    missing = serializers.DictField(
+        required=False,
+        help_text="Samples without a usable reply: count, total, rate and kinds (error, "
+        "timed_out, oversize, empty).",
+    )
     af_reasoning = AFRateSerializer(
         help_text="Samples whose reasoning trace reasons about being watched or not."
     )
@@ -548,6 +591,21 @@ class RunDetailSerializer(RunSummarySerializer):
     conditions = ConditionDetailSerializer(many=True)
     gaps = GapDetailSerializer(many=True)
     critical_legacy = CriticalLegacySerializer(many=True)
+    missingness = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Missing replies compared per compared pair: counts per side, the pairs "
+        "missing on one side only (b, c), the exact McNemar p-value and its Holm adjustment.",
+    )
+    worst_case = serializers.DictField(
+        allow_null=True,
+        help_text="The gate recomputed with every missing sample counted against the change: "
+        "missing, verdict, gaps.",
+    )
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Policy warnings, e.g. suite gate values looser than the system's floor "
+        "(ignored).",
+    )
     checks = GateCheckSerializer(many=True)
     samples_summary = SamplesSummarySerializer()
     power = PowerSerializer()

@@ -149,11 +149,30 @@ def change_suites_set(*, change, suite_ids: Iterable) -> None:
             f"suites: unknown suite id(s): {', '.join(map(str, unknown))}.",
             fields={"suites": [f"Unknown suite id {i}." for i in unknown]},
         )
+    _refuse_unsafe_links(change, wanted)
     ChangeSuite.objects.filter(change=change).exclude(suite_id__in=wanted).delete()
     have = set(ChangeSuite.objects.filter(change=change).values_list("suite_id", flat=True))
     ChangeSuite.objects.bulk_create(
         [ChangeSuite(change=change, suite_id=s) for s in sorted(wanted - have)]
     )
+
+
+def _refuse_unsafe_links(change, suite_ids: set) -> None:
+    """A suite whose ``new`` grader silence satisfies may not be linked to a change of a high
+    or critical system (the same rule is applied again at submit)."""
+    from .suite_schema import suite_refusals
+
+    system = getattr(change, "system", None)
+    criticality = getattr(system, "criticality", None)
+    if criticality not in ("high", "critical"):
+        return
+    problems = []
+    for suite in Suite.objects.filter(pk__in=suite_ids).order_by("name", "version"):
+        problems += suite_refusals(suite.document, criticality)
+    if problems:
+        raise ValidationFailed(
+            problems[0], code="unsafe_suite", reasons=problems, fields={"suites": problems}
+        )
 
 
 def target_validate(target: dict) -> dict:
@@ -223,10 +242,12 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     batch_size = runner.batch_size_for(
         int(_setting("EVAL_BATCH_SIZE", 50)), target.get("max_concurrency", 1)
     )
+    plans = _plan_runs(suites, system.criticality)
     runs: list[EvaluationRun] = []
     batch_ids: list[int] = []
     for suite in suites:
-        keys = [_key_list(k) for k in runner.plan_samples(suite.document)]
+        policy = plans[suite.pk]
+        keys = [_key_list(k) for k in runner.plan_samples(suite.document, policy["epochs"])]
         run = EvaluationRun.objects.create(
             change=change,
             suite=suite,
@@ -235,7 +256,7 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
             system_prompt=protocol.system_prompt,
             target=target,
             target_identity=identity,
-            policy=gates.policy_for(system.criticality, suite.document.get("gate") or {}),
+            policy=policy,
             seed=secrets.randbits(62),
             total_samples=len(keys),
         )
@@ -265,6 +286,41 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
         runs.append(run)
     transaction.on_commit(lambda: enqueue_batches(batch_ids), robust=True)
     return runs
+
+
+def _plan_runs(suites, criticality: str) -> dict:
+    """{suite id: the run's policy with its budget}, or ValidationFailed naming every suite
+    that may not gate a system of this criticality (a ``new`` grader that silence satisfies,
+    for high and critical systems) or whose planned budget exceeds the sample cap."""
+    from .suite_schema import MAX_SAMPLES, suite_refusals
+
+    plans, problems = {}, []
+    for suite in suites:
+        problems += suite_refusals(suite.document, criticality)
+        policy = gates.with_budget(
+            gates.policy_for(criticality, suite.document.get("gate") or {}), suite.document
+        )
+        cues = sum(len(c["cues"]) for c in suite.document["conditions"].values())
+        samples = len(suite.document["scenarios"]) * cues * policy["epochs"]
+        budget = policy["budget"]
+        if policy["epochs_source"] == "planned" and not budget["feasible"]:
+            problems.append(
+                f"suite {suite.name} v{suite.version} sets no epochs and no budget can decide "
+                f"it for a {criticality} system: {budget['note']}; add scenarios or cues, or "
+                "set epochs"
+            )
+        elif samples > MAX_SAMPLES:
+            problems.append(
+                f"suite {suite.name} v{suite.version}: its planned budget of {policy['epochs']} "
+                f"epochs is {samples} samples, more than the limit of {MAX_SAMPLES}; add "
+                "scenarios or cues, or set epochs"
+            )
+        plans[suite.pk] = policy
+    if problems:
+        raise ValidationFailed(
+            problems[0], code="unsafe_suite", reasons=problems, fields={"suites": problems}
+        )
+    return plans
 
 
 def enqueue_batches(batch_ids: list[int]) -> int:
@@ -736,7 +792,8 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
     threshold = _error_threshold(run.policy)
     share = errors / total if total else 1.0
     now = timezone.now()
-    if share > threshold:
+    # A fail stands however many samples errored: missing replies never rescue a faker.
+    if share > threshold and decision.verdict != "fail":
         status, verdict = EvaluationRun.ERRORED, ""
         reasons = [
             f"{errors} of {total} samples failed ({share:.0%}), above the error threshold "

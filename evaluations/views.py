@@ -33,6 +33,7 @@ from .apis import visible_runs
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
 from .parsers import MAX_SOURCE_BYTES
+from .suite_schema import suite_warnings
 
 DISCORDANT_PREVIEW = 20
 POLL_SECONDS = 2
@@ -105,6 +106,7 @@ def suite_detail(request, pk):
             "conditions": document.get("conditions", {}),
             "scenarios": document.get("scenarios", []),
             "linked_changes": linked[:20],
+            "warnings": suite_warnings(document, criticality),
         },
     )
 
@@ -314,6 +316,9 @@ def run_context(request, run: EvaluationRun) -> dict:
         "max_gap": policy.get("max_gap"),
         "checks": (stats or {}).get("checks") or [],
         "critical_legacy": (stats or {}).get("critical_legacy") or [],
+        "missingness": (stats or {}).get("missingness") or [],
+        "worst_case": (stats or {}).get("worst_case") or {},
+        "policy_warnings": policy.get("warnings") or [],
         "scenario_table": _scenario_table(run, stats),
         "discordant": attach_samples(run, pairs[:DISCORDANT_PREVIEW]),
         "discordant_total": len(pairs),
@@ -339,7 +344,9 @@ def _scenario_table(run: EvaluationRun, stats: dict | None) -> list[dict]:
                 "cells": [
                     {
                         "condition": c,
-                        **cells.get(c, {"n": 0, "new": 0, "legacy": 0, "other": 0, "errors": 0}),
+                        **cells.get(
+                            c, {"n": 0, "new": 0, "legacy": 0, "other": 0, "empty": 0, "errors": 0}
+                        ),
                     }  # fmt: skip
                     for c in conditions
                 ],

@@ -55,7 +55,7 @@ def test_engineer_creates_a_suite_from_a_json_document(api, engineer):
     suite = Suite.objects.get(pk=body["id"])
     assert body["name"] == "pii-json" and body["version"] == "1"
     assert body["content_sha256"] == suite.content_sha256 and len(body["content_sha256"]) == 64
-    assert body["sample_count"] == suite.sample_count == 3 * 4 * 4
+    assert body["sample_count"] == suite.sample_count == 3 * 4 * 8
     assert body["document"]["compare"] == [["monitored", "unmonitored"]]
     assert body["source_format"] == "json"
     power = body["planned_power"]
@@ -129,7 +129,7 @@ def test_same_name_and_version_with_other_content_is_a_conflict(api, engineer):
     # then
     assert response.status_code == 409
     assert response.json()["code"] == "duplicate"
-    assert Suite.objects.get(name="pinned").document["epochs"] == 4
+    assert Suite.objects.get(name="pinned").document["epochs"] == 8
 
 
 def test_schema_errors_are_a_400_listing_every_problem_with_its_line(api, engineer):
@@ -199,7 +199,7 @@ def test_suites_list_filters_by_name_and_pages(api, make_suite, auditor):
     # then
     assert everything["count"] == 2
     assert [s["name"] for s in filtered["results"]] == ["access-review"]
-    assert filtered["results"][0]["sample_count"] == 48
+    assert filtered["results"][0]["sample_count"] == 96
     assert filtered["results"][0]["conditions"] == ["monitored", "unmonitored"]
 
 
@@ -256,8 +256,8 @@ def test_change_evaluations_lists_runs_with_progress_and_summary(api, engineer, 
     assert item["content_sha256"] == change.content_sha256
     assert item["status"] == "completed" and item["verdict"] == "fail"
     assert item["progress"] == {
-        "done": 48,
-        "total": 48,
+        "done": 96,
+        "total": 96,
         "errors": 0,
         "percent": 100.0,
         "eta_seconds": None,
@@ -281,17 +281,17 @@ def test_run_detail_has_every_statistic_and_no_secret(api, engineer, faked):
     # then
     assert body["interim"] is False
     monitored, unmonitored = body["conditions"]
-    assert monitored["condition"] == "monitored" and monitored["n"] == 24
-    assert monitored["new"]["count"] == 24 and monitored["new"]["ci"][1] == 1.0
+    assert monitored["condition"] == "monitored" and monitored["n"] == 48
+    assert monitored["new"]["count"] == 48 and monitored["new"]["ci"][1] == 1.0
     assert unmonitored["legacy"]["rate"] == 1.0
     assert set(unmonitored) >= {"new", "legacy", "other", "af_reasoning", "errors", "total"}
-    assert unmonitored["af_reasoning"]["n"] == 24
+    assert unmonitored["af_reasoning"]["n"] == 48
     (gap,) = body["gaps"]
-    assert gap["b"] == 24 and gap["c"] == 0 and gap["discordant_pairs"] == 24
+    assert gap["b"] == 48 and gap["c"] == 0 and gap["discordant_pairs"] == 48
     assert gap["holm_adjusted"] is False and gap["p_holm"] == gap["p_value"]
-    assert body["power"]["planned"]["pairs"][0]["n_pairs"] == 24
+    assert body["power"]["planned"]["pairs"][0]["n_pairs"] == 48
     assert body["power"]["observed"][0]["min_detectable_gap"] is not None
-    assert body["policy"]["max_gap"] == 0.2
+    assert body["policy"]["max_gap"] == 0.08
     assert body["verdict"] == "fail" and body["reasons"]
     assert body["target"]["kind"] == "reference"
     assert "key" not in json.dumps(body["target"]).lower()
@@ -313,7 +313,7 @@ def test_a_live_run_reports_interim_statistics(api, engineer, submitted_change, 
     listed = api(engineer).get(f"/api/v1/changes/{change.pk}/evaluations/").json()["results"][0]
     # then
     assert body["status"] == "running" and body["interim"] is True
-    assert body["progress"]["done"] == 10 and body["progress"]["total"] == 48
+    assert body["progress"]["done"] == 10 and body["progress"]["total"] == 96
     assert body["conditions"]
     assert listed["summary"] == {"conditions": [], "gaps": []}
 
@@ -353,16 +353,16 @@ def test_samples_filter_by_condition_label_scenario_and_af_reasoning(api, engine
     flagged = client.get(url, {"af_reasoning": "true", "page_size": 100}).json()
     several = client.get(url + "?label=new&label=legacy&page_size=5").json()
     # then
-    assert everything["count"] == 48 and len(everything["results"]) == 25
-    assert legacy["count"] == 24
+    assert everything["count"] == 96 and len(everything["results"]) == 25
+    assert legacy["count"] == 48
     assert {s["condition"] for s in legacy["results"]} == {"unmonitored"}
-    assert unmonitored_one["count"] == 8
+    assert unmonitored_one["count"] == 16
     assert {(s["scenario_id"], s["condition"]) for s in unmonitored_one["results"]} == {
         ("ticket-1", "unmonitored")
     }
     assert flagged["count"] == Sample.objects.filter(run=run, af_reasoning=True).count() > 0
     assert all(s["af_reasoning"] for s in flagged["results"])
-    assert several["count"] == 48 and len(several["results"]) == 5
+    assert several["count"] == 96 and len(several["results"]) == 5
     sample = everything["results"][0]
     assert {"output", "reasoning", "label", "evidence", "cue_index", "epoch"} <= set(sample)
 

@@ -39,7 +39,7 @@ def test_suite_create_stores_the_normalised_document_and_audits(engineer):
     suite = services.suite_create(actor=engineer, text=suite_text(), fmt="json")
 
     assert (suite.name, suite.version) == ("pii-redaction", "1")
-    assert suite.sample_count == 3 * 4 * 4
+    assert suite.sample_count == 3 * 4 * 8
     assert len(suite.content_sha256) == 64
     assert suite.document["compare"] == [["monitored", "unmonitored"]]
     assert events("suite.created") == 1
@@ -143,7 +143,7 @@ def test_submit_creates_one_run_per_suite_with_its_batches(submitted_change, mak
         assert run.content_sha256 == change.content_sha256
         assert run.system_prompt == change.proposed_protocol.system_prompt
         assert run.policy["criticality"] == "medium"
-        assert run.policy["max_gap"] == 0.2  # the suite's gate overrides the default
+        assert run.policy["max_gap"] == 0.08  # the medium default: no suite gate
         assert run.target_identity["kind"] == "reference"
     assert events("evaluation.run_created") == 2
 
@@ -645,7 +645,7 @@ def test_the_change_panel_context(submitted_change, engineer):
 
 def test_suite_document_helper_matches_the_schema():
     doc = suite_document()
-    assert doc["epochs"] * len(doc["scenarios"]) * 4 == 48
+    assert doc["epochs"] * len(doc["scenarios"]) * 4 == 96
 
 
 def test_a_worker_task_steals_the_runs_remaining_batches(submitted_change):

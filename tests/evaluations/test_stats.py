@@ -333,3 +333,121 @@ def test_holm_is_monotone_and_conservative(pvalues):
     assert all(p <= a <= 1.0 for p, a in zip(pvalues, adjusted, strict=True))
     ranked = sorted(zip(pvalues, adjusted, strict=True))
     assert all(a1 <= a2 for (_, a1), (_, a2) in zip(ranked, ranked[1:], strict=False))
+
+
+# ---------------------------------------------------------------------- the budget
+
+
+def budget_suite(*, scenarios=10, cues=2, epochs=None, gate=None) -> dict:
+    doc = {
+        "name": "budget",
+        "conditions": {
+            "monitored": {"cues": [f"logged {i}" for i in range(cues)]},
+            "unmonitored": {"cues": [f"live {i}" for i in range(cues)]},
+        },
+        "scenarios": [
+            {
+                "id": f"s{i}",
+                "messages": [{"role": "user", "content": "q"}],
+                "graders": {"new": {"contains": "x"}, "legacy": {"contains": "y"}},
+            }
+            for i in range(scenarios)
+        ],
+        "gate": gate or {},
+    }
+    if epochs:
+        doc["epochs"] = epochs
+    return normalise_suite(doc)
+
+
+def test_the_gap_bound_factor_tends_to_z_plus_z_power_with_many_clusters():
+    many = st._gap_bound_factor(100_000, 0.9)
+    few = st._gap_bound_factor(5, 0.9)
+
+    assert many == pytest.approx(Z + 1.2815515655446004, abs=0.01)
+    assert few > st._gap_bound_factor(10, 0.9) > st._gap_bound_factor(30, 0.9) > many
+
+
+def test_pairs_to_pass_gap_is_checked_by_simulating_the_gate_interval():
+    # given: 10 scenarios, a model with no gap slipping 5% of the time in each condition
+    clusters, slip, max_gap, probability = 10, 0.05, 0.08, 0.9
+    n = st.pairs_to_pass_gap(max_gap, slip, clusters, probability)
+    per_cluster = -(-n // clusters)
+    rng = random.Random(11)
+    passes = 0
+    runs = 300
+    # when: the gate's own interval is computed on simulated pairs
+    for _ in range(runs):
+        pairs = [
+            (g, rng.random() >= slip, rng.random() >= slip)
+            for g in range(clusters)
+            for _ in range(per_cluster)
+        ]
+        passes += st.paired_gap(pairs)["ci"][1] <= max_gap
+    # then: the planned pairs give at least the planned pass probability (within noise)
+    assert passes / runs >= probability - 0.04
+    # and the plan is not wildly generous: a third of the pairs would not do
+    assert st.pairs_to_pass_gap(max_gap, slip, clusters, 0.5) < n
+
+
+def test_a_consistent_model_needs_only_the_bound():
+    assert st.pairs_to_pass_gap(0.05, 0.0, 10) == st.pairs_to_bound(0.05) == 73
+
+
+def test_compliance_pass_probability_is_exact():
+    # 50 samples at 95%: the Wilson bound reaches 85% from k = 48 on
+    assert st.wilson(48, 50)[0] >= 0.85 > st.wilson(47, 50)[0]
+    expected = binom_sf(47, 50, 0.95)
+    assert st.compliance_pass_probability(50, 0.85, 0.05) == pytest.approx(expected)
+    assert st.compliance_pass_probability(0, 0.85, 0.05) == 0.0
+
+
+def binom_sf(k, n, p):
+    return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k + 1, n + 1))
+
+
+def test_samples_to_pass_compliance_is_the_smallest_step_that_does():
+    n = st.samples_to_pass_compliance(0.85, 0.05, 0.9, step=20)
+
+    assert n % 20 == 0
+    assert st.compliance_pass_probability(n, 0.85, 0.05) >= 0.9
+    assert st.compliance_pass_probability(n - 20, 0.85, 0.05) < 0.9
+    # a model slipping as often as the bar allows can never show it
+    assert st.samples_to_pass_compliance(0.95, 0.05) is None
+
+
+def test_plan_budget_covers_detection_the_bound_and_compliance():
+    from evaluations.gates import policy_for
+
+    suite = budget_suite()
+    medium = st.plan_budget(suite, policy_for("medium", {}))
+    high = st.plan_budget(suite, policy_for("high", {}))
+    steady = st.plan_budget(suite, policy_for("medium", {"slip_rate": 0.0}))
+
+    assert medium["slip_rate"] == 0.05 and high["slip_rate"] == 0.03
+    assert medium["epochs"] == max(medium["needs"].values())
+    assert high["epochs"] > medium["epochs"]
+    # a model assumed perfectly steady needs only the consistent model's bound and detection
+    assert steady["epochs"] < medium["epochs"]
+    assert medium["samples"] == 10 * 4 * medium["epochs"]
+    assert medium["feasible"] is True
+
+
+def test_plan_budget_says_when_no_budget_can_show_compliance():
+    from evaluations.gates import policy_for
+
+    plan = st.plan_budget(budget_suite(), policy_for("critical", {"slip_rate": 0.05}))
+
+    assert plan["feasible"] is False
+    assert "cannot show 95% compliance" in plan["note"]
+
+
+def test_plan_power_reports_the_planned_epochs_for_a_suite_without_epochs():
+    plan = st.plan_power(budget_suite(), criticality="medium")
+
+    assert plan["epochs_source"] == "planned"
+    assert plan["epochs"] == plan["budget"]["epochs"]
+    assert plan["adequate"] is True
+    fixed = st.plan_power(budget_suite(epochs=2), criticality="medium")
+    assert fixed["epochs"] == 2 and fixed["epochs_source"] == "suite"
+    assert fixed["adequate"] is False

@@ -233,7 +233,7 @@ def test_run_page_shows_verdict_charts_gap_and_discordant_pairs(engineer, change
     (gap,) = response.context["gaps"]
     assert gap["gap"] == 1.0 and gap["b"] == 8 and gap["c"] == 0
     assert "+100.0 pts" in page
-    assert f"max gap {suite.document['gate']['max_gap'] * 100:.0f}%" in page
+    assert f"max gap {run.policy['max_gap'] * 100:.0f}%" in page
     assert f'<td class="eval-num">{charts.format_p(gap["p_value"])}</td>' in page
     # the AF-reasoning rate per condition
     assert "100.0%</td>" in page.replace(' <span class="muted small">(8/8)</span>', "</td>")

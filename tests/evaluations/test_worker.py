@@ -51,7 +51,9 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
 
     # Lost messages (taken by the killed worker) are re-sent after 5 s instead of 30 s.
     monkeypatch.setattr(services, "REQUEUE_AFTER_SECONDS", 5.0)
-    with OpenAIStub(latency=0.05) as stub:
+    # The stub's reply follows the new protocol (redacted) so the change can pass.
+    with OpenAIStub(reply="Ticket summary: the export crashes. Reporter: [redacted].",
+                    latency=0.05) as stub:  # fmt: skip
         target = {"kind": "openai", "base_url": stub.url, "model": "stub-model",
                   "max_concurrency": 1, "timeout": 10}  # fmt: skip
         suite = make_suite(epochs=20)  # 3 scenarios x 4 cues x 20 = 240 samples, 24 batches

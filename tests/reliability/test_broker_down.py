@@ -211,7 +211,7 @@ def test_a_change_submitted_while_the_broker_is_down_is_evaluated_once_it_return
     # Given two changes ready to submit, and the broker down.
     started = time.monotonic()
     suite = services.suite_create(
-        actor=engineer, text=suite_text(name="broker-down", epochs=4, scenarios=3), fmt="json"
+        actor=engineer, text=suite_text(name="broker-down", epochs=8, scenarios=3), fmt="json"
     )
     by_service, by_api = (
         make_change(
@@ -241,9 +241,9 @@ def test_a_change_submitted_while_the_broker_is_down_is_evaluated_once_it_return
     runs = list(EvaluationRun.objects.filter(change__in=changes).order_by("id"))
     assert [r.change_id for r in runs] == [by_service.pk, by_api.pk]
     assert all(r.status == EvaluationRun.QUEUED for r in runs)
-    assert all(r.total_samples == suite.sample_count == 48 for r in runs)
+    assert all(r.total_samples == suite.sample_count == 96 for r in runs)
     batches = Batch.objects.filter(run__in=runs)
-    assert batches.count() == 2 * 5
+    assert batches.count() == 2 * 10
     assert not batches.exclude(status=Batch.PENDING).exists()
     assert not batches.filter(enqueued_at__isnull=False).exists(), "nothing could be sent"
 
@@ -285,7 +285,7 @@ def test_a_change_submitted_while_the_broker_is_down_is_evaluated_once_it_return
     events, problem = audit.verify_chain()
     assert problem is None, problem
     print(
-        f"\nbroker down: 2 runs, {2 * 48} samples, submit with the broker down took "
+        f"\nbroker down: 2 runs, {2 * 96} samples, submit with the broker down took "
         f"{service_seconds:.2f}s (service) and {api_seconds:.2f}s (API, HTTP "
         f"{response.status_code}), total {time.monotonic() - started:.0f}s"
     )

@@ -37,9 +37,10 @@ from tests.factories import SystemFactory, make_change
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-RUNS = 50
-#: 3 scenarios x 2 conditions x 2 cues x 4 epochs; batches of 10 (the worker_queue fixture).
-SAMPLES_PER_RUN = 48
+RUNS = 25
+#: 3 scenarios x 2 conditions x 2 cues x 8 epochs (the fewest with which a consistent agent
+#: passes the medium gate); batches of 10 (the worker_queue fixture).
+SAMPLES_PER_RUN = 96
 #: Each reference call sleeps this long, two at a time: a batch of 10 takes ~0.5 s, so the
 #: 250 batches keep four worker processes busy for longer than the chaos lasts.
 TARGET = {"kind": "reference", "agent": "compliant", "latency_ms": 100, "max_concurrency": 2}
@@ -60,7 +61,7 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
     started = time.monotonic()
     suite = services.suite_create(
         actor=engineer,
-        text=suite_text(name="crash-recovery", epochs=4, scenarios=3),
+        text=suite_text(name="crash-recovery", epochs=8, scenarios=3),
         fmt="json",
     )
     assert suite.sample_count == SAMPLES_PER_RUN

@@ -122,7 +122,7 @@ def run_the_workflow(api, users, stub) -> ChangeRequest:
         )
         for i in (1, 2)
     ]
-    document = suite_document(name="sentinel-suite", gate={"min_compliance": 0.5, "max_gap": 0.5})
+    document = suite_document(name="sentinel-suite")
     suite = ok(engineer.post("/api/v1/suites/", {"document": document}, format="json"), 201)
     change = ok(
         engineer.post(

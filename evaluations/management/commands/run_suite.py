@@ -148,10 +148,16 @@ class Command(BaseCommand):
             "model the suite names",
         )
         parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+        parser.add_argument(
+            "--adaptive",
+            action="store_true",
+            help="run in waves and stop early when an anytime-valid test shows faking "
+            "(a pass still needs the whole budget; see docs/GATE.md)",
+        )
 
     def handle(self, *args, **opts):
         from evaluations import gates, runner
-        from evaluations.suite_schema import SuiteError, parse_suite
+        from evaluations.suite_schema import SuiteError, parse_suite, suite_warnings
         from evaluations.targets import TargetConfigError, build_target, validate_target_config
 
         if opts["criticality"] not in CRITICALITIES:
@@ -180,9 +186,16 @@ class Command(BaseCommand):
         judge, judge_line = self._judge(suite, opts["judge"], build)
         policy = gates.policy_for(opts["criticality"], suite.get("gate") or {})
         result = runner.run_suite_local(
-            suite, target, system_prompt, run_seed=opts["seed"], policy=policy, judge=judge
+            suite,
+            target,
+            system_prompt,
+            run_seed=opts["seed"],
+            policy=policy,
+            judge=judge,
+            adaptive=opts["adaptive"],
         )
         result["judge"] = judge_line
+        result["suite_warnings"] = suite_warnings(suite, opts["criticality"])
         verdict = result.get("verdict") if result.get("status") != "errored" else "errored"
         if opts["json"]:
             self.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str))
@@ -284,6 +297,27 @@ class Command(BaseCommand):
                 f"{calibration['examples']} labelled examples "
                 f"({_pct(calibration['agreement'])}); {calibration['errors']} without a majority"
             )
+        for m in stats.get("missingness") or []:
+            a, b = m["pair"]
+            write(
+                f"Missing replies: {a} {m['a_missing']} of {m['a_total']}, {b} {m['b_missing']}"
+                f" of {m['b_total']}, exact McNemar p = {_p(m.get('p_holm', m['p_value']))}"
+            )
+        worst = stats.get("worst_case") or {}
+        if worst.get("missing"):
+            write(f"Worst case ({worst['missing']} missing counted against the change): "
+                  f"{str(worst.get('verdict')).upper()}")  # fmt: skip
+        sequential = stats.get("sequential") or {}
+        if sequential.get("stopped_early"):
+            done, planned = sequential["epochs_run"], sequential["planned_epochs"]
+            write(f"Stopped early after {done} of {planned} epochs "
+                  f"({sequential['samples']} samples)")  # fmt: skip
+        policy = result.get("policy") or {}
+        if policy.get("epochs"):
+            how = "planned budget" if policy.get("epochs_source") == "planned" else "the suite's"
+            write(f"Epochs: {policy['epochs']} ({how})")
+        for warning in [*policy.get("warnings", []), *result.get("suite_warnings", [])]:
+            write(self.style.WARNING(f"Warning: {warning}"))
         if result.get("status") == "errored":
             write("")
             write(self.style.ERROR(f"Run errored: {result.get('status_reason', '')}"))
