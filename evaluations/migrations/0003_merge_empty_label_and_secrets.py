@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evaluations', '0002_sample_label_empty'),
-        ('evaluations', '0002_secret_registry_and_judge_models'),
+        ("evaluations", "0002_sample_label_empty"),
+        ("evaluations", "0002_secret_registry_and_judge_models"),
     ]
 
-    operations = [
-    ]
+    operations = []
