@@ -10,10 +10,10 @@ from __future__ import annotations
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -236,18 +236,50 @@ class AttestationVerifyApi(GenericAPIView):
         tags=TAGS,
         operation_id="attestation_verify",
         summary="Verify an attestation PDF (auditors and admins)",
-        description="Answers 200 with `valid` false and the failing checks for a file that "
-        "does not verify; 400 when no file is sent or it is larger than 20 MB.",
+        description="Answers 200 with `valid` (the file is intact, signed by this deployment "
+        "and issued by it) and `standing` (`current` or `superseded`, with by which "
+        "attestation, when and why). Any bad file (not a PDF, empty, damaged, encrypted, "
+        "larger than 20 MB, changed in any byte) is `valid: false` with each failed check in "
+        "words; 400 only when no file is sent. Every attempt is written to the audit log.",
         request={"multipart/form-data": s.VerifyUploadSerializer},
         responses={200: s.VerifyResultSerializer, **errors(400, 401, 403)},
     )
     def post(self, request):
-        if services.upload_declared_too_large(request.META.get("CONTENT_LENGTH")):
-            raise ValidationError({"file": ["The file is larger than 20 MB."]}, code="too_large")
+        declared = request.META.get("CONTENT_LENGTH")
+        if services.upload_declared_too_large(declared):
+            # Refused from the header alone, before the body is read; still an answer.
+            result = services.refuse_upload(actor=request.user, size=int(declared), source="api")
+            return Response(s.VerifyResultSerializer(result).data)
         upload = parse(s.VerifyUploadSerializer, request.data, request)["file"]
         if upload.size > services.MAX_UPLOAD_BYTES:
-            raise ValidationError({"file": ["The file is larger than 20 MB."]}, code="too_large")
+            result = services.refuse_upload(
+                actor=request.user, size=upload.size, filename=upload.name or "", source="api"
+            )
+            return Response(s.VerifyResultSerializer(result).data)
         result = services.verify_upload(
             actor=request.user, pdf_bytes=upload.read(), filename=upload.name or "", source="api"
         )
         return Response(s.VerifyResultSerializer(result).data)
+
+
+class AttestationCertificateApi(GenericAPIView):
+    """The public certificate and key fingerprint attestations are signed with (no login)."""
+
+    queryset = Attestation.objects.none()
+    serializer_class = s.CertificateSerializer
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    filter_backends = []
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="attestation_certificate",
+        summary="This deployment's attestation signing certificate and key fingerprint",
+        description="Public. The same PEM is served at `/attestations/certificate.pem`.",
+        responses={200: s.CertificateSerializer},
+    )
+    def get(self, request):
+        from .certs import published
+        from .keys import load_signer
+
+        return Response(s.CertificateSerializer(published(load_signer())).data)
