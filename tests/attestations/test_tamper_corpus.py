@@ -22,9 +22,10 @@ from django.core.management import call_command
 from django.utils.html import escape
 
 from attestations import services
-from attestations.certs import signing_identity
-from attestations.keys import Signer, load_signer
+from attestations.certs import signing_identity, trusted_ca_certificates
+from attestations.keys import Signer, load_signer, trusted_public_keys
 from attestations.models import Attestation
+from attestations.verify import verify_pdf
 from changes.models import AuditEvent
 from tests.attestations import tamper_corpus
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
@@ -128,6 +129,15 @@ def test_the_corpus_is_not_valid_and_genuine_files_are_valid_everywhere(
     corpus["PDF header only"] = b"%PDF-1.7\n%%EOF\n"
     assert len(corpus) >= 60, len(corpus)
     assert all(data != bytes(first.pdf) for data in corpus.values())
+
+    # Offline, without the records (what an auditor's own verifier sees): the file checks
+    # alone catch every variant, not only the "was this exact file issued" lookup.
+    keys, cas = trusted_public_keys(), trusted_ca_certificates()
+    offline_valid = [
+        name for name, data in corpus.items() if verify_pdf(data, keys, trusted_cas=cas)["valid"]
+    ]
+    assert not offline_valid, offline_valid
+    assert verify_pdf(bytes(first.pdf), keys, trusted_cas=cas)["valid"]
 
     api_client = api(auditor)
     client.force_login(auditor)
