@@ -499,11 +499,14 @@ def _record_outcome(*, actor, result: dict, pdf_sha256: str, filename: str, sour
         object_id=attestation_id or "",
         data={
             "valid": valid,
-            "outcome": "valid" if valid else "not valid",
+            "outcome": "valid"
+            if valid
+            else f"not valid ({len(failed)} check{'s' if len(failed) != 1 else ''} failed)",
             "standing": outcome["standing"],
             "change": change_id,
             "failed_checks": [c["name"] for c in failed],
-            "failed": [failure_text(c)[:300] for c in failed[:12]],
+            "failed": [c["label"] for c in failed[:12]],
+            "failed_detail": [failure_text(c)[:300] for c in failed[:12]],
             "pdf_sha256": pdf_sha256,
             "filename": (filename or "")[:200],
             "source": source,

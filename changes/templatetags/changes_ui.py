@@ -76,6 +76,8 @@ def get_item(mapping, key):
 _SUMMARY_KEYS = (
     "from", "to", "reason", "reasons", "fields", "environment", "decision", "approvals",
     "runs", "retrospective_pending", "title", "detail", "path",
+    # attestation.verified (issue 15): the outcome and what failed, in words
+    "outcome", "standing", "failed", "source",
 )  # fmt: skip
 
 

@@ -218,3 +218,18 @@ def test_failed_checks_are_named_in_words_not_identifiers(genuine, auditor, api)
     assert "Nothing was added after the end of the PDF" in texts
     assert "The digital signature covers the whole file" in texts
     assert "_" not in " ".join(line.split(":")[0] for line in body["failed"])
+
+
+def test_verification_attempts_are_shown_on_the_audit_page_with_outcome_and_failures(
+    genuine, auditor, api, client
+):
+    first, _ = genuine
+    via_api(api(auditor), bytes(first.pdf) + b"junk")
+    via_api(api(auditor), bytes(first.pdf))
+    client.force_login(auditor)
+    html = client.get("/audit/", {"verb": "attestation.verified"}).content.decode()
+    assert "attestation.verified" in html
+    assert "outcome:</span> not valid (4 checks failed)" in html  # end, coverage, file...
+    assert escape("Nothing was added after the end of the PDF") in html
+    assert "outcome:</span> valid" in html
+    assert "standing:</span> current" in html
