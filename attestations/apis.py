@@ -280,6 +280,12 @@ class AttestationCertificateApi(GenericAPIView):
     )
     def get(self, request):
         from .certs import published
-        from .keys import load_signer
+        from .keys import SigningKeyError, load_signer
 
-        return Response(s.CertificateSerializer(published(load_signer())).data)
+        try:
+            data = published(load_signer())
+        except SigningKeyError:
+            raise NotFound(
+                "No attestation signing key is configured here.", code="no_signing_key"
+            ) from None
+        return Response(s.CertificateSerializer(data).data)

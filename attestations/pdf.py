@@ -14,9 +14,10 @@ inject stylesheets or attachments.
 Fonts are the DejaVu files shipped in ``static/fonts`` and loaded through ``@font-face`` in
 ``static/attestations/pdf.css``, so the output is the same on every machine.
 
-The PDF is PDF/A-3b (ISO 19005-3, the archival profile that allows embedded files of any type),
-with the signed DSSE envelope embedded as an associated file (``AFRelationship /Data``); this
-works with WeasyPrint 70. The envelope is what verification reads; the pages are for people.
+The PDF is PDF/A-3b (ISO 19005-3, the archival profile that allows embedded files of any type).
+``render_pdf`` can embed attachments itself (``AFRelationship /Data``, WeasyPrint 70); the
+attestation service renders the pages without one, digests them (``page_digests_of``), and
+embeds the signed envelope together with the PAdES signature (``attestations.pades``).
 """
 
 import contextlib

@@ -158,7 +158,8 @@ def build_artifacts(facts: dict, *, content_sha256: str, signer=None, timings=No
     """Statement, signed envelope and signed PDF for a set of facts. No database access.
 
     1. render the pages (WeasyPrint, PDF/A-3b) from the facts alone;
-    2. hash each page's extracted, normalised text and bind the digests into the statement;
+    2. digest each page's content (``pdf.page_digests_of``) and bind the digests into the
+       statement;
     3. sign the statement (DSSE, Ed25519);
     4. embed the envelope and sign the whole file (PAdES) in one incremental update.
 

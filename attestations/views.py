@@ -168,9 +168,16 @@ def certificate_pem(request):
     from django.http import HttpResponse
 
     from .certs import published
-    from .keys import load_signer
+    from .keys import SigningKeyError, load_signer
 
-    data = published(load_signer())
+    try:
+        data = published(load_signer())
+    except SigningKeyError:
+        return HttpResponse(
+            "No attestation signing key is configured here.\n",
+            status=503,
+            content_type="text/plain",
+        )
     body = data["certificate_pem"] + data["ca_certificate_pem"]
     response = HttpResponse(body, content_type="application/x-pem-file")
     response["Content-Disposition"] = 'inline; filename="attestation-certificate.pem"'

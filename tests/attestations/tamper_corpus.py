@@ -349,7 +349,7 @@ def variants(genuine: bytes, other: bytes, *, foreign_identity, own_identity) ->
         genuine, _many_attachments(2000, True)
     )
     out["2,000 extra attachments, rewrite"] = _rewrite(genuine, _many_attachments(2000, False))
-    out["30 incremental updates"] = _many_updates(genuine, 30)
+    out["12 incremental updates"] = _many_updates(genuine, 12)
     out["encrypted"] = _encrypt(genuine)
     # Small numeric edits a person could make with a text editor.
     out["media box widened"] = _rewrite(

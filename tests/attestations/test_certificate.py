@@ -80,3 +80,16 @@ def test_the_certificate_is_published_without_login_and_signs_the_pdfs(
     )
     assert body["ca_certificate_sha256"] == certificate_fingerprint(ca)
     assert x509.load_pem_x509_certificate(body["certificate_pem"].encode()) == leaf
+
+
+@pytest.mark.django_db
+def test_without_a_signing_key_the_certificate_url_says_so_instead_of_failing(
+    settings, client, tmp_path
+):
+    settings.ATTESTATION_SIGNING_KEY = ""
+    settings.ATTESTATION_SIGNING_KEY_FILE = str(tmp_path / "missing.pem")
+    response = client.get("/attestations/certificate.pem")
+    assert response.status_code == 503
+    assert b"No attestation signing key" in response.content
+    api = client.get("/api/v1/attestations/certificate/")
+    assert api.status_code == 404 and api.json()["code"] == "no_signing_key"
