@@ -77,18 +77,11 @@ def _state_moved_at(change: ChangeRequest):
     return event.created_at if event is not None else change.updated_at
 
 
-def facts_problems(attestation: Attestation, change: ChangeRequest) -> list[Cause]:
-    """Why the facts ``attestation`` reports no longer hold for ``change`` (empty: they do).
-
-    ``change`` should be freshly read (under a row lock when the answer decides an issue).
-    """
+def _problems(
+    attestation: Attestation, change: ChangeRequest, voided_reviews: list[Review]
+) -> list[Cause]:
     causes: list[Cause] = []
-    voided = (
-        Review.objects.filter(pk__in=_cited_review_ids(attestation.facts), voided_at__isnull=False)
-        .select_related("reviewer")
-        .order_by("voided_at")
-    )
-    for review in voided:
+    for review in voided_reviews:
         causes.append(
             Cause(
                 "approval_voided",
@@ -115,31 +108,34 @@ def facts_problems(attestation: Attestation, change: ChangeRequest) -> list[Caus
     return causes
 
 
-def standing_of(attestation: Attestation, change: ChangeRequest | None = None) -> Standing:
-    """The standing of a ready attestation, from the records now."""
-    change = change or ChangeRequest.objects.get(pk=attestation.change_id)
-    causes = []
-    newer = (
-        Attestation.objects.filter(
-            change_id=attestation.change_id,
-            version__gt=attestation.version,
-            status=Attestation.READY,
-        )
-        .order_by("version")
-        .only("pk", "version", "reason", "created_at", "rendered_at")
-        .first()
+def _voided(review_ids) -> list[Review]:
+    return list(
+        Review.objects.filter(pk__in=list(review_ids), voided_at__isnull=False)
+        .select_related("reviewer")
+        .order_by("voided_at", "pk")
     )
+
+
+def facts_problems(attestation: Attestation, change: ChangeRequest) -> list[Cause]:
+    """Why the facts ``attestation`` reports no longer hold for ``change`` (empty: they do).
+
+    ``change`` should be freshly read (under a row lock when the answer decides an issue).
+    """
+    return _problems(attestation, change, _voided(_cited_review_ids(attestation.facts)))
+
+
+def _compose(newer: Attestation | None, causes: list[Cause]) -> Standing:
     by = None
     if newer is not None:
         by = {"id": newer.pk, "version": newer.version, "reason": newer.reason}
-        causes.append(
+        causes = [
             Cause(
                 "newer_attestation",
                 f"a newer attestation was issued (v{newer.version}, on {newer.reason})",
                 _iso(newer.rendered_at or newer.created_at),
-            )
-        )
-    causes.extend(facts_problems(attestation, change))
+            ),
+            *causes,
+        ]
     if not causes:
         return Standing(CURRENT)
     first = min(causes, key=lambda c: c.at or "9999")
@@ -152,17 +148,57 @@ def standing_of(attestation: Attestation, change: ChangeRequest | None = None) -
     )
 
 
-def standings(attestations) -> dict[int, Standing]:
-    """Standing of each ready attestation in ``attestations`` (by id), for lists.
+def _newer(change_id: int, version: int) -> Attestation | None:
+    return (
+        Attestation.objects.filter(
+            change_id=change_id, version__gt=version, status=Attestation.READY
+        )
+        .order_by("version")
+        .only("pk", "version", "reason", "created_at", "rendered_at")
+        .first()
+    )
 
-    One query per change for the newest ready version, then ``facts_problems`` per row; lists
-    are paginated, so this stays small.
+
+def standing_of(attestation: Attestation, change: ChangeRequest | None = None) -> Standing:
+    """The standing of a ready attestation, from the records now."""
+    change = change or ChangeRequest.objects.get(pk=attestation.change_id)
+    return _compose(
+        _newer(attestation.change_id, attestation.version), facts_problems(attestation, change)
+    )
+
+
+def standings(attestations) -> dict[int, Standing]:
+    """Standing of each ready attestation in ``attestations`` (by id), for list pages.
+
+    A fixed number of queries whatever the number of rows (plus one per row whose change left
+    the reported state, to date that move): the lists defer ``facts``, so the cited review ids
+    are read in one query, like the changes, the voided reviews and the ready versions.
     """
     rows = [a for a in attestations if a.status == Attestation.READY]
-    changes = {c.pk: c for c in ChangeRequest.objects.filter(pk__in={a.change_id for a in rows})}
+    if not rows:
+        return {}
+    change_ids = {a.change_id for a in rows}
+    changes = {c.pk: c for c in ChangeRequest.objects.filter(pk__in=change_ids)}
+    cited = {
+        pk: _cited_review_ids(facts)
+        for pk, facts in Attestation.objects.filter(pk__in=[a.pk for a in rows]).values_list(
+            "pk", "facts"
+        )
+    }
+    voided = {r.pk: r for r in _voided({i for ids in cited.values() for i in ids})}
+    ready = {}
+    for a in (
+        Attestation.objects.filter(change_id__in=change_ids, status=Attestation.READY)
+        .only("pk", "change_id", "version", "reason", "created_at", "rendered_at")
+        .order_by("version")
+    ):
+        ready.setdefault(a.change_id, []).append(a)
     out = {}
     for row in rows:
         change = changes.get(row.change_id)
-        if change is not None:
-            out[row.pk] = standing_of(row, change)
+        if change is None:
+            continue
+        newer = next((a for a in ready.get(row.change_id, []) if a.version > row.version), None)
+        reviews = [voided[i] for i in cited.get(row.pk, []) if i in voided]
+        out[row.pk] = _compose(newer, _problems(row, change, reviews))
     return out

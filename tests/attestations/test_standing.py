@@ -199,3 +199,37 @@ def test_the_fill_waits_for_a_concurrent_void_and_then_refuses_to_issue(
     thread.join(10)
     assert result.status == Attestation.VOID
     assert not Attestation.objects.filter(status=Attestation.READY).exists()
+
+
+def test_the_auditor_list_marks_standing_in_a_constant_number_of_queries(
+    engineer, reviewer, passing_evaluation, signing_key, enqueued, auditor, client
+):
+    from django.test.utils import CaptureQueriesContext
+
+    v1 = ready_attestation(engineer, [reviewer])
+    client.force_login(auditor)
+
+    def add_versions(upto):
+        for version in range(Attestation.objects.count() + 1, upto + 1):
+            Attestation.objects.create(
+                change=v1.change,
+                version=version,
+                reason=Attestation.APPROVED,
+                status=Attestation.READY,
+                content_sha256=v1.content_sha256,
+                facts=v1.facts,
+                pdf_sha256=f"{version:064x}",
+            )
+
+    def count():
+        with CaptureQueriesContext(connection) as ctx:
+            html = client.get("/attestations/").content.decode()
+        return len(ctx.captured_queries), html
+
+    add_versions(2)
+    few, _ = count()
+    add_versions(8)
+    many, html = count()
+    assert many == few
+    assert html.count('data-standing="superseded"') == 7
+    assert html.count('data-standing="current"') == 1
