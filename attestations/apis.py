@@ -22,6 +22,7 @@ from changes.apis import Pagination, errors, parse, visible_change
 from . import selectors, services
 from . import serializers as s
 from .models import Attestation
+from .standing import standings
 
 TAGS = ["attestations"]
 
@@ -145,7 +146,8 @@ class ChangeAttestationListApi(GenericAPIView):
     def get(self, request, pk):
         change = visible_change(request, pk)
         page = self.paginate_queryset(selectors.change_attestations(change))
-        data = s.AttestationSerializer(page, many=True, context={"request": request}).data
+        context = {"request": request, "standings": standings(page)}
+        data = s.AttestationSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
 
@@ -170,7 +172,8 @@ class AttestationListApi(GenericAPIView):
         query = parse(s.AttestationQuerySerializer, request.query_params, request)
         qs = selectors.filter_attestations(selectors.visible_attestations(request.user), **query)
         page = self.paginate_queryset(qs)
-        data = s.AttestationSerializer(page, many=True, context={"request": request}).data
+        context = {"request": request, "standings": standings(page)}
+        data = s.AttestationSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
 

@@ -15,12 +15,29 @@ class AttestationLinksSerializer(serializers.Serializer):
     envelope = serializers.CharField(allow_null=True)
 
 
+class StandingCauseSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    why = serializers.CharField()
+    at = serializers.CharField(allow_null=True)
+
+
+class StandingSerializer(serializers.Serializer):
+    standing = serializers.ChoiceField(choices=["current", "superseded"])
+    superseded_by = serializers.DictField(
+        allow_null=True, help_text="The newer attestation (id, version, reason), if any."
+    )
+    superseded_at = serializers.CharField(allow_null=True)
+    why = serializers.CharField(allow_blank=True)
+    causes = StandingCauseSerializer(many=True)
+
+
 class AttestationSerializer(serializers.ModelSerializer):
     """One attestation version; the bytes are downloads (``links``), never inline."""
 
     change_reference = serializers.SerializerMethodField()
     system = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
+    standing = serializers.SerializerMethodField()
 
     class Meta:
         model = Attestation
@@ -44,6 +61,7 @@ class AttestationSerializer(serializers.ModelSerializer):
             "error",
             "created_at",
             "rendered_at",
+            "standing",
             "links",
         ]
         read_only_fields = fields
@@ -60,6 +78,20 @@ class AttestationSerializer(serializers.ModelSerializer):
     def get_system(self, obj) -> dict:
         system = obj.change.system
         return {"id": system.pk, "name": system.name}
+
+    @extend_schema_field(StandingSerializer(allow_null=True))
+    def get_standing(self, obj) -> dict | None:
+        """``current``/``superseded`` (why, by which, when) for a ready row, else null.
+
+        List views pass ``standings`` (computed for the page at once) in the context."""
+        if obj.status != Attestation.READY:
+            return None
+        known = self.context.get("standings")
+        if known is not None and obj.pk in known:
+            return known[obj.pk].as_dict()
+        from .standing import standing_of
+
+        return standing_of(obj).as_dict()
 
     @extend_schema_field(AttestationLinksSerializer)
     def get_links(self, obj) -> dict:
@@ -117,22 +149,6 @@ class CheckSerializer(serializers.Serializer):
     label = serializers.CharField(help_text="What was checked, in words.")
     ok = serializers.BooleanField()
     detail = serializers.CharField(allow_blank=True, help_text="What was found.")
-
-
-class StandingCauseSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    why = serializers.CharField()
-    at = serializers.CharField(allow_null=True)
-
-
-class StandingSerializer(serializers.Serializer):
-    standing = serializers.ChoiceField(choices=["current", "superseded"])
-    superseded_by = serializers.DictField(
-        allow_null=True, help_text="The newer attestation (id, version, reason), if any."
-    )
-    superseded_at = serializers.CharField(allow_null=True)
-    why = serializers.CharField(allow_blank=True)
-    causes = StandingCauseSerializer(many=True)
 
 
 class VerifyResultSerializer(serializers.Serializer):

@@ -70,6 +70,15 @@ def test_a_newer_attestation_supersedes_the_older_one(
     new = verify(api, auditor, bytes(v2.pdf))
     assert (new["valid"], new["standing"]) == (True, "current")
 
+    # The API lists say so too.
+    rows = api(auditor).get(f"/api/v1/changes/{v1.change_id}/attestations/").json()["results"]
+    by_version = {r["version"]: r["standing"] for r in rows}
+    assert by_version[2]["standing"] == "current"
+    assert by_version[1]["standing"] == "superseded"
+    assert by_version[1]["superseded_by"]["version"] == 2
+    detail = api(auditor).get(f"/api/v1/attestations/{v1.pk}/").json()
+    assert detail["standing"]["standing"] == "superseded"
+
     # The change page panel and the auditor list mark it.
     client.force_login(auditor)
     panel = client.get(f"/changes/{v1.change_id}/").content.decode()
