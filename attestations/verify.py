@@ -34,6 +34,9 @@ from .statement import page_binding_problems, statement_problems
 __all__ = ["RecordChecker", "verify_envelope_bytes", "verify_pdf", "verify_pdf_envelope"]
 
 RecordChecker = Callable[[dict], list[Check]]
+# "/EmbeddedFile" markers (name tree key + file stream type) above which the attachments are
+# not parsed at all; a genuine attestation has two or three.
+MAX_EMBEDDED_MARKERS = 32
 
 
 def _looks_like_pdf(pdf_bytes: bytes) -> bool:
@@ -206,6 +209,17 @@ def verify_pdf(
     checks.extend(pades_checks)
     if not readable:
         return result  # unreadable, encrypted or absurd: nothing more to learn safely
+    embedded = data.count(b"/EmbeddedFile")
+    if embedded > MAX_EMBEDDED_MARKERS:
+        # An attestation embeds one file; reading thousands is the cost an attacker wants.
+        checks.append(
+            check(
+                "envelope_attachment",
+                False,
+                f"the file embeds about {embedded // 2} files; an attestation embeds one",
+            )
+        )
+        return result
     reader = _open(data)
     envelope, attachment_check = _envelope_from(reader, envelope_name)
     checks.append(attachment_check)
