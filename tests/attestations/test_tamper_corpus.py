@@ -50,6 +50,12 @@ def genuine(engineer, reviewer, passing_evaluation, signing_key, enqueued):
 
 
 @pytest.fixture
+def one(engineer, reviewer, passing_evaluation, signing_key, enqueued):
+    """One genuine attestation, for the tests that need no second change."""
+    return ready_attestation(engineer, [reviewer])
+
+
+@pytest.fixture
 def foreign(settings, tmp_path):
     """Another deployment: its own Ed25519 key and its own CA."""
     previous = getattr(settings, "ATTESTATION_CA_DIR", "")
@@ -174,11 +180,11 @@ def test_the_corpus_is_not_valid_and_genuine_files_are_valid_everywhere(
     assert {e.data["source"] for e in events} == {"api", "web", "command"}
 
 
-def test_the_signature_covers_the_whole_file_by_pdfsig(genuine, tmp_path):
+def test_the_signature_covers_the_whole_file_by_pdfsig(one, tmp_path):
     pdfsig = shutil.which("pdfsig")
     if pdfsig is None:  # pragma: no cover - poppler-utils is part of the dev image
         pytest.skip("pdfsig (poppler-utils) is not installed")
-    first, _ = genuine
+    first = one
     path = tmp_path / "genuine.pdf"
     path.write_bytes(bytes(first.pdf))
     report = subprocess.run([pdfsig, str(path)], capture_output=True, text=True, timeout=60)
@@ -210,8 +216,8 @@ def test_a_50_mb_upload_is_not_valid_with_the_reason_and_audited(auditor, api, c
     assert [e.data["failed_checks"] for e in events] == [["file_size"]] * 3
 
 
-def test_failed_checks_are_named_in_words_not_identifiers(genuine, auditor, api):
-    first, _ = genuine
+def test_failed_checks_are_named_in_words_not_identifiers(one, auditor, api):
+    first = one
     body = via_api(api(auditor), bytes(first.pdf) + b"junk")
     assert body["valid"] is False
     texts = " ".join(body["failed"])
@@ -221,9 +227,9 @@ def test_failed_checks_are_named_in_words_not_identifiers(genuine, auditor, api)
 
 
 def test_verification_attempts_are_shown_on_the_audit_page_with_outcome_and_failures(
-    genuine, auditor, api, client
+    one, auditor, api, client
 ):
-    first, _ = genuine
+    first = one
     via_api(api(auditor), bytes(first.pdf) + b"junk")
     via_api(api(auditor), bytes(first.pdf))
     client.force_login(auditor)
