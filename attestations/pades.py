@@ -182,8 +182,9 @@ def _read_signature(data: bytes):
             check(
                 "pdf_revisions",
                 False,
-                f"the file has {revisions} revisions; an attestation has exactly "
-                f"{EXPECTED_REVISIONS} (the render and the signature), so it was changed",
+                f"the file has {revisions} revision{'s' if revisions != 1 else ''}; an "
+                f"attestation has exactly {EXPECTED_REVISIONS} (the render and the signature), "
+                "so it was changed",
             ),
         )
     return reader, signatures, None

@@ -216,7 +216,8 @@ def verify_pdf(
             check(
                 "envelope_attachment",
                 False,
-                f"the file embeds about {embedded // 2} files; an attestation embeds one",
+                f"the file carries {embedded} embedded-file entries; an attestation embeds "
+                "one file",
             )
         )
         return result
