@@ -3,7 +3,8 @@
 A row is born ``pending`` inside the transaction that approved or deployed the change, with
 the facts of that moment (``facts``) and the audit chain head it cites. A worker then claims it
 (``pending -> rendering`` by conditional UPDATE), signs the statement, renders the PDF and
-fills the row once (``rendering -> ready``), or records why it could not (``failed``). A ready
+fills the row once (``rendering -> ready``), or records why it could not (``failed``), or
+refuses to issue it because its facts moved meanwhile (``void``, issue 15). A ready
 row is never updated again: ``save()`` refuses every update, the services only use
 conditional UPDATEs, and a database trigger (migration 0002) rejects any UPDATE of a ready row.
 """
