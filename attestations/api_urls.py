@@ -26,6 +26,11 @@ urlpatterns = [
         "attestations/verify/", apis.AttestationVerifyApi.as_view(), name="api-attestation-verify"
     ),
     path(
+        "attestations/certificate/",
+        apis.AttestationCertificateApi.as_view(),
+        name="api-attestation-certificate",
+    ),
+    path(
         "attestations/<int:pk>/",
         apis.AttestationDetailApi.as_view(),
         name="api-attestation-detail",

@@ -16,10 +16,10 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers as rf
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
@@ -29,6 +29,7 @@ from changes.errors import Conflict
 from . import evidence, selectors, services
 from . import serializers as s
 from .models import Attestation
+from .standing import standings
 
 TAGS = ["attestations"]
 
@@ -245,7 +246,8 @@ class ChangeAttestationListApi(GenericAPIView):
     def get(self, request, pk):
         change = visible_change(request, pk)
         page = self.paginate_queryset(selectors.change_attestations(change))
-        data = s.AttestationSerializer(page, many=True, context={"request": request}).data
+        context = {"request": request, "standings": standings(page)}
+        data = s.AttestationSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
 
@@ -270,7 +272,8 @@ class AttestationListApi(GenericAPIView):
         query = parse(s.AttestationQuerySerializer, request.query_params, request)
         qs = selectors.filter_attestations(selectors.visible_attestations(request.user), **query)
         page = self.paginate_queryset(qs)
-        data = s.AttestationSerializer(page, many=True, context={"request": request}).data
+        context = {"request": request, "standings": standings(page)}
+        data = s.AttestationSerializer(page, many=True, context=context).data
         return self.get_paginated_response(data)
 
 
@@ -345,17 +348,26 @@ class AttestationVerifyApi(GenericAPIView):
         tags=TAGS,
         operation_id="attestation_verify",
         summary="Verify an attestation PDF (auditors and admins)",
-        description="Answers 200 with `valid` false and the failing checks for a file that "
-        "does not verify; 400 when no file is sent or it is larger than 20 MB.",
+        description="Answers 200 with `valid` (the file is intact, signed by this deployment "
+        "and issued by it) and `standing` (`current` or `superseded`, with by which "
+        "attestation, when and why). Any bad file (not a PDF, empty, damaged, encrypted, "
+        "larger than 20 MB, changed in any byte) is `valid: false` with each failed check in "
+        "words; 400 only when no file is sent. Every attempt is written to the audit log.",
         request={"multipart/form-data": s.VerifyUploadSerializer},
         responses={200: s.VerifyResultSerializer, **errors(400, 401, 403)},
     )
     def post(self, request):
-        if services.upload_declared_too_large(request.META.get("CONTENT_LENGTH")):
-            raise ValidationError({"file": ["The file is larger than 20 MB."]}, code="too_large")
+        declared = request.META.get("CONTENT_LENGTH")
+        if services.upload_declared_too_large(declared):
+            # Refused from the header alone, before the body is read; still an answer.
+            result = services.refuse_upload(actor=request.user, size=int(declared), source="api")
+            return Response(s.VerifyResultSerializer(result).data)
         upload = parse(s.VerifyUploadSerializer, request.data, request)["file"]
         if upload.size > services.MAX_UPLOAD_BYTES:
-            raise ValidationError({"file": ["The file is larger than 20 MB."]}, code="too_large")
+            result = services.refuse_upload(
+                actor=request.user, size=upload.size, filename=upload.name or "", source="api"
+            )
+            return Response(s.VerifyResultSerializer(result).data)
         result = services.verify_upload(
             actor=request.user, pdf_bytes=upload.read(), filename=upload.name or "", source="api"
         )
@@ -405,3 +417,32 @@ class ChangeEvidenceApi(_Download):
         response["Cache-Control"] = "private, no-store"
         response["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+class AttestationCertificateApi(GenericAPIView):
+    """The public certificate and key fingerprint attestations are signed with (no login)."""
+
+    queryset = Attestation.objects.none()
+    serializer_class = s.CertificateSerializer
+    permission_classes = [AllowAny]
+    authentication_classes = []
+    filter_backends = []
+
+    @extend_schema(
+        tags=TAGS,
+        operation_id="attestation_certificate",
+        summary="This deployment's attestation signing certificate and key fingerprint",
+        description="Public. The same PEM is served at `/attestations/certificate.pem`.",
+        responses={200: s.CertificateSerializer},
+    )
+    def get(self, request):
+        from .certs import published
+        from .keys import SigningKeyError, load_signer
+
+        try:
+            data = published(load_signer())
+        except SigningKeyError:
+            raise NotFound(
+                "No attestation signing key is configured here.", code="no_signing_key"
+            ) from None
+        return Response(s.CertificateSerializer(data).data)

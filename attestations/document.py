@@ -784,8 +784,22 @@ def _signoff_context(signoff: dict, cross_team: bool) -> dict:
     return {**signoff, "checks": checks}
 
 
-def pdf_context(facts: dict, *, key_id: str, envelope_sha256: str, statement_sha256: str) -> dict:
-    """The template context for the PDF: the facts plus display-ready pieces (no database)."""
+def pdf_context(
+    facts: dict,
+    *,
+    key_id: str,
+    envelope_sha256: str = "",
+    statement_sha256: str = "",
+    facts_sha256: str = "",
+    certificate_fingerprint: str = "",
+) -> dict:
+    """The template context for the PDF: the facts plus display-ready pieces (no database).
+
+    The pages show the digest of the facts and the signing certificate's fingerprint, not the
+    statement's or the envelope's digest: the statement carries a digest of each page's text
+    (issue 15), so the pages cannot also carry a digest of the statement.
+    ``envelope_sha256``/``statement_sha256`` are accepted for older callers and unused.
+    """
     change = facts["change"]
     cross_team = facts["system"].get("cross_team_review", False)
     return {
@@ -825,6 +839,8 @@ def pdf_context(facts: dict, *, key_id: str, envelope_sha256: str, statement_sha
             "key_id": key_id,
             "envelope_sha256": envelope_sha256,
             "statement_sha256": statement_sha256,
+            "facts_sha256": facts_sha256,
+            "certificate_fingerprint": certificate_fingerprint,
             "predicate_type": PREDICATE_TYPE,
             "attachment": facts["attestation"]["attachment"],
         },

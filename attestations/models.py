@@ -3,7 +3,8 @@
 A row is born ``pending`` inside the transaction that approved or deployed the change, with
 the facts of that moment (``facts``) and the audit chain head it cites. A worker then claims it
 (``pending -> rendering`` by conditional UPDATE), signs the statement, renders the PDF and
-fills the row once (``rendering -> ready``), or records why it could not (``failed``). A ready
+fills the row once (``rendering -> ready``), or records why it could not (``failed``), or
+refuses to issue it because its facts moved meanwhile (``void``, issue 15). A ready
 row is never updated again: ``save()`` refuses every update, the services only use
 conditional UPDATEs, and a database trigger (migration 0002) rejects any UPDATE of a ready row.
 """
@@ -29,11 +30,15 @@ class Attestation(models.Model):
     RENDERING = "rendering"
     READY = "ready"
     FAILED = "failed"
+    # Never issued: its facts (an approval, the content, the state) no longer held when it
+    # was rendered. Terminal; ``error`` says why (issue 15).
+    VOID = "void"
     STATUS_CHOICES = [
         (PENDING, "Pending"),
         (RENDERING, "Rendering"),
         (READY, "Ready"),
         (FAILED, "Failed"),
+        (VOID, "Not issued"),
     ]
     IN_FLIGHT = (PENDING, RENDERING)
 
@@ -54,7 +59,11 @@ class Attestation(models.Model):
     envelope = models.BinaryField(null=True, blank=True, help_text="The DSSE envelope bytes.")
     envelope_sha256 = models.CharField(max_length=64, blank=True)
     pdf = models.BinaryField(null=True, blank=True)
-    pdf_sha256 = models.CharField(max_length=64, blank=True)
+    pdf_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the issued file; verification looks uploads up by it.",
+    )
     pdf_size = models.PositiveIntegerField(default=0)
     key_id = models.CharField(max_length=100, blank=True)
     audit_head_id = models.BigIntegerField(null=True, blank=True)
@@ -76,6 +85,9 @@ class Attestation(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["change", "-version"]),
+            # AddIndex, not db_index: altering the field would remake the table on SQLite
+            # and drop the trigger of migration 0002.
+            models.Index(fields=["pdf_sha256"], name="attestation_pdf_sha256_idx"),
         ]
 
     def __str__(self):

@@ -14,9 +14,10 @@ inject stylesheets or attachments.
 Fonts are the DejaVu files shipped in ``static/fonts`` and loaded through ``@font-face`` in
 ``static/attestations/pdf.css``, so the output is the same on every machine.
 
-The PDF is PDF/A-3b (ISO 19005-3, the archival profile that allows embedded files of any type),
-with the signed DSSE envelope embedded as an associated file (``AFRelationship /Data``); this
-works with WeasyPrint 70. The envelope is what verification reads; the pages are for people.
+The PDF is PDF/A-3b (ISO 19005-3, the archival profile that allows embedded files of any type).
+``render_pdf`` can embed attachments itself (``AFRelationship /Data``, WeasyPrint 70); the
+attestation service renders the pages without one, digests them (``page_digests_of``), and
+embeds the signed envelope together with the PAdES signature (``attestations.pades``).
 """
 
 import contextlib
@@ -321,3 +322,85 @@ def pdf_text(pdf_bytes: bytes) -> str:
     except Exception:
         logger.debug("cannot extract text", exc_info=True)
         return ""
+
+
+# --- page digests (issue 15): what binds the pages to the signed statement --------------------
+
+_SKIPPED_STREAM_KEYS = {"/Length", "/Filter", "/DecodeParms", "/DL"}
+PAGE_KEYS = ("/MediaBox", "/CropBox", "/Rotate")
+
+
+def _canonical(obj, memo: dict, depth: int = 0) -> bytes:
+    """A layout-independent byte form of a PDF object (see ``page_digests_of``)."""
+    from pypdf.generic import (
+        ArrayObject,
+        DictionaryObject,
+        IndirectObject,
+        StreamObject,
+    )
+
+    if depth > 64:
+        raise ValueError("PDF objects nested too deeply")
+    key = None
+    if isinstance(obj, IndirectObject):
+        key = (obj.idnum, obj.generation)
+        if key in memo:
+            return memo[key]
+        memo[key] = b"<cycle>"
+        obj = obj.get_object()
+    if isinstance(obj, StreamObject):
+        import hashlib
+
+        head = {k: v for k, v in obj.items() if k not in _SKIPPED_STREAM_KEYS}
+        out = b"S" + _canonical(DictionaryObject(head), memo, depth + 1)
+        out += hashlib.sha256(obj.get_data()).hexdigest().encode()
+    elif isinstance(obj, DictionaryObject):
+        parts = [
+            str(k).encode("utf-8", "surrogatepass") + b"=" + _canonical(v, memo, depth + 1)
+            for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
+            if k != "/Parent"
+        ]
+        out = b"<<" + b";".join(parts) + b">>"
+    elif isinstance(obj, ArrayObject):
+        out = b"[" + b",".join(_canonical(v, memo, depth + 1) for v in obj) + b"]"
+    elif obj is None:
+        out = b"null"
+    else:
+        out = repr(obj).encode("utf-8", "surrogatepass")
+    if key is not None:
+        memo[key] = out
+    return out
+
+
+def page_digests_of(reader) -> list[str]:
+    """SHA-256 of each page's content, in page order, from an open pypdf reader.
+
+    A page's content is what draws it: its content streams (decoded, so re-compression does
+    not matter), every resource they use (fonts with their glyphs and Unicode maps, images,
+    form XObjects, decoded and walked recursively, independent of object numbers and of
+    where in the file they sit) and its boxes and rotation. Annotations are not content: the
+    signature's own widget is one, and any later annotation fails the PAdES checks anyway.
+    Changing a glyph, a font's Unicode map, an image or a single drawn character changes the
+    digest, which extracted text alone would miss (and costs ten times less to compute).
+    """
+    import hashlib
+
+    memo: dict = {}
+    digests = []
+    for page in reader.pages:
+        contents = page.get_contents()
+        parts = [b"C" + hashlib.sha256(contents.get_data() if contents else b"").digest()]
+        parts.append(b"R" + _canonical(page.get("/Resources"), memo))
+        for name in PAGE_KEYS:
+            parts.append(name.encode() + _canonical(page.get(name), memo))
+        digests.append(hashlib.sha256(b"|".join(parts)).hexdigest())
+    return digests
+
+
+def page_digests(pdf_bytes: bytes) -> list[str] | None:
+    """``page_digests_of`` for PDF bytes; None when the pages cannot be read."""
+    try:
+        return page_digests_of(_reader(pdf_bytes))
+    except Exception:
+        logger.debug("cannot digest the pages", exc_info=True)
+        return None

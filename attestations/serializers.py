@@ -15,12 +15,29 @@ class AttestationLinksSerializer(serializers.Serializer):
     envelope = serializers.CharField(allow_null=True)
 
 
+class StandingCauseSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    why = serializers.CharField()
+    at = serializers.CharField(allow_null=True)
+
+
+class StandingSerializer(serializers.Serializer):
+    standing = serializers.ChoiceField(choices=["current", "superseded"])
+    superseded_by = serializers.DictField(
+        allow_null=True, help_text="The newer attestation (id, version, reason), if any."
+    )
+    superseded_at = serializers.CharField(allow_null=True)
+    why = serializers.CharField(allow_blank=True)
+    causes = StandingCauseSerializer(many=True)
+
+
 class AttestationSerializer(serializers.ModelSerializer):
     """One attestation version; the bytes are downloads (``links``), never inline."""
 
     change_reference = serializers.SerializerMethodField()
     system = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
+    standing = serializers.SerializerMethodField()
 
     class Meta:
         model = Attestation
@@ -44,6 +61,7 @@ class AttestationSerializer(serializers.ModelSerializer):
             "error",
             "created_at",
             "rendered_at",
+            "standing",
             "links",
         ]
         read_only_fields = fields
@@ -60,6 +78,20 @@ class AttestationSerializer(serializers.ModelSerializer):
     def get_system(self, obj) -> dict:
         system = obj.change.system
         return {"id": system.pk, "name": system.name}
+
+    @extend_schema_field(StandingSerializer(allow_null=True))
+    def get_standing(self, obj) -> dict | None:
+        """``current``/``superseded`` (why, by which, when) for a ready row, else null.
+
+        List views pass ``standings`` (computed for the page at once) in the context."""
+        if obj.status != Attestation.READY:
+            return None
+        known = self.context.get("standings")
+        if known is not None and obj.pk in known:
+            return known[obj.pk].as_dict()
+        from .standing import standing_of
+
+        return standing_of(obj).as_dict()
 
     @extend_schema_field(AttestationLinksSerializer)
     def get_links(self, obj) -> dict:
@@ -108,18 +140,32 @@ class AttestationQuerySerializer(serializers.Serializer):
 
 class VerifyUploadSerializer(serializers.Serializer):
     file = serializers.FileField(
-        help_text="The attestation PDF (at most 20 MB).", allow_empty_file=False
+        help_text="The attestation PDF (at most 20 MB).", allow_empty_file=True
     )
 
 
 class CheckSerializer(serializers.Serializer):
-    name = serializers.CharField()
+    name = serializers.CharField(help_text="Stable machine name of the check.")
+    label = serializers.CharField(help_text="What was checked, in words.")
     ok = serializers.BooleanField()
-    detail = serializers.CharField(allow_blank=True)
+    detail = serializers.CharField(allow_blank=True, help_text="What was found.")
 
 
 class VerifyResultSerializer(serializers.Serializer):
-    valid = serializers.BooleanField(help_text="True only when every check passed.")
+    valid = serializers.BooleanField(
+        help_text="True only when every check passed: the file is intact, signed by this "
+        "deployment and issued by it."
+    )
+    standing = serializers.ChoiceField(
+        choices=["current", "superseded"],
+        allow_null=True,
+        help_text="For a valid file: whether its facts are still the latest word (null when "
+        "not valid).",
+    )
+    standing_detail = StandingSerializer(allow_null=True)
+    failed = serializers.ListField(
+        child=serializers.CharField(), help_text="Each failed check, as a sentence."
+    )
     checks = CheckSerializer(many=True, help_text="Every check, in the order it ran.")
     change = serializers.IntegerField(
         allow_null=True, help_text="The change the signed statement names, if it exists."
@@ -129,3 +175,14 @@ class VerifyResultSerializer(serializers.Serializer):
     )
     envelope_sha256 = serializers.CharField(allow_null=True)
     pdf_sha256 = serializers.CharField()
+
+
+class CertificateSerializer(serializers.Serializer):
+    key_id = serializers.CharField(help_text="The Ed25519 key id that signs the statements.")
+    ed25519_public_key_pem = serializers.CharField()
+    certificate_pem = serializers.CharField(help_text="The PAdES signing certificate.")
+    certificate_sha256 = serializers.CharField(help_text="SHA-256 fingerprint of its DER.")
+    ca_certificate_pem = serializers.CharField(help_text="The deployment's attestation CA.")
+    ca_certificate_sha256 = serializers.CharField()
+    subject = serializers.CharField()
+    not_after = serializers.CharField()

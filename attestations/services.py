@@ -21,13 +21,22 @@ from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
 
 from . import document, selectors
+from .certs import signing_identity, trusted_ca_certificates
+from .checks import check, failure_text
 from .dsse import envelope_bytes, sign_envelope
 from .keys import load_signer, trusted_public_keys
 from .models import Attestation
-from .pdf import ENVELOPE_ATTACHMENT_NAME, render_pdf
+from .pades import embed_and_sign
+from .pdf import ENVELOPE_ATTACHMENT_NAME, page_digests, render_pdf
 from .records import change_id_of, record_checks
-from .statement import build_statement, canonical_bytes, sha256_hex, with_audit_checkpoint
-from .verify import verify_pdf_envelope
+from .statement import (
+    bind_pages,
+    build_statement,
+    canonical_bytes,
+    sha256_hex,
+    with_audit_checkpoint,
+)
+from .verify import verify_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -152,41 +161,69 @@ def _claim(attestation_id: int) -> tuple[bool, object]:
 
 
 def build_artifacts(
-    facts: dict, *, content_sha256: str, signer=None, audit_checkpoint: dict | None = None
+    facts: dict,
+    *,
+    content_sha256: str,
+    signer=None,
+    timings=None,
+    audit_checkpoint: dict | None = None,
 ) -> dict:
-    """Statement, signed envelope and PDF for a set of facts. No database access.
+    """Statement, signed envelope and signed PDF for a set of facts. No database access.
 
-    Shared by the render service and the benchmark, so the benchmark measures the real path.
+    1. render the pages (WeasyPrint, PDF/A-3b) from the facts alone;
+    2. digest each page's content (``pdf.page_digests_of``) and bind the digests into the
+       statement;
+    3. sign the statement (DSSE, Ed25519);
+    4. embed the envelope and sign the whole file (PAdES) in one incremental update.
+
+    Shared by the render service and the benchmark, so the benchmark measures the real path;
+    ``timings`` (a dict), when given, receives ``render_s`` (step 1) and ``sign_s`` (2-4).
     ``audit_checkpoint`` is the newest signed audit checkpoint, embedded in the statement.
     """
+    import time
+
     signer = signer or load_signer()
-    statement = build_statement(
-        change_name=facts["change"]["reference"],
-        content_sha256=content_sha256,
-        run_digests=document.run_digests(facts),
-        predicate=with_audit_checkpoint(facts, audit_checkpoint),
-    )
-    payload = canonical_bytes(statement)
-    envelope = envelope_bytes(sign_envelope(payload, signer))
-    envelope_sha256 = sha256_hex(envelope)
+    identity = signing_identity(signer)
+    started = time.perf_counter()
     context = document.pdf_context(
         facts,
         key_id=signer.key_id,
-        envelope_sha256=envelope_sha256,
-        statement_sha256=sha256_hex(payload),
+        facts_sha256=sha256_hex(canonical_bytes(facts)),
+        certificate_fingerprint=identity.fingerprint,
     )
-    pdf = render_pdf(
-        document.render_html(context),
+    pages_pdf = render_pdf(document.render_html(context))
+    rendered = time.perf_counter()
+    digests = page_digests(pages_pdf)
+    if digests is None:
+        raise ValueError("the rendered PDF's pages cannot be read back")
+    statement = bind_pages(
+        build_statement(
+            change_name=facts["change"]["reference"],
+            content_sha256=content_sha256,
+            run_digests=document.run_digests(facts),
+            predicate=with_audit_checkpoint(facts, audit_checkpoint),
+        ),
+        digests,
+    )
+    payload = canonical_bytes(statement)
+    envelope = envelope_bytes(sign_envelope(payload, signer))
+    pdf = embed_and_sign(
+        pages_pdf,
+        identity=identity,
         attachments=[(ENVELOPE_ATTACHMENT_NAME, envelope, "Signed DSSE envelope (in-toto)")],
     )
+    if timings is not None:
+        timings["render_s"] = rendered - started
+        timings["sign_s"] = time.perf_counter() - rendered
     return {
         "statement": statement,
         "statement_sha256": sha256_hex(payload),
         "envelope": envelope,
-        "envelope_sha256": envelope_sha256,
+        "envelope_sha256": sha256_hex(envelope),
         "pdf": pdf,
         "pdf_sha256": sha256_hex(pdf),
         "key_id": signer.key_id,
+        "certificate_sha256": identity.fingerprint,
     }
 
 
@@ -207,11 +244,19 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
     A ready, failed or freshly claimed row is left alone (returns it unchanged). On success
     writes ``attestation.issued`` on the change; on failure ``attestation.failed`` with the
     error, and the row keeps the reason.
+
+    Never issues an attestation whose facts no longer hold (issue 15): the facts are checked
+    before rendering and again at the end, in the filling transaction with the change row
+    locked (every path that voids an approval or edits the change takes that lock first). If
+    an approval was voided, the content edited or the change sent back meanwhile, the row
+    becomes ``void`` with the reason, and ``attestation.voided`` is written instead.
     """
     claimed, claimed_at = _claim(attestation_id)
     if not claimed:
         return Attestation.objects.filter(pk=attestation_id).defer("pdf", "envelope").first()
     row = Attestation.objects.select_related("change").get(pk=attestation_id)
+    if _void_if_facts_moved(row, claimed_at, lock=False):
+        return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
     try:
         if row.facts is None:
             raise ValueError("the row has no facts to attest")
@@ -223,6 +268,8 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
         _fail(row, claimed_at, f"{type(exc).__name__}: {exc}")
         return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
     with transaction.atomic():
+        if _void_if_facts_moved(row, claimed_at, lock=True):
+            return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
         filled = Attestation.objects.filter(
             pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
         ).update(
@@ -254,6 +301,44 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
                 },
             )
     return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
+
+
+def _void_if_facts_moved(row: Attestation, claimed_at, *, lock: bool) -> bool:
+    """Mark a claimed row ``void`` when its facts no longer hold; True when it did.
+
+    With ``lock`` (inside the filling transaction) the change row is locked first, so no
+    edit or void can commit between this check and the fill.
+    """
+    from .standing import facts_problems
+
+    changes = ChangeRequest.objects.select_for_update() if lock else ChangeRequest.objects
+    change = changes.get(pk=row.change_id)
+    causes = facts_problems(row, change)
+    if not causes:
+        return False
+    why = "; ".join(c.why for c in causes)
+    with transaction.atomic():
+        voided = Attestation.objects.filter(
+            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
+        ).update(
+            status=Attestation.VOID,
+            error=f"Not issued: its facts no longer held when it was rendered ({why})."[
+                :ERROR_CHARS
+            ],
+        )
+        if voided:
+            audit.append(
+                actor=None,
+                verb="attestation.voided",
+                obj=change,
+                data={
+                    "attestation": row.pk,
+                    "version": row.version,
+                    "reason": row.reason,
+                    "why": [c.code for c in causes],
+                },
+            )
+    return True
 
 
 def _fail(row: Attestation, claimed_at, message: str) -> None:
@@ -312,37 +397,126 @@ def attestation_retry(*, actor, attestation: Attestation) -> Attestation:
 
 
 def verify_upload(*, actor, pdf_bytes: bytes, filename: str = "", source: str = "api") -> dict:
-    """Verify an attestation PDF: envelope, signature, statement, and the records.
+    """Verify an attestation PDF: the whole file, its statement, its pages and the records.
 
-    Returns ``{"valid", "checks", "change", "attestation", "envelope_sha256", "pdf_sha256"}``.
-    Writes ``attestation.verified`` with the outcome and the failing checks' names.
+    Returns ``{"valid", "checks", "failed", "change", "attestation", "envelope_sha256",
+    "pdf_sha256", "standing", "standing_detail"}``. ``valid`` says the file is intact, signed
+    by this deployment and issued by it; ``standing`` (``current``/``superseded``, or None for
+    an invalid file) whether its facts are still the latest word. Bad input of any kind (not a
+    PDF, empty, too large, encrypted, damaged) is a ``valid: false`` answer with the reason,
+    never an exception. Every attempt writes ``attestation.verified`` with the outcome and the
+    failed checks in words.
     """
-    if len(pdf_bytes) > MAX_UPLOAD_BYTES:
-        raise ValidationFailed(
-            f"file: at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.", code="too_large"
+    data = bytes(pdf_bytes or b"")
+    pdf_sha256 = sha256_hex(data)
+    if len(data) > MAX_UPLOAD_BYTES:
+        size = check(
+            "file_size",
+            False,
+            f"the file is {len(data) / 2**20:.1f} MB; an attestation is at most "
+            f"{MAX_UPLOAD_BYTES // 2**20} MB",
         )
-    result = verify_pdf_envelope(pdf_bytes, trusted_public_keys(), record_checker=record_checks)
+        result = {"valid": False, "checks": [size], "statement": None}
+    elif not data:
+        result = {
+            "valid": False,
+            "checks": [check("pdf_file", False, "the file is empty")],
+            "statement": None,
+        }
+    else:
+        result = verify_pdf(
+            data,
+            trusted_public_keys(),
+            trusted_cas=trusted_ca_certificates(),
+            record_checker=record_checks,
+        )
+    return _record_outcome(
+        actor=actor, result=result, pdf_sha256=pdf_sha256, filename=filename, source=source
+    )
+
+
+def refuse_upload(*, actor, size: int, filename: str = "", source: str = "api") -> dict:
+    """The answer for an upload refused from its declared size, before its body is read."""
+    size_check = check(
+        "file_size",
+        False,
+        f"the upload is {size / 2**20:.1f} MB; an attestation is at most "
+        f"{MAX_UPLOAD_BYTES // 2**20} MB",
+    )
+    return _record_outcome(
+        actor=actor,
+        result={"valid": False, "checks": [size_check], "statement": None},
+        pdf_sha256="",
+        filename=filename,
+        source=source,
+    )
+
+
+def _issued_file_check(checks: list, pdf_sha256: str, change_id, version) -> Attestation | None:
+    """Append ``record_file``: the upload's SHA-256 is the one recorded when it was issued."""
+    row = (
+        Attestation.objects.filter(pdf_sha256=pdf_sha256, status=Attestation.READY)
+        .defer("pdf", "envelope")
+        .first()
+        if pdf_sha256
+        else None
+    )
+    if row is None:
+        checks.append(
+            check(
+                "record_file",
+                False,
+                "unknown: this deployment never issued a file with this SHA-256 "
+                f"({pdf_sha256[:16]}…)",
+            )
+        )
+        return None
+    if (change_id, version) != (row.change_id, row.version):
+        checks.append(
+            check(
+                "record_file",
+                False,
+                f"this file was issued as v{row.version} of CR-{row.change_id}, not as the "
+                "attestation its statement names",
+            )
+        )
+        return None
+    checks.append(check("record_file", True, f"issued as v{row.version} of CR-{row.change_id}"))
+    return row
+
+
+def _record_outcome(*, actor, result: dict, pdf_sha256: str, filename: str, source: str) -> dict:
+    from .standing import standing_of
+
+    checks = list(result["checks"])
     statement = result.get("statement")
     change_id = change_id_of(statement) if statement else None
     if change_id is not None and not ChangeRequest.objects.filter(pk=change_id).exists():
         change_id = None
-    attestation_id = None
-    if change_id is not None:
-        version = ((statement.get("predicate") or {}).get("attestation") or {}).get("version")
+    version = ((statement or {}).get("predicate") or {}).get("attestation", {}).get("version")
+    row = None
+    if statement is not None:
+        row = _issued_file_check(checks, pdf_sha256, change_id, version)
+    attestation_id = row.pk if row is not None else None
+    if attestation_id is None and change_id is not None and isinstance(version, int):
         attestation_id = (
             Attestation.objects.filter(change_id=change_id, version=version)
             .values_list("pk", flat=True)
             .first()
-            if isinstance(version, int)
-            else None
         )
+    valid = bool(result["valid"]) and all(c["ok"] for c in checks)
+    standing = standing_of(row) if valid and row is not None else None
+    failed = [c for c in checks if not c["ok"]]
     outcome = {
-        "valid": bool(result["valid"]),
-        "checks": result["checks"],
+        "valid": valid,
+        "checks": checks,
+        "failed": [failure_text(c) for c in failed],
         "change": change_id,
         "attestation": attestation_id,
         "envelope_sha256": result.get("envelope_sha256"),
-        "pdf_sha256": sha256_hex(bytes(pdf_bytes)),
+        "pdf_sha256": pdf_sha256,
+        "standing": standing.standing if standing else None,
+        "standing_detail": standing.as_dict() if standing else None,
     }
     audit.append(
         actor=actor if getattr(actor, "is_authenticated", False) else None,
@@ -350,10 +524,16 @@ def verify_upload(*, actor, pdf_bytes: bytes, filename: str = "", source: str = 
         object_type=Attestation._meta.label_lower,
         object_id=attestation_id or "",
         data={
-            "valid": outcome["valid"],
+            "valid": valid,
+            "outcome": "valid"
+            if valid
+            else f"not valid ({len(failed)} check{'s' if len(failed) != 1 else ''} failed)",
+            "standing": outcome["standing"],
             "change": change_id,
-            "failed_checks": [c["name"] for c in result["checks"] if not c["ok"]],
-            "pdf_sha256": outcome["pdf_sha256"],
+            "failed_checks": [c["name"] for c in failed],
+            "failed": [c["label"] for c in failed[:12]],
+            "failed_detail": [failure_text(c)[:300] for c in failed[:12]],
+            "pdf_sha256": pdf_sha256,
             "filename": (filename or "")[:200],
             "source": source,
         },

@@ -149,3 +149,57 @@ def with_audit_checkpoint(predicate: dict, checkpoint: Mapping | None) -> dict:
     package, the inclusion of events under its root (docs/AUDIT.md).
     """
     return {**predicate, AUDIT_CHECKPOINT_FIELD: dict(checkpoint) if checkpoint else None}
+
+
+# --- page binding (issue 15): the statement names the pages it was issued with ---------------
+
+PAGES_KEY = "pages"
+PAGE_DIGEST_METHOD = (
+    "per page: SHA-256 over its decoded content streams, its resources (fonts, images, "
+    "XObjects) walked recursively and decoded, its boxes and rotation; see "
+    "attestations.pdf.page_digests_of"
+)
+
+
+def bind_pages(statement: dict, page_sha256: list[str]) -> dict:
+    """A copy of ``statement`` whose predicate carries the page count and each page's content
+    digest (see ``attestations.pdf.page_digests_of``), so a verifier recomputes them from the
+    PDF it holds: pages added, removed, reordered or rewritten no longer match."""
+    digests = [_require_sha256(d, f"page {i + 1} digest") for i, d in enumerate(page_sha256)]
+    predicate = {
+        **statement["predicate"],
+        PAGES_KEY: {
+            "count": len(digests),
+            "sha256": digests,
+            "method": PAGE_DIGEST_METHOD,
+        },
+    }
+    bound = {**statement, "predicate": predicate}
+    canonical_bytes(bound)
+    return bound
+
+
+def page_binding_problems(statement: dict, page_sha256: list[str] | None) -> list[str]:
+    """What differs between the pages a statement names and the pages of a PDF, in words.
+
+    ``page_sha256`` is None when the PDF's pages could not be read.
+    """
+    pages = (statement.get("predicate") or {}).get(PAGES_KEY)
+    if not isinstance(pages, dict) or not isinstance(pages.get("sha256"), list):
+        return ["the statement does not describe the pages it was issued with"]
+    expected = pages["sha256"]
+    if page_sha256 is None:
+        return ["the pages of this PDF cannot be read"]
+    if pages.get("count") != len(expected):
+        return ["the statement's page count and page digests disagree"]
+    if len(page_sha256) != len(expected):
+        return [
+            f"the PDF has {len(page_sha256)} pages; the statement was issued for {len(expected)}"
+        ]
+    changed = [
+        str(i + 1) for i, (a, b) in enumerate(zip(expected, page_sha256, strict=True)) if a != b
+    ]
+    if changed:
+        which = ", ".join(changed[:10]) + (" …" if len(changed) > 10 else "")
+        return [f"page(s) {which} differ from the pages that were signed"]
+    return []

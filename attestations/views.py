@@ -9,12 +9,12 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from changes.errors import DomainError
 from changes.models import AISystem
 from changes.views._common import change_or_404, deny, paginate
 
 from . import selectors, services
 from .models import Attestation
+from .standing import standings
 
 PANEL_TEMPLATE = "attestations/_change_panel.html"
 POLL_SECONDS = 3
@@ -48,14 +48,9 @@ class VerifyForm(forms.Form):
     file = forms.FileField(
         label="Attestation PDF",
         help_text="At most 20 MB. Nothing is stored; the verification is audited.",
+        allow_empty_file=True,  # an empty file is an answer ("not valid"), not a form error
         widget=forms.ClearableFileInput(attrs={"accept": "application/pdf,.pdf"}),
     )
-
-    def clean_file(self):
-        upload = self.cleaned_data["file"]
-        if upload.size > services.MAX_UPLOAD_BYTES:
-            raise forms.ValidationError("The file is larger than 20 MB.")
-        return upload
 
 
 def _links(attestation: Attestation) -> dict:
@@ -69,7 +64,9 @@ def _links(attestation: Attestation) -> dict:
 
 
 def _rows(attestations) -> list[dict]:
-    return [{"a": a, "links": _links(a)} for a in attestations]
+    attestations = list(attestations)
+    standing = standings(attestations)
+    return [{"a": a, "links": _links(a), "standing": standing.get(a.pk)} for a in attestations]
 
 
 def panel_context(change, user) -> dict:
@@ -126,24 +123,29 @@ def attestation_verify(request):
     result = None
     status = 200
     if request.method == "POST":
-        if services.upload_declared_too_large(request.META.get("CONTENT_LENGTH")):
+        declared = request.META.get("CONTENT_LENGTH")
+        if services.upload_declared_too_large(declared):
             form = VerifyForm()
-            form.add_error(None, "The file is larger than 20 MB.")
-            status = 400
+            result = services.refuse_upload(actor=request.user, size=int(declared), source="web")
         else:
             form = VerifyForm(request.POST, request.FILES)
             if form.is_valid():
                 upload = form.cleaned_data["file"]
-                try:
+                if upload.size > services.MAX_UPLOAD_BYTES:
+                    result = services.refuse_upload(
+                        actor=request.user,
+                        size=upload.size,
+                        filename=upload.name or "",
+                        source="web",
+                    )
+                else:
                     result = services.verify_upload(
                         actor=request.user,
                         pdf_bytes=upload.read(),
                         filename=upload.name or "",
                         source="web",
                     )
-                except DomainError as exc:
-                    form.add_error("file", exc.detail)
-            if not form.is_valid() or result is None:
+            else:
                 status = 400
     else:
         form = VerifyForm()
@@ -153,7 +155,33 @@ def attestation_verify(request):
         {
             "form": form,
             "result": result,
-            "failed": [c["name"] for c in (result or {}).get("checks", []) if not c["ok"]],
+            "failed": (result or {}).get("failed", []),
         },
         status=status,
     )
+
+
+@require_GET
+def certificate_pem(request):
+    """The signing certificate and the CA certificate, PEM, public: what ``pdfsig``, pyHanko
+    or ``openssl`` need to check an attestation offline. No login, so anyone can fetch it."""
+    from django.http import HttpResponse
+
+    from .certs import published
+    from .keys import SigningKeyError, load_signer
+
+    try:
+        data = published(load_signer())
+    except SigningKeyError:
+        return HttpResponse(
+            "No attestation signing key is configured here.\n",
+            status=503,
+            content_type="text/plain",
+        )
+    body = data["certificate_pem"] + data["ca_certificate_pem"]
+    response = HttpResponse(body, content_type="application/x-pem-file")
+    response["Content-Disposition"] = 'inline; filename="attestation-certificate.pem"'
+    response["X-Certificate-SHA256"] = data["certificate_sha256"]
+    response["X-Key-Id"] = data["key_id"]
+    response["Cache-Control"] = "public, max-age=300"
+    return response

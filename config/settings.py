@@ -241,6 +241,10 @@ ATTESTATION_PUBLIC_KEYS_DIR = env.str(
     "ATTESTATION_PUBLIC_KEYS_DIR", default=str(VAR_DIR / "keys" / "trusted")
 )
 ATTESTATION_RENDER_TIME_LIMIT = env.int("ATTESTATION_RENDER_TIME_LIMIT", default=120)
+# The attestation CA (PAdES certificates); default: "ca" next to the signing key file. Web and
+# workers must share it (docs/pades.md).
+ATTESTATION_CA_DIR = env.str("ATTESTATION_CA_DIR", default="")
+ATTESTATION_DEPLOYMENT_NAME = env.str("ATTESTATION_DEPLOYMENT_NAME", default="")
 
 # Signed checkpoints of the audit chain (docs/AUDIT.md): an append-only directory outside the
 # database, signed with the attestation key unless a key of their own is configured.

@@ -78,6 +78,8 @@ _SUMMARY_KEYS = (
     "from", "to", "valid", "failed_checks", "change", "version", "reason", "reasons", "error",
     "fields", "environment", "decision", "approvals", "runs", "retrospective_pending", "title",
     "name", "filename", "source", "detail", "path",
+    # attestation.verified (issue 15): the outcome and what failed, in words
+    "outcome", "standing", "failed",
 )  # fmt: skip
 _SUMMARY_LABELS = {
     "valid": "result",

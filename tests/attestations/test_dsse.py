@@ -144,7 +144,8 @@ def test_malformed_envelopes_fail_with_a_named_check_and_never_raise(raw, failin
     valid, payload, checks = verify_envelope(raw, TRUSTED)
     assert (valid, payload) == (False, None)
     assert failed_checks(checks) == [failing]
-    assert all(set(c) == {"name", "ok", "detail"} for c in checks)
+    assert all(set(c) == {"name", "ok", "detail", "label"} for c in checks)
+    assert all(c["label"] and "_" not in c["label"] for c in checks)  # words, not identifiers
 
 
 def test_non_canonical_serialisation_is_rejected(signer, trusted):

@@ -76,7 +76,14 @@ def test_non_pdf_input_is_invalid(data, trusted):
     result = verify_pdf_envelope(data, trusted)
     assert result == {
         "valid": False,
-        "checks": [{"name": "pdf_file", "ok": False, "detail": "not a PDF file"}],
+        "checks": [
+            {
+                "name": "pdf_file",
+                "ok": False,
+                "detail": "not a PDF file",
+                "label": "The file is a PDF",
+            }
+        ],
         "statement": None,
     }
 

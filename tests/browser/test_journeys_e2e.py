@@ -392,7 +392,7 @@ def test_journeys_3_to_5_sign_off_deploy_and_verify_the_attestation(
     audit.login("auditor")
     page = audit.page
     audit.goto(f"/changes/{change.pk}/")
-    page.wait_for_selector("#attestation-panel .tag-ok:has-text('Ready')")
+    page.wait_for_selector("#attestation-panel .tag-ok:has-text('Current')")
     page.locator("#attestation").scroll_into_view_if_needed()
     audit.shot("01-attestation-panel")
     with page.expect_download() as info:
@@ -418,7 +418,7 @@ def test_journeys_3_to_5_sign_off_deploy_and_verify_the_attestation(
     page.click("button:has-text('Verify')")
     page.wait_for_selector("#verify-verdict")
     verdict = page.locator("#verify-verdict").inner_text()
-    assert verdict.startswith("Invalid."), verdict
+    assert verdict.startswith("Not valid."), verdict
     failing = page.locator("#verify-checks li[data-ok='false']").evaluate_all(
         "els => els.map(e => e.dataset.check)"
     )
