@@ -87,6 +87,8 @@ _SUMMARY_LABELS = {
     "filename": "file",
     "retrospective_pending": "retrospective pending",
 }
+#: Keys an ``attestation.verified`` event also states in words (``outcome``, ``failed``).
+_WORDED_DUPLICATES = ("valid", "failed_checks")
 #: Longest fact shown on a page; longer text is cut at a word boundary (the export has all).
 FACT_CHARS = 1000
 
@@ -123,8 +125,10 @@ def event_summary(data) -> list[tuple[str, str | list[str]]]:
     if not isinstance(data, dict):
         return []
     out = []
+    # A verification recorded with its outcome in words needs no machine-named duplicates.
+    superseded = _WORDED_DUPLICATES if "outcome" in data else ()
     for key in _SUMMARY_KEYS:
-        if key not in data or data[key] in (None, "", {}):
+        if key in superseded or key not in data or data[key] in (None, "", {}):
             continue
         if data[key] == [] and key != "failed_checks":
             continue
