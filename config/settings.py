@@ -221,6 +221,13 @@ EVAL_LEASE_SECONDS = env.int("EVAL_LEASE_SECONDS", default=60)
 EVAL_ERROR_THRESHOLD = env.float("EVAL_ERROR_THRESHOLD", default=0.1)
 EVAL_MAX_RESPONSE_BYTES = env.int("EVAL_MAX_RESPONSE_BYTES", default=1_000_000)
 
+# Protocol diffs (docs/diff.md): elementary steps one diff part may spend, the size above
+# which a text is not diffed inline, the changed rows a page shows at most, cache lifetime.
+DIFF_STEP_BUDGET = env.int("DIFF_STEP_BUDGET", default=1_000_000)
+DIFF_INLINE_MAX_CHARS = env.int("DIFF_INLINE_MAX_CHARS", default=1_000_000)
+DIFF_INLINE_MAX_CHANGED_ROWS = env.int("DIFF_INLINE_MAX_CHANGED_ROWS", default=1000)
+DIFF_CACHE_SECONDS = env.int("DIFF_CACHE_SECONDS", default=24 * 3600)
+
 # Attestations: an Ed25519 key from a file or an env var; a dev key is generated when absent.
 ATTESTATION_SIGNING_KEY_FILE = env.str(
     "ATTESTATION_SIGNING_KEY_FILE", default=str(VAR_DIR / "keys" / "attestation-dev.pem")
