@@ -40,6 +40,11 @@ urlpatterns = [
     path(
         "changes/<int:pk>/withdraw/", apis.ChangeWithdrawApi.as_view(), name="api-change-withdraw"
     ),
+    path(
+        "changes/<int:pk>/emergency/confirm/",
+        apis.ChangeEmergencyConfirmApi.as_view(),
+        name="api-change-emergency-confirm",
+    ),
     path("changes/<int:pk>/close/", apis.ChangeCloseApi.as_view(), name="api-change-close"),
     path("changes/<int:pk>/reviews/", apis.ChangeReviewsApi.as_view(), name="api-change-reviews"),
     path("changes/<int:pk>/gate/", apis.ChangeGateApi.as_view(), name="api-change-gate"),

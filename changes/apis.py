@@ -437,6 +437,22 @@ class ChangeSubmitApi(_ChangeOperation):
         return Response(change_detail(request, pk))
 
 
+class ChangeEmergencyConfirmApi(_ChangeOperation):
+    @extend_schema(
+        tags=["reviews"],
+        summary="Confirm an emergency change (independent reviewer)",
+        description="An emergency lowers the approvals needed (never below the criticality's "
+        "emergency minimum) only once someone who could sign the change confirms it for its "
+        "current content; the author's own declaration lowers nothing. 403 `not_independent` "
+        "with the `reasons`; 409 when the change is not an emergency or is closed.",
+        request=None,
+        responses={200: s.ChangeDetailSerializer, **errors(401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        services.change_request_confirm_emergency(actor=request.user, change_request=self.change())
+        return Response(change_detail(request, pk))
+
+
 class ChangeWithdrawApi(_ChangeOperation):
     serializer_class = s.WithdrawSerializer
 
@@ -483,10 +499,11 @@ class ChangeReviewsApi(_ChangeOperation):
     @extend_schema(
         tags=["reviews"],
         summary="Sign a review (independent reviewer; re-enter your password)",
-        description="The signature binds to the change's current content hash. Send the "
-        "`content_sha256` you reviewed to be refused (409 `stale_content`) if the change was "
-        "edited meanwhile. Authors, editors and (for high/critical systems) the author's team "
-        "are refused with 403 `not_independent` and the `reasons`.",
+        description="The signature binds to the change's current content hash. "
+        "`content_sha256` (the hash you reviewed) is required: if the change was edited "
+        "meanwhile the review is refused (409 `stale_content`). Authors, editors, the authors "
+        "of either protocol version, deactivated users and (for high/critical systems) the "
+        "author's team are refused with 403 `not_independent` and the `reasons`.",
         request=s.ReviewCreateSerializer,
         responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409)},
     )

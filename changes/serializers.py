@@ -474,8 +474,8 @@ class ReviewCreateSerializer(serializers.Serializer):
     )
     content_sha256 = serializers.RegexField(
         SHA256_RE,
-        required=False,
-        help_text="The content hash you reviewed; if the change moved on since, 409 stale_content.",
+        help_text="Required: the content hash you reviewed (from the change's detail). If the "
+        "change moved on since, 409 stale_content: you never sign content you did not see.",
     )
 
 
