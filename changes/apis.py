@@ -40,6 +40,7 @@ from . import serializers as s
 from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
 from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
+from .throttle import TooManyAttempts
 
 # --- shared pieces -----------------------------------------------------------------------
 
@@ -203,6 +204,11 @@ class TokenApi(APIView):
             raise NotAllowed(
                 "Too many failed login attempts: this account is locked for a while.",
                 code="locked_out",
+            )
+        if getattr(request._request, "pcm_login_delayed", False):
+            wait = request._request.pcm_retry_after
+            raise TooManyAttempts(
+                f"Too many failed attempts: wait {wait} s before trying again.", retry_after=wait
             )
         if user is None:
             raise ValidationFailed(

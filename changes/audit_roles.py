@@ -27,7 +27,11 @@ WATCHED_USER_FLAGS = ("is_active", "is_superuser", "is_staff")
 
 
 class ActorMiddleware:
-    """Remember who is acting for the duration of a request, for the signal handlers."""
+    """Remember the request being served, for signal handlers and the password throttle.
+
+    Also puts ``Retry-After`` on a 429 when the throttle said how long to wait, whichever view
+    (API or page) rendered it.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -35,9 +39,17 @@ class ActorMiddleware:
     def __call__(self, request):
         token = _actor.set(request)
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
         finally:
             _actor.reset(token)
+        wait = getattr(request, "pcm_retry_after", None)
+        if wait and response.status_code == 429 and not response.has_header("Retry-After"):
+            response["Retry-After"] = str(int(wait))
+        return response
+
+
+def current_request():
+    return _actor.get()
 
 
 def current_actor():

@@ -14,7 +14,9 @@ from __future__ import annotations
 from functools import cache
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import TokenAuthentication
@@ -65,3 +67,31 @@ class TokenWithRolesAuthentication(TokenAuthentication):
             raise AuthenticationFailed(_("User inactive or deleted."))
         user._role_names = split_group_names(user.group_names)
         return (user, token_model(key=key, user=user, created=user.token_created))
+
+
+class ThrottledModelBackend(ModelBackend):
+    """Django's username/password backend with the per-account soft delay and the per-client
+    limit of ``changes.throttle`` (django-axes still locks a username+client pair first).
+
+    A delayed attempt is refused before the password is checked and is not counted, so
+    hammering an account cannot lengthen its delay beyond the cap.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        from . import throttle
+
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        if username is None or password is None:
+            return None
+        wait = throttle.login_delay(username, request)
+        if wait:
+            if request is not None:
+                target = getattr(request, "_request", request)
+                target.pcm_login_delayed = True
+                target.pcm_retry_after = wait
+            raise PermissionDenied("Too many failed attempts: wait before trying again.")
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is not None:
+            throttle.record_login_success(username, request)
+        return user

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -508,6 +508,10 @@ def diff_part(a: str | None, b: str | None, *, fromfile: str, tofile: str,
     }
 
 
+def _cache():
+    return caches["diffs"] if "diffs" in settings.CACHES else caches["default"]
+
+
 def protocol_diff(base, proposed, *, context: int | None = None) -> list[dict]:
     """Both diffed parts of two protocol versions, ready for the diff template.
 
@@ -521,9 +525,10 @@ def protocol_diff(base, proposed, *, context: int | None = None) -> list[dict]:
         key = "pcm:diff:{}:{}:{}:{}:{}".format(
             CACHE_VERSION, _sha(a), _sha(b), _sha(f"{fromfile}\0{tofile}")[:16], context
         )
-        part = cache.get(key)
+        store = _cache()
+        part = store.get(key)
         if part is None:
             part = diff_part(a, b, fromfile=fromfile, tofile=tofile, context=context)
-            cache.set(key, part, _setting("DIFF_CACHE_SECONDS", 24 * 3600))
+            store.set(key, part, _setting("DIFF_CACHE_SECONDS", 24 * 3600))
         parts.append({"label": label, "key": attr, **part})
     return parts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, content, hooks, permissions, roles, states
+from . import audit, content, hooks, permissions, roles, states, throttle
 from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import (
     CRITICALITY_CHOICES,
@@ -448,7 +448,7 @@ def review_submit(
     check = permissions.check_independence(actor, change)
     if not check.ok:
         raise NotAllowed(" ".join(check.reasons), code="not_independent", reasons=check.reasons)
-    if not password or not actor.check_password(password):
+    if not throttle.check_signoff_password(actor, password):
         raise NotAllowed(
             "Signing requires your current password; the one given did not match.",
             code="reauthentication_failed",

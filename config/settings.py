@@ -97,7 +97,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "changes.authentication.ThrottledModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -107,12 +107,37 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# Login throttling (django-axes): lock a username after repeated failures.
+# Password checks are rate-limited (docs/rate-limits.md). django-axes locks a username+client
+# pair after repeated failures (a third party only ever locks their own address out);
+# changes.throttle adds a per-client limit, a per-account soft delay (never a lockout) for
+# unauthenticated attempts, and a per-account and per-client limit on sign-off passwords.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind N reverse proxies that each append to X-Forwarded-For, set TRUSTED_PROXY_COUNT=N so
+# the client address is the one the outermost proxy saw. Left at 0 behind a proxy, every
+# client shares the proxy's address and per-client limits apply to everyone at once.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "changes.throttle.client_ip"
+PASSWORD_FAILURE_WINDOW_SECONDS = env.int("PASSWORD_FAILURE_WINDOW_SECONDS", default=900)
+SIGNOFF_FAILURE_LIMIT = env.int("SIGNOFF_FAILURE_LIMIT", default=5)
+CLIENT_FAILURE_LIMIT = env.int("CLIENT_FAILURE_LIMIT", default=30)
+LOGIN_SOFT_DELAY_AFTER = env.int("LOGIN_SOFT_DELAY_AFTER", default=10)
+LOGIN_SOFT_DELAY_MAX = env.int("LOGIN_SOFT_DELAY_MAX", default=30)
+# Rate-limit counters live in the default cache: use Redis in production
+# (CACHE_URL=redis://...) so every web process shares them. Rendered diffs are cached apart
+# (DIFF_CACHE_URL), so large entries never evict counters.
+CACHES = {
+    "default": env.cache_url("CACHE_URL", default="locmemcache://"),
+    "diffs": env.cache_url("DIFF_CACHE_URL", default="locmemcache://diffs"),
+}
+if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+    # Room for every counter (the default of 300 entries culls them under a spray).
+    CACHES["default"].setdefault("OPTIONS", {})["MAX_ENTRIES"] = 100_000
+if CACHES["diffs"]["BACKEND"].endswith("LocMemCache"):
+    CACHES["diffs"].setdefault("OPTIONS", {})["MAX_ENTRIES"] = 256
 
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_COOKIE_HTTPONLY = True

@@ -62,6 +62,18 @@ def _attestation_signing_key():
 PASSWORD_FOR_TESTS = PASSWORD
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters and cached diffs live in the cache: each test starts empty."""
+    from django.core.cache import caches
+
+    for store in caches.all():
+        store.clear()
+    yield
+    for store in caches.all():
+        store.clear()
+
+
 @pytest.fixture
 def team_a(db):
     return TeamFactory(name="Team A")

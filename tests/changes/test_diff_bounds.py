@@ -10,7 +10,6 @@ import random
 import time
 
 import pytest
-from django.core.cache import cache
 from django.urls import reverse
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,7 +129,7 @@ def test_texts_over_the_size_cap_are_not_diffed(settings):
 
 def test_protocol_pair_is_diffed_once(db, monkeypatch):
     # given two protocol versions
-    cache.clear()
+    diff._cache().clear()
     system = SystemFactory()
     v1 = ProtocolFactory(system=system, version="v1", body="# P\n\nQuote.")
     v2 = ProtocolFactory(system=system, version="v2", body="# P\n\nRedact.")
@@ -159,7 +158,7 @@ def _change_with_prompts(engineer, old, new):
 
 def test_change_page_with_red_team_prompts_renders_fast(client, engineer):
     # given a change whose two protocols are the red team's 4.5 KB single-line prompts
-    cache.clear()
+    diff._cache().clear()
     change = _change_with_prompts(engineer, RED_TEAM_OLD, RED_TEAM_NEW)
     client.force_login(engineer)
     started = time.perf_counter()
@@ -172,7 +171,7 @@ def test_change_page_with_red_team_prompts_renders_fast(client, engineer):
 
 def test_change_page_with_100kb_protocols_renders_fast_or_links_out(client, engineer):
     # given 100 KB protocols whose every line changed
-    cache.clear()
+    diff._cache().clear()
     rng = random.Random(7)
     words = ["the", "model", "must", "not", "reveal", "any", "data", "and", "policy"]
 
@@ -197,7 +196,7 @@ def test_change_page_with_100kb_protocols_renders_fast_or_links_out(client, engi
 
 def test_out_of_budget_blocks_are_shown_as_removed_then_added(client, engineer, settings):
     # given a diff whose budget cannot align the lines
-    cache.clear()
+    diff._cache().clear()
     settings.DIFF_STEP_BUDGET = 50
     change = _change_with_prompts(engineer, "\n".join("abcdefgh"), "\n".join("hgfedcbaX"))
     client.force_login(engineer)
