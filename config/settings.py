@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "changes.limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -164,6 +165,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with size and depth limits checked before parsing (changes/limits.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "changes.limits.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
     "DEFAULT_FILTER_BACKENDS": ["changes.filters.FilterBackend"],
@@ -246,6 +253,20 @@ EVAL_TASK_QUEUE = env.str("EVAL_TASK_QUEUE", default="celery")
 EVAL_LEASE_SECONDS = env.int("EVAL_LEASE_SECONDS", default=60)
 EVAL_ERROR_THRESHOLD = env.float("EVAL_ERROR_THRESHOLD", default=0.1)
 EVAL_MAX_RESPONSE_BYTES = env.int("EVAL_MAX_RESPONSE_BYTES", default=1_000_000)
+
+# Input limits (docs/input-limits.md): a request body over REQUEST_MAX_BYTES is refused from
+# its Content-Length (413) before it is read; an uploaded file stops streaming at
+# FILE_UPLOAD_MAX_BYTES; JSON and YAML are checked for size and nesting before parsing.
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=25 * 1024 * 1024)
+FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "changes.limits.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+INPUT_MAX_DEPTH = env.int("INPUT_MAX_DEPTH", default=64)
+INPUT_MAX_JSON_BYTES = env.int("INPUT_MAX_JSON_BYTES", default=2_000_000)
+INPUT_MAX_YAML_EVENTS = env.int("INPUT_MAX_YAML_EVENTS", default=400_000)
 
 # Protocol diffs (docs/diff.md): elementary steps one diff part may spend, the size above
 # which a text is not diffed inline, the changed rows a page shows at most, cache lifetime.
