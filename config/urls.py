@@ -1,8 +1,8 @@
 """URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin."""
 
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from csp.decorators import csp_update
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from changes import health
