@@ -15,7 +15,16 @@ from django.contrib.admin.options import IncorrectLookupParameters
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
-from .models import AISystem, AuditEvent, ChangeRequest, Deployment, ProtocolVersion, Review, Team
+from .models import (
+    AISystem,
+    ApiToken,
+    AuditEvent,
+    ChangeRequest,
+    Deployment,
+    ProtocolVersion,
+    Review,
+    Team,
+)
 
 
 class NulSafeFilters:
@@ -278,6 +287,26 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     def get_actions(self, request):
         return {}  # not even the bulk "delete selected"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """API tokens by prefix: the key itself is never stored, so it can never be shown here.
+    Issue tokens through the API (the key is shown once); revoke them here."""
+
+    list_display = ("prefix", "user", "name", "scopes", "created_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "user__username", "name")
+    list_select_related = ("user",)
+    exclude = ("key_sha256",)
+    actions = ["revoke_selected"]
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_selected(self, request, queryset):
+        from . import tokens
+
+        for token in queryset.select_related("user"):
+            tokens.revoke(token, reason="revoked by an admin", actor=request.user)
 
 
 # Last: every admin registered by now, from apps listed before this one, gets the guard.

@@ -11,6 +11,8 @@ DETAIL = {"get": "retrieve"}
 
 urlpatterns = [
     path("auth/token/", apis.TokenApi.as_view(), name="api-token"),
+    path("auth/token/rotate/", apis.TokenRotateApi.as_view(), name="api-token-rotate"),
+    path("auth/token/revoke/", apis.TokenRevokeApi.as_view(), name="api-token-revoke"),
     path("teams/", apis.TeamViewSet.as_view(LIST), name="api-team-list"),
     path("teams/<int:pk>/", apis.TeamViewSet.as_view(DETAIL), name="api-team-detail"),
     path("systems/", apis.SystemViewSet.as_view(LIST_CREATE), name="api-system-list"),

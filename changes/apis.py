@@ -25,7 +25,6 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import status, viewsets
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
@@ -35,7 +34,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from . import audit, diff, permissions, selectors, services
+from . import audit, diff, permissions, selectors, services, tokens
 from . import serializers as s
 from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
@@ -164,18 +163,59 @@ class AuditReaders(_RoleGate):
 
 
 @transaction.atomic
-def _issue_token(request, user) -> Token:
-    """Issue (or return) the user's API token: a login, as far as axes and the audit log go."""
-    token, created = Token.objects.get_or_create(user=user)
+def _issue_token(request, user, data) -> tuple:
+    """Issue a new token (hashed, expiring, scoped): a login, as far as axes and the audit log
+    go. Returns ``(token, key)``; the key is in this answer only."""
     # Resets axes' failure count (AXES_RESET_ON_SUCCESS) and audits ``auth.login``.
     user_logged_in.send(sender=user.__class__, request=request, user=user)
-    audit.append(
-        actor=user,
-        verb="auth.token_issued",
-        obj=user,
-        data={"ip": request.META.get("REMOTE_ADDR", ""), "new": created},
+    return tokens.issue(
+        user,
+        scopes=data.get("scopes"),
+        days=data.get("expires_in_days"),
+        name=data.get("name") or "",
     )
-    return token
+
+
+def _token_body(token, key) -> dict:
+    return s.TokenSerializer(
+        {
+            "token": key,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expires_at": token.expires_at,
+        }
+    ).data
+
+
+class TokenRotateApi(APIView):
+    """Replace the token this request is made with by a new one (same scopes, new expiry)."""
+
+    @extend_schema(
+        tags=["auth"],
+        request=None,
+        responses={200: s.TokenSerializer, **errors(401, 403)},
+    )
+    def post(self, request):
+        token = _request_token(request)
+        new, key = tokens.rotate(token, actor=request.user)
+        return Response(_token_body(new, key))
+
+
+class TokenRevokeApi(APIView):
+    """Revoke the token this request is made with (log out of the API)."""
+
+    @extend_schema(tags=["auth"], request=None, responses={204: None, **errors(401, 403)})
+    def post(self, request):
+        tokens.revoke(_request_token(request), reason="revoked by its owner", actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _request_token(request):
+    from .models import ApiToken
+
+    if not isinstance(request.auth, ApiToken):
+        raise NotAllowed("Only a request made with an API token can rotate or revoke it.")
+    return ApiToken.objects.select_related("user").get(pk=request.auth.pk)
 
 
 class TokenApi(APIView):
@@ -215,8 +255,8 @@ class TokenApi(APIView):
                 "Unable to log in with the username and password given.",
                 code="invalid_credentials",
             )
-        token = _issue_token(request, user)
-        return Response(s.TokenSerializer({"token": token.key}).data)
+        token, key = _issue_token(request, user, data)
+        return Response(_token_body(token, key))
 
 
 # --- teams, systems, protocols -----------------------------------------------------------

@@ -9,4 +9,4 @@ class ChangesConfig(AppConfig):
 
     def ready(self):
         # Connect login/logout/failure auditing, and role, team and account-flag auditing.
-        from . import audit_auth, audit_roles  # noqa: F401
+        from . import audit_auth, audit_roles, tokens  # noqa: F401

@@ -302,3 +302,36 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.verb} {self.object_type}:{self.object_id}"
+
+
+TOKEN_SCOPES = ("read", "write", "deploy", "ingest")
+
+
+class ApiToken(models.Model):
+    """An API token, stored only as a SHA-256 of its key (the key is shown once, at issue).
+
+    Tokens expire, can be rotated and revoked, are revoked when their owner's password
+    changes, and carry scopes: ``read`` (safe methods), ``write`` (the rest of what the
+    owner's roles allow), ``deploy`` (the deploy endpoint), ``ingest`` (documents fed in:
+    suites, protocol versions, attestation uploads). See docs/api-tokens.md.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True, help_text="Shown; not secret.")
+    key_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"

@@ -12,11 +12,10 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes import audit
-from changes.models import AuditEvent
+from changes.models import ApiToken, AuditEvent
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +92,7 @@ def test_the_token_api_locks_out_after_the_limit_and_audits_it(engineer):
     assert statuses == [400] * (LIMIT - 1) + [403]
     assert response.status_code == 403
     assert response.json()["code"] == "locked_out"
-    assert not Token.objects.filter(user=engineer).exists()
+    assert not ApiToken.objects.filter(user=engineer).exists()
     assert failures_counted("engineer") >= LIMIT
     assert 1 <= len(events("auth.login_failures")) <= 2
     assert events("auth.locked_out", "engineer")
@@ -113,7 +112,7 @@ def test_failures_on_the_web_form_lock_the_token_api_too(engineer):
     # then: the API refuses too: the lock is on the account and address, not the channel
     assert response.status_code == 403
     assert response.json()["code"] == "locked_out"
-    assert not Token.objects.filter(user=engineer).exists()
+    assert not ApiToken.objects.filter(user=engineer).exists()
 
 
 def test_failures_on_the_token_api_lock_the_web_form_too(engineer):
