@@ -157,6 +157,14 @@ def login_delay(username: str, request) -> int:
     return max(0, wait) if last + delay > time.time() else 0
 
 
+def delayed_by_throttle(request, credentials=None) -> bool:
+    """``AXES_WHITELIST_CALLABLE``: an attempt refused by the soft delay (its password never
+    checked) is not a failure for django-axes either, so an owner retrying during a delay a
+    third party caused cannot lock their own username+address out."""
+    target = getattr(request, "_request", request)
+    return bool(getattr(target, "pcm_login_delayed", False))
+
+
 def record_login_failure(username: str, request) -> None:
     account, client = _login_counters(username, client_ip(request))
     account.fail()

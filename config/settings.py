@@ -122,6 +122,7 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # client shares the proxy's address and per-client limits apply to everyone at once.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 AXES_CLIENT_IP_CALLABLE = "changes.throttle.client_ip"
+AXES_WHITELIST_CALLABLE = "changes.throttle.delayed_by_throttle"
 PASSWORD_FAILURE_WINDOW_SECONDS = env.int("PASSWORD_FAILURE_WINDOW_SECONDS", default=900)
 SIGNOFF_FAILURE_LIMIT = env.int("SIGNOFF_FAILURE_LIMIT", default=5)
 CLIENT_FAILURE_LIMIT = env.int("CLIENT_FAILURE_LIMIT", default=30)

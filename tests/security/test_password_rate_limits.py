@@ -111,6 +111,22 @@ def test_a_third_party_cannot_lock_an_account_out(engineer, monkeypatch):
     assert _token(owner, "engineer", PASSWORD).status_code == 200
 
 
+def test_retrying_during_a_delay_does_not_lock_the_owner_out(engineer, monkeypatch):
+    # given a delay on the engineer's account caused by someone else
+    clock = [2_000_000.0]
+    monkeypatch.setattr(throttle.time, "time", lambda: clock[0])
+    for i in range(12):
+        _token(APIClient(REMOTE_ADDR=f"203.0.113.{i + 1}"), "engineer", f"guess-{i}")
+    owner = APIClient(REMOTE_ADDR="198.51.100.7")
+    # when the owner retries impatiently, more often than axes' failure limit
+    retries = [_token(owner, "engineer", PASSWORD) for _ in range(8)]
+    # then each retry is asked to wait (not counted as a failure anywhere) ...
+    assert {r.status_code for r in retries} == {429}
+    # ... and once the delay has passed, the owner gets in: no lockout was earned
+    clock[0] += 60
+    assert _token(owner, "engineer", PASSWORD).status_code == 200
+
+
 def test_one_client_is_limited_across_usernames(engineer, reviewer):
     # given one address spraying wrong passwords across many names
     sprayer = APIClient(REMOTE_ADDR="203.0.113.50")
