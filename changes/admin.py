@@ -12,9 +12,11 @@ import functools
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.db import models
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
+from .limits import LimitedJSONFormField
 from .models import (
     AISystem,
     ApiToken,
@@ -60,7 +62,9 @@ class SafeLookups:
 
 
 class SafeLookupsAdmin(SafeLookups, admin.ModelAdmin):
-    """Base of every project ModelAdmin."""
+    """Base of every project ModelAdmin. JSON fields get the input limits (changes.limits)."""
+
+    formfield_overrides = {models.JSONField: {"form_class": LimitedJSONFormField}}
 
 
 def guard_registered_admins(site=admin.site) -> None:

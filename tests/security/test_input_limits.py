@@ -172,3 +172,19 @@ def test_an_upload_stops_streaming_at_the_file_cap(engineer, settings):
     )
     # then the file never arrives whole: a 400, not a 500 and not a stored suite
     assert response.status_code == 400, response.content[:300]
+
+
+def test_deep_json_in_an_admin_form_is_a_form_error_not_a_500(client, admin_user, team_a):
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/changes/aisystem/add/",
+        {
+            "name": "deep",
+            "description": "",
+            "owner_team": team_a.pk,
+            "criticality": "low",
+            "target": DEEP_JSON,
+        },
+    )
+    assert response.status_code == 200
+    assert b"INPUT_MAX_DEPTH" in response.content
