@@ -52,6 +52,7 @@ _ERROR_TEXT = {
     "end or not a positive integer) or no such `format`.",
     409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
     "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
+    429: "Too many wrong passwords (`too_many_attempts`): wait `Retry-After` seconds.",
 }
 
 
@@ -233,7 +234,7 @@ class TokenApi(APIView):
         tags=["auth"],
         auth=[],
         request=s.TokenRequestSerializer,
-        responses={200: s.TokenSerializer, **errors(400, 403)},
+        responses={200: s.TokenSerializer, **errors(400, 403, 429)},
     )
     def post(self, request):
         data = parse(s.TokenRequestSerializer, request.data, request)
@@ -551,7 +552,7 @@ class ChangeReviewsApi(_ChangeOperation):
         "of either protocol version, deactivated users and (for high/critical systems) the "
         "author's team are refused with 403 `not_independent` and the `reasons`.",
         request=s.ReviewCreateSerializer,
-        responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409)},
+        responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request, pk):
         change = self.change()
