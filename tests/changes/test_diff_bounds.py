@@ -203,3 +203,21 @@ def test_out_of_budget_blocks_are_shown_as_removed_then_added(client, engineer, 
     body = client.get(reverse("change-detail", args=[change.pk])).content.decode()
     # then the page says so instead of pretending lines were aligned
     assert "data-diff-coarse" in body
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.text(alphabet="ab .!?;,<&\t", max_size=300),
+    st.text(alphabet="ab .!?;,<&\t", max_size=300),
+    st.sampled_from([10, 500, 1_000_000]),
+)
+def test_highlighting_never_loses_or_invents_text(old, new, steps):
+    # given any two lines, long or short, and any budget (sentence-first above 4,000 chars)
+    import html
+    import re
+
+    for a, b in ((old, new), (old * 15, new * 15)):
+        left, right = diff._intraline(a, b, diff.Budget(steps))
+        # then removing the highlight tags gives back exactly the two texts
+        assert html.unescape(re.sub(r"</?(del|ins)>", "", str(left))) == a
+        assert html.unescape(re.sub(r"</?(del|ins)>", "", str(right))) == b
