@@ -42,9 +42,8 @@ def _install_urls() -> None:
 
 def _seed():
     from django.contrib.auth.models import Group, User
-    from rest_framework.authtoken.models import Token
 
-    from changes import content
+    from changes import content, tokens
     from changes.models import AISystem, ChangeRequest, ProtocolVersion, Team
 
     team, _ = Team.objects.get_or_create(name="bench-list-team")
@@ -81,9 +80,9 @@ def _seed():
         ],
         batch_size=2000,
     )  # fmt: skip
-    token, _ = Token.objects.get_or_create(user=auditor)
+    _, key = tokens.issue(auditor, scopes=["read"])
     _settle()
-    return token.key
+    return key
 
 
 def _settle() -> None:

@@ -12,11 +12,14 @@ import functools
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.db import models
 
 from . import audit, hooks, roles, services
 from .errors import DomainError
+from .limits import LimitedJSONFormField
 from .models import (
     AISystem,
+    ApiToken,
     AuditCheckpoint,
     AuditEvent,
     ChangeRequest,
@@ -60,7 +63,9 @@ class SafeLookups:
 
 
 class SafeLookupsAdmin(SafeLookups, admin.ModelAdmin):
-    """Base of every project ModelAdmin."""
+    """Base of every project ModelAdmin. JSON fields get the input limits (changes.limits)."""
+
+    formfield_overrides = {models.JSONField: {"form_class": LimitedJSONFormField}}
 
 
 def guard_registered_admins(site=admin.site) -> None:
@@ -299,6 +304,26 @@ class AuditCheckpointAdmin(ReadOnlyAdmin):
 
     def get_actions(self, request):
         return {}
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """API tokens by prefix: the key itself is never stored, so it can never be shown here.
+    Issue tokens through the API (the key is shown once); revoke them here."""
+
+    list_display = ("prefix", "user", "name", "scopes", "created_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "user__username", "name")
+    list_select_related = ("user",)
+    exclude = ("key_sha256",)
+    actions = ["revoke_selected"]
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_selected(self, request, queryset):
+        from . import tokens
+
+        for token in queryset.select_related("user"):
+            tokens.revoke(token, reason="revoked by an admin", actor=request.user)
 
 
 # Last: every admin registered by now, from apps listed before this one, gets the guard.

@@ -11,6 +11,8 @@ DETAIL = {"get": "retrieve"}
 
 urlpatterns = [
     path("auth/token/", apis.TokenApi.as_view(), name="api-token"),
+    path("auth/token/rotate/", apis.TokenRotateApi.as_view(), name="api-token-rotate"),
+    path("auth/token/revoke/", apis.TokenRevokeApi.as_view(), name="api-token-revoke"),
     path("teams/", apis.TeamViewSet.as_view(LIST), name="api-team-list"),
     path("teams/<int:pk>/", apis.TeamViewSet.as_view(DETAIL), name="api-team-detail"),
     path("systems/", apis.SystemViewSet.as_view(LIST_CREATE), name="api-system-list"),
@@ -39,6 +41,11 @@ urlpatterns = [
     path("changes/<int:pk>/submit/", apis.ChangeSubmitApi.as_view(), name="api-change-submit"),
     path(
         "changes/<int:pk>/withdraw/", apis.ChangeWithdrawApi.as_view(), name="api-change-withdraw"
+    ),
+    path(
+        "changes/<int:pk>/emergency/confirm/",
+        apis.ChangeEmergencyConfirmApi.as_view(),
+        name="api-change-emergency-confirm",
     ),
     path("changes/<int:pk>/close/", apis.ChangeCloseApi.as_view(), name="api-change-close"),
     path("changes/<int:pk>/reviews/", apis.ChangeReviewsApi.as_view(), name="api-change-reviews"),

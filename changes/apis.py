@@ -25,7 +25,6 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import status, viewsets
-from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
@@ -35,11 +34,12 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from . import audit, checkpoints, diff, longpoll, permissions, selectors, services
+from . import audit, checkpoints, diff, longpoll, permissions, selectors, services, tokens
 from . import serializers as s
 from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
 from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
+from .throttle import TooManyAttempts
 
 # --- shared pieces -----------------------------------------------------------------------
 
@@ -52,7 +52,8 @@ _ERROR_TEXT = {
     "end or not a positive integer) or no such `format`.",
     409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
     "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
-    429: "Too many requests waiting at once (`throttled`): retry after `Retry-After` seconds.",
+    429: "Too many requests: too many waiting at once (`throttled`) or too many wrong "
+    "passwords (`too_many_attempts`); retry after `Retry-After` seconds.",
 }
 
 
@@ -164,18 +165,59 @@ class AuditReaders(_RoleGate):
 
 
 @transaction.atomic
-def _issue_token(request, user) -> Token:
-    """Issue (or return) the user's API token: a login, as far as axes and the audit log go."""
-    token, created = Token.objects.get_or_create(user=user)
+def _issue_token(request, user, data) -> tuple:
+    """Issue a new token (hashed, expiring, scoped): a login, as far as axes and the audit log
+    go. Returns ``(token, key)``; the key is in this answer only."""
     # Resets axes' failure count (AXES_RESET_ON_SUCCESS) and audits ``auth.login``.
     user_logged_in.send(sender=user.__class__, request=request, user=user)
-    audit.append(
-        actor=user,
-        verb="auth.token_issued",
-        obj=user,
-        data={"ip": request.META.get("REMOTE_ADDR", ""), "new": created},
+    return tokens.issue(
+        user,
+        scopes=data.get("scopes"),
+        days=data.get("expires_in_days"),
+        name=data.get("name") or "",
     )
-    return token
+
+
+def _token_body(token, key) -> dict:
+    return s.TokenSerializer(
+        {
+            "token": key,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expires_at": token.expires_at,
+        }
+    ).data
+
+
+class TokenRotateApi(APIView):
+    """Replace the token this request is made with by a new one (same scopes, new expiry)."""
+
+    @extend_schema(
+        tags=["auth"],
+        request=None,
+        responses={200: s.TokenSerializer, **errors(401, 403)},
+    )
+    def post(self, request):
+        token = _request_token(request)
+        new, key = tokens.rotate(token, actor=request.user)
+        return Response(_token_body(new, key))
+
+
+class TokenRevokeApi(APIView):
+    """Revoke the token this request is made with (log out of the API)."""
+
+    @extend_schema(tags=["auth"], request=None, responses={204: None, **errors(401, 403)})
+    def post(self, request):
+        tokens.revoke(_request_token(request), reason="revoked by its owner", actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _request_token(request):
+    from .models import ApiToken
+
+    if not isinstance(request.auth, ApiToken):
+        raise NotAllowed("Only a request made with an API token can rotate or revoke it.")
+    return ApiToken.objects.select_related("user").get(pk=request.auth.pk)
 
 
 class TokenApi(APIView):
@@ -193,7 +235,7 @@ class TokenApi(APIView):
         tags=["auth"],
         auth=[],
         request=s.TokenRequestSerializer,
-        responses={200: s.TokenSerializer, **errors(400, 403)},
+        responses={200: s.TokenSerializer, **errors(400, 403, 429)},
     )
     def post(self, request):
         data = parse(s.TokenRequestSerializer, request.data, request)
@@ -205,13 +247,18 @@ class TokenApi(APIView):
                 "Too many failed login attempts: this account is locked for a while.",
                 code="locked_out",
             )
+        if getattr(request._request, "pcm_login_delayed", False):
+            wait = request._request.pcm_retry_after
+            raise TooManyAttempts(
+                f"Too many failed attempts: wait {wait} s before trying again.", retry_after=wait
+            )
         if user is None:
             raise ValidationFailed(
                 "Unable to log in with the username and password given.",
                 code="invalid_credentials",
             )
-        token = _issue_token(request, user)
-        return Response(s.TokenSerializer({"token": token.key}).data)
+        token, key = _issue_token(request, user, data)
+        return Response(_token_body(token, key))
 
 
 # --- teams, systems, protocols -----------------------------------------------------------
@@ -480,6 +527,22 @@ class ChangeSubmitApi(_ChangeOperation):
         return Response(change_detail(request, pk))
 
 
+class ChangeEmergencyConfirmApi(_ChangeOperation):
+    @extend_schema(
+        tags=["reviews"],
+        summary="Confirm an emergency change (independent reviewer)",
+        description="An emergency lowers the approvals needed (never below the criticality's "
+        "emergency minimum) only once someone who could sign the change confirms it for its "
+        "current content; the author's own declaration lowers nothing. 403 `not_independent` "
+        "with the `reasons`; 409 when the change is not an emergency or is closed.",
+        request=None,
+        responses={200: s.ChangeDetailSerializer, **errors(401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        services.change_request_confirm_emergency(actor=request.user, change_request=self.change())
+        return Response(change_detail(request, pk))
+
+
 class ChangeWithdrawApi(_ChangeOperation):
     serializer_class = s.WithdrawSerializer
 
@@ -526,12 +589,13 @@ class ChangeReviewsApi(_ChangeOperation):
     @extend_schema(
         tags=["reviews"],
         summary="Sign a review (independent reviewer; re-enter your password)",
-        description="The signature binds to the change's current content hash. Send the "
-        "`content_sha256` you reviewed to be refused (409 `stale_content`) if the change was "
-        "edited meanwhile. Authors, editors and (for high/critical systems) the author's team "
-        "are refused with 403 `not_independent` and the `reasons`.",
+        description="The signature binds to the change's current content hash. "
+        "`content_sha256` (the hash you reviewed) is required: if the change was edited "
+        "meanwhile the review is refused (409 `stale_content`). Authors, editors, the authors "
+        "of either protocol version, deactivated users and (for high/critical systems) the "
+        "author's team are refused with 403 `not_independent` and the `reasons`.",
         request=s.ReviewCreateSerializer,
-        responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409)},
+        responses={201: s.ReviewSerializer, **errors(400, 401, 403, 404, 409, 429)},
     )
     def post(self, request, pk):
         change = self.change()

@@ -8,4 +8,5 @@ class ChangesConfig(AppConfig):
     verbose_name = "Protocol changes"
 
     def ready(self):
-        from . import audit_auth  # noqa: F401  (connects login/logout/failure auditing)
+        # Connect login/logout/failure auditing, and role, team and account-flag auditing.
+        from . import audit_auth, audit_roles, tokens  # noqa: F401

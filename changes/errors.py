@@ -87,7 +87,9 @@ def api_exception_handler(exc, context):
     domain = as_domain_error(exc)
     if domain is not None:
         _audit_denial(domain, context)
-        return Response(domain.as_dict(), status=domain.status_code)
+        retry_after = getattr(domain, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return Response(domain.as_dict(), status=domain.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if isinstance(exc, DjangoPermissionDenied):

@@ -19,6 +19,10 @@ CRITICALITY_CHOICES = [
 ]
 CROSS_TEAM_CRITICALITIES = frozenset({"high", "critical"})
 DEFAULT_REQUIRED_APPROVALS = {"low": 1, "medium": 1, "high": 2, "critical": 2}
+# The fewest approvals a confirmed emergency change may deploy on, per criticality. An
+# emergency never goes below this, and an unconfirmed one (declared only by its author or
+# editors) lowers nothing. See docs/separation-of-duties.md.
+EMERGENCY_MIN_APPROVALS = {"low": 1, "medium": 1, "high": 1, "critical": 2}
 
 
 class Team(models.Model):
@@ -132,6 +136,19 @@ class ChangeRequest(models.Model):
     )
     content_sha256 = models.CharField(max_length=64, db_index=True)
     revision = models.PositiveIntegerField(default=1)
+    emergency_confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="+",
+        null=True,
+        blank=True,
+        help_text="The independent reviewer who confirmed the emergency.",
+    )
+    emergency_confirmed_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The content hash the emergency was confirmed for; any edit voids it.",
+    )
     retrospective_pending = models.BooleanField(
         default=False, help_text="An emergency change deployed before full review."
     )
@@ -167,6 +184,15 @@ class ChangeRequest(models.Model):
     @property
     def is_emergency(self) -> bool:
         return self.change_type == "emergency"
+
+    @property
+    def emergency_confirmed(self) -> bool:
+        """An emergency counts only when someone independent confirmed this exact content."""
+        return (
+            self.is_emergency
+            and self.emergency_confirmed_by_id is not None
+            and self.emergency_confirmed_sha256 == self.content_sha256
+        )
 
 
 class Review(models.Model):
@@ -301,3 +327,36 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self):
         return f"checkpoint {self.tree_size} @ {self.published_at:%Y-%m-%d %H:%M:%S}"
+
+
+TOKEN_SCOPES = ("read", "write", "deploy", "ingest")
+
+
+class ApiToken(models.Model):
+    """An API token, stored only as a SHA-256 of its key (the key is shown once, at issue).
+
+    Tokens expire, can be rotated and revoked, are revoked when their owner's password
+    changes, and carry scopes: ``read`` (safe methods), ``write`` (the rest of what the
+    owner's roles allow), ``deploy`` (the deploy endpoint), ``ingest`` (documents fed in:
+    suites, protocol versions, attestation uploads). See docs/api-tokens.md.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True, help_text="Shown; not secret.")
+    key_sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"

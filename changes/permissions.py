@@ -12,14 +12,22 @@ from . import roles, states
 
 @dataclass
 class IndependenceCheck:
-    """The facts checked before a reviewer may sign, recorded on the review and attestation."""
+    """The facts checked before a reviewer may sign, recorded on the review and attestation.
+
+    The same check runs again whenever an approval is counted (``selectors.valid_approvals``),
+    so an approval stops counting when its signer is deactivated or loses the reviewer role.
+    ``reasons`` address the user ("You ..."); ``third_person`` says the same about them.
+    """
 
     holds_reviewer_role: bool
     not_author: bool
     not_editor: bool
     cross_team_required: bool
     not_on_author_team: bool
+    is_active: bool = True
+    not_protocol_author: bool = True
     reasons: list[str] = field(default_factory=list)
+    third_person: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -30,6 +38,8 @@ class IndependenceCheck:
             "holds_reviewer_role": self.holds_reviewer_role,
             "not_author": self.not_author,
             "not_editor": self.not_editor,
+            "not_protocol_author": self.not_protocol_author,
+            "is_active": self.is_active,
             "cross_team_required": self.cross_team_required,
             "not_on_author_team": self.not_on_author_team,
         }
@@ -43,27 +53,64 @@ def team_ids(user) -> set[int]:
     return cached
 
 
+def protocol_author_ids(change) -> set[int]:
+    """Who wrote the base or the proposed protocol version: they may not sign the change."""
+    return {
+        pk
+        for pk in (
+            getattr(change.base_protocol, "created_by_id", None),
+            getattr(change.proposed_protocol, "created_by_id", None),
+        )
+        if pk is not None
+    }
+
+
 def check_independence(user, change) -> IndependenceCheck:
     """Every reason ``user`` may not sign ``change``. Admins get no bypass."""
     holds = roles.has_role(user, roles.REVIEWER)
+    active = bool(getattr(user, "is_active", False))
     not_author = change.author_id != user.pk
     not_editor = not change.editors.filter(pk=user.pk).exists()
+    not_protocol_author = user.pk not in protocol_author_ids(change)
     cross_required = change.system.requires_cross_team_review
     author_teams = team_ids(change.author)
     not_same_team = not (team_ids(user) & author_teams)
-    reasons = []
+    reasons, third = [], []
+
+    def fail(you: str, they: str) -> None:
+        reasons.append(you)
+        third.append(they)
+
+    if not active:
+        fail("Your account is deactivated.", "their account is deactivated")
     if not holds:
-        reasons.append("You do not hold the reviewer role.")
+        fail("You do not hold the reviewer role.", "they no longer hold the reviewer role")
     if not not_author:
-        reasons.append("Authors cannot review their own change.")
+        fail("Authors cannot review their own change.", "they are the change's author")
     if not not_editor:
-        reasons.append("You edited this change, so you cannot review it.")
-    if cross_required and not not_same_team:
-        reasons.append(
-            f"This is a {change.system.criticality}-criticality system: the reviewer must not "
-            "be on the author's team."
+        fail("You edited this change, so you cannot review it.", "they edited the change")
+    if not not_protocol_author:
+        fail(
+            "You wrote the base or the proposed protocol version, so you cannot review it.",
+            "they wrote the base or the proposed protocol version",
         )
-    return IndependenceCheck(holds, not_author, not_editor, cross_required, not_same_team, reasons)
+    if cross_required and not not_same_team:
+        fail(
+            f"This is a {change.system.criticality}-criticality system: the reviewer must not "
+            "be on the author's team.",
+            "they are on the author's team",
+        )
+    return IndependenceCheck(
+        holds,
+        not_author,
+        not_editor,
+        cross_required,
+        not_same_team,
+        is_active=active,
+        not_protocol_author=not_protocol_author,
+        reasons=reasons,
+        third_person=third,
+    )
 
 
 def can_create_change(user, system) -> bool:

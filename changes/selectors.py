@@ -101,21 +101,36 @@ def change_for(user, pk) -> ChangeRequest:
     return visible_changes(user).get(pk=pk)
 
 
-def valid_approvals(change: ChangeRequest) -> list[Review]:
-    """Live approvals on the current content and evaluation, from still-independent reviewers."""
+def _live_approvals(change: ChangeRequest) -> list[Review]:
+    """Approvals of the current content and evaluation, one per reviewer, oldest first."""
     digest = hooks.evaluation().evaluation_digest(change)
     approvals = change.reviews.select_related("reviewer").filter(
         decision="approve", voided_at__isnull=True, content_sha256=change.content_sha256
     )
     out, seen = [], set()
-    for review in approvals:
+    for review in approvals.order_by("created_at", "id"):
         if review.evaluation_digest != digest or review.reviewer_id in seen:
-            continue
-        if not permissions.check_independence(review.reviewer, change).ok:
             continue
         seen.add(review.reviewer_id)
         out.append(review)
     return out
+
+
+def approvals_with_standing(change: ChangeRequest) -> list[tuple[Review, list[str]]]:
+    """Each live approval with the reasons it no longer counts (empty: it counts).
+
+    Independence is re-checked now, not only when the review was signed: a reviewer who was
+    deactivated, lost the reviewer role or joined the author's team no longer counts.
+    """
+    return [
+        (review, permissions.check_independence(review.reviewer, change).third_person)
+        for review in _live_approvals(change)
+    ]
+
+
+def valid_approvals(change: ChangeRequest) -> list[Review]:
+    """Live approvals on the current content and evaluation, from still-independent reviewers."""
+    return [review for review, reasons in approvals_with_standing(change) if not reasons]
 
 
 def gate_reasons(change: ChangeRequest) -> list[str]:
@@ -128,12 +143,24 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
             f"The change is '{change.state_label}'; only approved changes can be deployed."
         )
     needed = required_approvals(change)
-    have = len(valid_approvals(change))
+    standing = approvals_with_standing(change)
+    have = sum(1 for _, why in standing if not why)
     if have < needed:
         reasons.append(
             f"{have} of {needed} required independent approval(s) on the current content "
             f"(hash {change.content_sha256[:12]}…)."
         )
+        for review, why in standing:
+            if why:
+                reasons.append(
+                    f"The approval by {review.reviewer.username} no longer counts: "
+                    f"{'; '.join(why)}."
+                )
+        if change.is_emergency and not change.emergency_confirmed:
+            reasons.append(
+                "The emergency has not been confirmed by an independent reviewer, so the "
+                "normal approval count applies."
+            )
     if change.state not in states.TERMINAL and change.state != states.DEPLOYED:
         reasons.extend(hooks.evaluation().gate_reasons(change))
     return reasons

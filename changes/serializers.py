@@ -15,6 +15,7 @@ from rest_framework import serializers
 from . import hooks, selectors, services, states
 from .models import (
     CRITICALITY_CHOICES,
+    TOKEN_SCOPES,
     AISystem,
     AuditEvent,
     ChangeRequest,
@@ -69,10 +70,25 @@ class ErrorSerializer(serializers.Serializer):
 class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=4096, style={"input_type": "password"})
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(TOKEN_SCOPES)),
+        required=False,
+        max_length=len(TOKEN_SCOPES),
+        help_text="What the token may do; all of read, write, deploy, ingest when omitted.",
+    )
+    expires_in_days = serializers.IntegerField(
+        required=False, min_value=1, help_text="At most API_TOKEN_TTL_DAYS (90)."
+    )
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
 
 class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`.")
+    token = serializers.CharField(
+        help_text="Send as `Authorization: Token <token>`. Shown once: only its hash is kept."
+    )
+    prefix = serializers.CharField()
+    scopes = serializers.ListField(child=serializers.CharField())
+    expires_at = serializers.DateTimeField()
 
 
 # --- teams, systems, protocols -----------------------------------------------------------
@@ -478,8 +494,8 @@ class ReviewCreateSerializer(serializers.Serializer):
     )
     content_sha256 = serializers.RegexField(
         SHA256_RE,
-        required=False,
-        help_text="The content hash you reviewed; if the change moved on since, 409 stale_content.",
+        help_text="Required: the content hash you reviewed (from the change's detail). If the "
+        "change moved on since, 409 stale_content: you never sign content you did not see.",
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, checkpoints, content, hooks, permissions, roles, states
+from . import audit, checkpoints, content, hooks, permissions, roles, states, throttle
 from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import (
     CRITICALITY_CHOICES,
+    EMERGENCY_MIN_APPROVALS,
     AISystem,
     ChangeRequest,
     Deployment,
@@ -452,7 +453,7 @@ def review_submit(
     check = permissions.check_independence(actor, change)
     if not check.ok:
         raise NotAllowed(" ".join(check.reasons), code="not_independent", reasons=check.reasons)
-    if not password or not actor.check_password(password):
+    if not throttle.check_signoff_password(actor, password):
         raise NotAllowed(
             "Signing requires your current password; the one given did not match.",
             code="reauthentication_failed",
@@ -530,10 +531,70 @@ def review_submit(
 
 
 def required_approvals(change: ChangeRequest) -> int:
-    """Emergency changes may deploy on one approval; the rest is recorded retrospectively."""
-    if change.is_emergency:
-        return 1
-    return change.system.approvals_required
+    """Approvals the change needs now.
+
+    A confirmed emergency (an independent reviewer confirmed this exact content) may deploy
+    on the criticality's emergency minimum; the rest is recorded retrospectively. An emergency
+    only its author (or an editor) declared lowers nothing.
+    """
+    normal = change.system.approvals_required
+    if not change.emergency_confirmed:
+        return normal
+    return min(normal, EMERGENCY_MIN_APPROVALS[change.system.criticality])
+
+
+@transaction.atomic
+def change_request_confirm_emergency(*, actor, change_request: ChangeRequest) -> ChangeRequest:
+    """An independent reviewer confirms that this exact content is an emergency.
+
+    Only someone who could sign the change may confirm it (same independence rules, no admin
+    bypass), so an author can never lower their own gate. The confirmation binds to the
+    content hash: any edit voids it. Writes ``change.emergency_confirmed``.
+    """
+    change = lock_change(change_request.pk)
+    if not change.is_emergency:
+        raise Conflict("This change is not marked as an emergency.", code="not_emergency")
+    if change.state in states.TERMINAL or change.state == states.DEPLOYED:
+        raise Conflict(
+            f"A change in state '{change.state_label}' can no longer be confirmed as an emergency.",
+            code="invalid_transition",
+        )
+    check = permissions.check_independence(actor, change)
+    if not check.ok:
+        raise NotAllowed(
+            "Only an independent reviewer may confirm an emergency. " + " ".join(check.reasons),
+            code="not_independent",
+            reasons=check.reasons,
+        )
+    if change.emergency_confirmed:
+        return change
+    change.emergency_confirmed_by = actor
+    change.emergency_confirmed_sha256 = change.content_sha256
+    change.save(
+        update_fields=["emergency_confirmed_by", "emergency_confirmed_sha256", "updated_at"]
+    )
+    audit.append(
+        actor=actor,
+        verb="change.emergency_confirmed",
+        obj=change,
+        data={
+            "content_sha256": change.content_sha256,
+            "approvals_required": required_approvals(change),
+            "independence": check.as_dict(),
+        },
+    )
+    if change.state == states.AWAITING_REVIEW:
+        approvals = len(valid_approvals(change))
+        if approvals >= required_approvals(change):
+            _move(
+                change,
+                states.APPROVED,
+                actor=actor,
+                verb="change.approved",
+                data={"approvals": approvals, "content_sha256": change.content_sha256},
+            )
+            hooks.attestation().issue(change, reason="approved")
+    return change
 
 
 @transaction.atomic

@@ -35,7 +35,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -46,12 +45,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "changes.limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "changes.audit_roles.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -96,7 +98,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "changes.authentication.ThrottledModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -106,12 +108,60 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
-# Login throttling (django-axes): lock a username after repeated failures.
+# Password checks are rate-limited (docs/rate-limits.md). django-axes locks a username+client
+# pair after repeated failures (a third party only ever locks their own address out);
+# changes.throttle adds a per-client limit, a per-account soft delay (never a lockout) for
+# unauthenticated attempts, and a per-account and per-client limit on sign-off passwords.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind N reverse proxies that each append to X-Forwarded-For, set TRUSTED_PROXY_COUNT=N so
+# the client address is the one the outermost proxy saw. Left at 0 behind a proxy, every
+# client shares the proxy's address and per-client limits apply to everyone at once.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "changes.throttle.client_ip"
+AXES_WHITELIST_CALLABLE = "changes.throttle.delayed_by_throttle"
+PASSWORD_FAILURE_WINDOW_SECONDS = env.int("PASSWORD_FAILURE_WINDOW_SECONDS", default=900)
+SIGNOFF_FAILURE_LIMIT = env.int("SIGNOFF_FAILURE_LIMIT", default=5)
+CLIENT_FAILURE_LIMIT = env.int("CLIENT_FAILURE_LIMIT", default=30)
+LOGIN_SOFT_DELAY_AFTER = env.int("LOGIN_SOFT_DELAY_AFTER", default=10)
+LOGIN_SOFT_DELAY_MAX = env.int("LOGIN_SOFT_DELAY_MAX", default=30)
+# Rate-limit counters live in the default cache: use Redis in production
+# (CACHE_URL=redis://...) so every web process shares them. Rendered diffs are cached apart
+# (DIFF_CACHE_URL), so large entries never evict counters.
+CACHES = {
+    "default": env.cache_url("CACHE_URL", default="locmemcache://"),
+    "diffs": env.cache_url("DIFF_CACHE_URL", default="locmemcache://diffs"),
+}
+if CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+    # Room for every counter (the default of 300 entries culls them under a spray).
+    CACHES["default"].setdefault("OPTIONS", {})["MAX_ENTRIES"] = 100_000
+if CACHES["diffs"]["BACKEND"].endswith("LocMemCache"):
+    CACHES["diffs"].setdefault("OPTIONS", {})["MAX_ENTRIES"] = 256
+
+# Content-Security-Policy (django-csp 4): scripts and styles only from our own static files,
+# no inline script, no eval, no plugins, no framing. Templates keep no inline <script>,
+# on*= handlers or style attributes (tests/security/test_csp.py checks them all).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+# API tokens (changes/tokens.py, docs/api-tokens.md): hashed, scoped, expiring after at most
+# this many days, revoked on password change.
+API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=90)
 
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_COOKIE_HTTPONLY = True
@@ -138,6 +188,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON with size and depth limits checked before parsing (changes/limits.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "changes.limits.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
     "DEFAULT_FILTER_BACKENDS": ["changes.filters.FilterBackend"],
@@ -231,6 +287,27 @@ EVAL_MAX_RESPONSE_BYTES = env.int("EVAL_MAX_RESPONSE_BYTES", default=1_000_000)
 # Where registered secrets with source "file" are read (JSON object or KEY=value lines); see
 # docs/SECRETS.md. Configs never name environment variables or files themselves.
 EVAL_SECRETS_FILE = env.str("EVAL_SECRETS_FILE", default="")
+
+# Input limits (docs/input-limits.md): a request body over REQUEST_MAX_BYTES is refused from
+# its Content-Length (413) before it is read; an uploaded file stops streaming at
+# FILE_UPLOAD_MAX_BYTES; JSON and YAML are checked for size and nesting before parsing.
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=25 * 1024 * 1024)
+FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "changes.limits.CappedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+INPUT_MAX_DEPTH = env.int("INPUT_MAX_DEPTH", default=64)
+INPUT_MAX_JSON_BYTES = env.int("INPUT_MAX_JSON_BYTES", default=2_000_000)
+INPUT_MAX_YAML_EVENTS = env.int("INPUT_MAX_YAML_EVENTS", default=400_000)
+
+# Protocol diffs (docs/diff.md): elementary steps one diff part may spend, the size above
+# which a text is not diffed inline, the changed rows a page shows at most, cache lifetime.
+DIFF_STEP_BUDGET = env.int("DIFF_STEP_BUDGET", default=1_000_000)
+DIFF_INLINE_MAX_CHARS = env.int("DIFF_INLINE_MAX_CHARS", default=1_000_000)
+DIFF_INLINE_MAX_CHANGED_ROWS = env.int("DIFF_INLINE_MAX_CHANGED_ROWS", default=1000)
+DIFF_CACHE_SECONDS = env.int("DIFF_CACHE_SECONDS", default=24 * 3600)
 
 # Attestations: an Ed25519 key from a file or an env var; a dev key is generated when absent.
 ATTESTATION_SIGNING_KEY_FILE = env.str(

@@ -31,7 +31,14 @@ from . import selectors, services
 from . import serializers as s
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
-from .parsers import SourceJSONParser, TextYAMLParser, XYAMLParser, YAMLDocument, YAMLParser
+from .parsers import (
+    MAX_SOURCE_BYTES,
+    SourceJSONParser,
+    TextYAMLParser,
+    XYAMLParser,
+    YAMLDocument,
+    YAMLParser,
+)
 
 RUN_ID = OpenApiParameter("run_id", int, OpenApiParameter.PATH, description="Run id.")
 CHANGE_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Change id.")
@@ -116,6 +123,8 @@ def suite_source(request) -> tuple[str, str]:
         return data.source_text, "yaml"
     upload = request.FILES.get("file") if hasattr(request, "FILES") else None
     if upload is not None:
+        if upload.size > MAX_SOURCE_BYTES:  # checked before the file is read into memory
+            raise ValidationFailed(f"file: the suite file is larger than {MAX_SOURCE_BYTES} bytes.")
         try:
             text = upload.read().decode("utf-8")
         except UnicodeDecodeError:

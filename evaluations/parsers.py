@@ -10,13 +10,14 @@ remembers the text.
 from __future__ import annotations
 
 import codecs
-import json
 from functools import cached_property
 
 import yaml
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
+
+from changes import limits
 
 MAX_SOURCE_BYTES = 2_000_000
 
@@ -46,6 +47,7 @@ class YAMLDocument:
 
     @cached_property
     def value(self):
+        limits.check_yaml(self.source_text, what="The YAML body")
         try:
             return yaml.safe_load(self.source_text)
         except yaml.YAMLError as exc:
@@ -87,7 +89,7 @@ class SourceJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         text = _read(stream, parser_context)
         try:
-            value = json.loads(text, parse_constant=_reject_constant) if text.strip() else {}
+            value = limits.loads(text, what="The JSON body") if text.strip() else {}
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}")
         if isinstance(value, dict):

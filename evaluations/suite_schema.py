@@ -26,6 +26,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from changes import limits
+
 from . import graders as grader_mod
 
 MAX_DOCUMENT_BYTES = 2_000_000
@@ -155,6 +157,10 @@ def parse_suite(text: str, fmt: str = "yaml") -> dict:
         text = text.decode("utf-8")
     if len(text.encode("utf-8")) > MAX_DOCUMENT_BYTES:
         raise SuiteError([f"document: larger than {MAX_DOCUMENT_BYTES} bytes"])
+    try:  # nesting and node count, before PyYAML's recursive composer or json.loads run
+        (limits.check_yaml if fmt == "yaml" else limits.check_json)(text, what="the document")
+    except limits.InputLimitExceeded as exc:
+        raise SuiteError([f"document: {exc.detail}"]) from None
     data, lines, early = _load_yaml(text) if fmt == "yaml" else _load_json(text)
     return _validate(data, lines, early)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.factories import PASSWORD, TeamFactory, UserFactory
@@ -76,6 +75,18 @@ def _private_checkpoint_store(tmp_path_factory, settings):
 PASSWORD_FOR_TESTS = PASSWORD
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters and cached diffs live in the cache: each test starts empty."""
+    from django.core.cache import caches
+
+    for store in caches.all():
+        store.clear()
+    yield
+    for store in caches.all():
+        store.clear()
+
+
 @pytest.fixture
 def team_a(db):
     return TeamFactory(name="Team A")
@@ -138,11 +149,33 @@ def outsider(db):
     return UserFactory(username="outsider")
 
 
+def token_for(user, scopes=None) -> str:
+    """A new API token key for ``user`` (all scopes unless given), stored as the service
+    stores it but without its audit event, so tests can compare audit counts around calls."""
+    import secrets
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from changes import tokens
+    from changes.models import ApiToken
+
+    prefix = secrets.token_hex(4)
+    key = f"{tokens.KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    ApiToken.objects.create(
+        user=user,
+        prefix=prefix,
+        key_sha256=tokens.hash_key(key),
+        scopes=tokens.clean_scopes(scopes),
+        expires_at=timezone.now() + timedelta(days=1),
+    )
+    return key
+
+
 def api_client_for(user) -> APIClient:
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
 
 

@@ -28,10 +28,9 @@ from io import BytesIO
 
 import pytest
 from django.test import override_settings
-from rest_framework.authtoken.models import Token
 
 from changes import services as change_services
-from changes import states
+from changes import states, tokens
 from changes.models import ChangeRequest, Review
 from evaluations import services as eval_services
 from evaluations.models import EvaluationRun
@@ -360,7 +359,7 @@ def test_journeys_3_to_5_sign_off_deploy_and_verify_the_attestation(
     assert set(signers) == {"reviewer", "reviewer2"}
 
     # journey 4: a pipeline token deploys it through the API gate
-    token = Token.objects.get_or_create(user=pipeline)[0].key
+    token = tokens.issue(pipeline, scopes=["read", "deploy"])[1]
     api = browser.new_context(
         base_url=live_server.url, extra_http_headers={"Authorization": f"Token {token}"}
     )

@@ -2,10 +2,10 @@
 
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from changes.models import AuditEvent
+from changes import tokens
+from changes.models import ApiToken, AuditEvent
 from tests.changes.test_api_support import snapshot, url
 from tests.factories import PASSWORD
 
@@ -30,7 +30,8 @@ def test_token_is_issued_audited_and_works(engineer):
     # then: a token comes back, it authenticates API calls, and the issue is audited
     assert response.status_code == 200, response.content
     key = response.json()["token"]
-    assert Token.objects.get(key=key).user == engineer
+    assert tokens.find(key).user == engineer
+    assert not ApiToken.objects.filter(key_sha256=key).exists()  # only the hash is stored
     event = AuditEvent.objects.get(verb="auth.token_issued")
     assert event.actor_id == engineer.pk
     assert "password" not in str(event.data)
@@ -38,15 +39,17 @@ def test_token_is_issued_audited_and_works(engineer):
     assert client.get(url("change-list")).status_code == 200
 
 
-def test_asking_twice_returns_the_same_token(engineer):
+def test_asking_twice_issues_two_tokens_both_shown_once(engineer):
     # given: a token already issued
     first = _token(APIClient(), "engineer", PASSWORD).json()["token"]
 
     # when: the engineer asks again
     second = _token(APIClient(), "engineer", PASSWORD).json()["token"]
 
-    # then: it is the same token, and both issues are audited
-    assert first == second
+    # then: a second token (the first key cannot be shown again: only its hash is kept),
+    # both working, both issues audited
+    assert first != second
+    assert tokens.find(first) and tokens.find(second)
     assert _verbs("auth.token_issued") == 2
 
 
@@ -61,8 +64,8 @@ def test_bad_credentials_are_400_and_audited(engineer):
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_credentials"
     assert snapshot()["counts"] == before["counts"]
-    failed = AuditEvent.objects.get(verb="auth.login_failed")
-    assert failed.data["username"] == "engineer"
+    failed = AuditEvent.objects.get(verb="auth.login_failures")
+    assert failed.data["last_username"] == "engineer" and failed.data["count"] == 1
     assert "not the password" not in str(failed.data)
 
 
@@ -93,7 +96,7 @@ def test_lockout_after_repeated_failures(engineer):
 
     # then: the failures before the limit are 400, the one reaching it locks the account
     assert statuses == [400] * (limit - 1) + [403]
-    tokens_before = Token.objects.count()
+    tokens_before = ApiToken.objects.count()
 
     # when: the right password is then given
     response = _token(client, "engineer", PASSWORD)
@@ -101,8 +104,8 @@ def test_lockout_after_repeated_failures(engineer):
     # then: still locked out, no token issued, and every step is audited
     assert response.status_code == 403
     assert response.json()["code"] == "locked_out"
-    assert Token.objects.count() == tokens_before == 0
-    assert _verbs("auth.login_failed") >= limit
+    assert ApiToken.objects.count() == tokens_before == 0
+    assert _verbs("auth.login_failures") >= 1  # counted, summarised in the chain
     assert _verbs("auth.locked_out") >= 1
     assert _verbs("auth.token_issued") == 0
 
@@ -160,7 +163,7 @@ def test_the_token_lookup_reads_every_role_in_one_query(db):
 
     # given: a user holding two roles, with a token
     user = UserFactory(username="two-hats", roles=["reviewer", "auditor"])
-    key = Token.objects.create(user=user).key
+    key = tokens.issue(user)[1]
 
     # when: the token is authenticated and the roles are then asked for
     with CaptureQueriesContext(connection) as queries:
@@ -169,7 +172,7 @@ def test_the_token_lookup_reads_every_role_in_one_query(db):
 
     # then: one query gave the user and both roles
     assert len(queries) == 1
-    assert authenticated == user and token.key == key
+    assert authenticated == user and token.scopes == tokens.ALL_SCOPES
     assert held == {"reviewer", "auditor"}
 
 
@@ -179,7 +182,7 @@ def test_a_user_without_roles_has_none_and_is_still_authenticated(db):
     from tests.factories import UserFactory
 
     user = UserFactory(username="no-hats")
-    key = Token.objects.create(user=user).key
+    key = tokens.issue(user)[1]
 
     authenticated, _ = TokenWithRolesAuthentication().authenticate_credentials(key)
 
@@ -190,7 +193,7 @@ def test_a_user_without_roles_has_none_and_is_still_authenticated(db):
 @pytest.mark.parametrize("case", ["unknown", "inactive"])
 def test_unknown_tokens_and_inactive_users_are_401(engineer, case):
     # given: a token that does not exist, or one whose user was deactivated
-    key = Token.objects.create(user=engineer).key
+    key = tokens.issue(engineer)[1]
     if case == "unknown":
         key = "0" * 40
     else:

@@ -38,7 +38,12 @@ def world(engineer, team_a):
     system = SystemFactory(owner_team=team_a, criticality="medium")
     draft = make_change(author=engineer, system=system, title="A draft")
     waiting = awaiting_review(make_change(author=engineer, system=system), engineer)
-    return SimpleNamespace(team=team_a, system=system, draft=draft, waiting=waiting)
+    emergency = awaiting_review(
+        make_change(author=engineer, system=system, change_type="emergency"), engineer
+    )
+    return SimpleNamespace(
+        team=team_a, system=system, draft=draft, waiting=waiting, emergency=emergency
+    )
 
 
 def _change_body(w):
@@ -96,7 +101,11 @@ ENDPOINTS = {
     "waiting.review": (
         "post",
         lambda w: url("change-reviews", pk=w.waiting.pk),
-        lambda w: {"decision": "approve", "password": PASSWORD},
+        lambda w: {
+            "decision": "approve",
+            "password": PASSWORD,
+            "content_sha256": type(w.waiting).objects.get(pk=w.waiting.pk).content_sha256,
+        },
     ),
     "waiting.gate": ("get", lambda w: url("change-gate", pk=w.waiting.pk), None),
     "waiting.deploy": (
@@ -106,6 +115,11 @@ ENDPOINTS = {
     ),
     "waiting.close": ("post", lambda w: url("change-close", pk=w.waiting.pk), lambda w: {}),
     "waiting.timeline": ("get", lambda w: url("change-timeline", pk=w.waiting.pk), None),
+    "emergency.confirm": (
+        "post",
+        lambda w: url("change-emergency-confirm", pk=w.emergency.pk),
+        lambda w: {},
+    ),
     "audit.events": ("get", lambda w: url("audit-events"), None),
     "audit.jsonl": ("get", lambda w: url("audit-events") + "?format=jsonl", None),
     "audit.csv": ("get", lambda w: url("audit-events") + "?format=csv", None),
@@ -136,6 +150,8 @@ MATRIX = {
     "waiting.deploy":   (409, 409, 403, 403, 403, 403, 409, 404, 401),
     "waiting.close":    (409, 403, 403, 403, 403, 409, 403, 404, 401),
     "waiting.timeline": (200, 200, 200, 200, 200, 200, 200, 404, 401),
+    # Only someone who could sign confirms an emergency: never its author, no admin bypass.
+    "emergency.confirm": (403, 403, 200, 200, 403, 403, 403, 404, 401),
     "audit.events":     (403, 403, 403, 403, 200, 200, 403, 403, 401),
     "audit.jsonl":      (403, 403, 403, 403, 200, 200, 403, 403, 401),
     "audit.csv":        (403, 403, 403, 403, 200, 200, 403, 403, 401),

@@ -32,6 +32,11 @@ def _null_ports(monkeypatch):
 def _review(api, user, change, **body):
     body.setdefault("decision", "approve")
     body.setdefault("password", PASSWORD)
+    if "content_sha256" not in body:
+        change.refresh_from_db()
+        body["content_sha256"] = change.content_sha256
+    elif body["content_sha256"] is None:
+        del body["content_sha256"]
     return api(user).post(url("change-reviews", pk=change.pk), body, format="json")
 
 
@@ -196,11 +201,11 @@ def test_request_changes_moves_the_change(api, engineer, reviewer):
     assert change.state == states.CHANGES_REQUESTED
 
 
-@pytest.mark.parametrize("missing", ["decision", "password"])
+@pytest.mark.parametrize("missing", ["decision", "password", "content_sha256"])
 def test_review_missing_field_is_400_naming_it(api, engineer, reviewer, missing):
     # given: a change awaiting review and a body without one field
     change = awaiting_review(make_change(author=engineer), engineer)
-    body = {"decision": "approve", "password": PASSWORD}
+    body = {"decision": "approve", "password": PASSWORD, "content_sha256": change.content_sha256}
     del body[missing]
     before = snapshot()
 
@@ -256,6 +261,9 @@ def test_invalid_transitions_are_409(
     change = prepare(engineer)
     actor = request.getfixturevalue(persona)
     before = snapshot()
+
+    if endpoint == "change-reviews":
+        body = {**body, "content_sha256": change.content_sha256}
 
     # when: the operation is attempted
     response = api(actor).post(url(endpoint, pk=change.pk), body, format="json")

@@ -84,3 +84,68 @@ def test_nul_characters_are_refused_as_bad_input(engineer):
     assert "title" in info.value.detail
     change.refresh_from_db()
     assert (change.title, change.revision) == before
+
+
+@pytest.mark.parametrize(
+    ("who", "setup", "expected_ok", "fact"),
+    [
+        ("reviewer", None, True, None),
+        ("reviewer", "deactivate", False, "is_active"),
+        ("reviewer", "wrote_proposed", False, "not_protocol_author"),
+        ("reviewer", "wrote_base", False, "not_protocol_author"),
+        ("reviewer", "drop_role", False, "holds_reviewer_role"),
+        # admins get no bypass: with the reviewer role they are still bound by every rule
+        ("admin_reviewer", "wrote_proposed", False, "not_protocol_author"),
+        ("admin_reviewer", "deactivate", False, "is_active"),
+        ("admin_reviewer", None, True, None),
+    ],
+)
+def test_independence_matrix_new_rules(request, engineer, who, setup, expected_ok, fact):
+    # given a change by `engineer`, and a signer in some situation
+    if who == "admin_reviewer":
+        user = UserFactory(username="admrev", roles=["admin", "reviewer"], is_superuser=True)
+    else:
+        user = request.getfixturevalue(who)
+    change = make_change(author=engineer)
+    if setup == "deactivate":
+        user.is_active = False
+        user.save()
+    elif setup in ("wrote_proposed", "wrote_base"):
+        protocol = change.proposed_protocol if setup == "wrote_proposed" else change.base_protocol
+        type(protocol).objects.filter(pk=protocol.pk).update(created_by=user)
+        change.refresh_from_db()
+    elif setup == "drop_role":
+        user.groups.clear()
+        user = type(user).objects.get(pk=user.pk)
+    # when checked / then the rule holds and the failing fact is recorded as such
+    check = permissions.check_independence(user, change)
+    assert check.ok is expected_ok
+    if fact:
+        assert check.as_dict()[fact] is False
+
+
+@pytest.mark.parametrize(
+    ("who", "may_confirm"),
+    [
+        ("engineer", False),  # the author
+        ("engineer2", False),  # a teammate without the reviewer role
+        ("team_a_reviewer", False),  # high criticality: not on the author's team
+        ("admin_user", False),  # no bypass
+        ("auditor", False),
+        ("pipeline", False),
+        ("reviewer", True),
+    ],
+)
+def test_emergency_confirmation_matrix(request, engineer, who, may_confirm):
+    from changes.errors import NotAllowed
+
+    system = SystemFactory(owner_team=engineer.teams.first(), criticality="high")
+    change = make_change(author=engineer, system=system, change_type="emergency")
+    actor = request.getfixturevalue(who)
+    if may_confirm:
+        services.change_request_confirm_emergency(actor=actor, change_request=change)
+        change.refresh_from_db()
+        assert change.emergency_confirmed
+    else:
+        with pytest.raises(NotAllowed):
+            services.change_request_confirm_emergency(actor=actor, change_request=change)

@@ -136,7 +136,7 @@ def test_failed_login_shows_error_and_is_audited(client, engineer):
     response = client.post(reverse("login"), {"username": "engineer", "password": "wrong"})
     assert response.status_code == 200
     assert b"alert-error" in response.content
-    assert AuditEvent.objects.filter(verb="auth.login_failed").exists()
+    assert AuditEvent.objects.filter(verb="auth.login_failures").exists()
 
 
 def test_repeated_failures_lock_out_with_our_template(client, engineer, settings):

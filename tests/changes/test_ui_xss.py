@@ -55,9 +55,9 @@ def assert_page_is_clean(html: str) -> None:
     # only our two scripts, both from our static files
     scripts = page.named("script")
     assert len(scripts) == 2 and all(s.get("src", "").startswith("/static/") for s in scripts)
-    # only our two <link>s and two <meta>s, in the head
+    # only our two <link>s and three <meta>s (charset, viewport, htmx-config), in the head
     assert [link.get("rel") for link in page.named("link")] == ["icon", "stylesheet"]
-    assert len(page.named("meta")) == 2
+    assert [m.get("name") for m in page.named("meta")] == [None, "viewport", "htmx-config"]
     for tag, attrs in page.tags:
         for name, value in attrs.items():
             assert not name.startswith("on"), (tag, name, value)

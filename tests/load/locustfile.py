@@ -304,7 +304,12 @@ class Reviewer(_Person):
             self.api_post(
                 f"/api/v1/changes/{change['id']}/reviews/",
                 "change review",
-                {"decision": decision, "comment": comment, "password": self.password},
+                {
+                    "decision": decision,
+                    "comment": comment,
+                    "password": self.password,
+                    "content_sha256": change["content_sha256"],
+                },
             )
 
     @task(1)

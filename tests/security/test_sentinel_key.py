@@ -150,7 +150,12 @@ def run_the_workflow(api, users, stub) -> ChangeRequest:
     ok(
         api(users["reviewer"]).post(
             f"/api/v1/changes/{cr.pk}/reviews/",
-            {"decision": "approve", "comment": "Looks right.", "password": PASSWORD},
+            {
+                "decision": "approve",
+                "comment": "Looks right.",
+                "password": PASSWORD,
+                "content_sha256": cr.content_sha256,
+            },
             format="json",
         ),
         201,

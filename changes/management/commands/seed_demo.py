@@ -24,11 +24,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
 
-from changes import hooks, roles, services, states
+from changes import hooks, roles, services, states, tokens
 from changes.errors import DomainError
-from changes.models import AISystem, ChangeRequest, ProtocolVersion, Team
+from changes.models import AISystem, ApiToken, ChangeRequest, ProtocolVersion, Team
 
 # username, password, roles, team, superuser. The passwords are for the demo only.
 DEMO_USERS = [
@@ -322,10 +322,6 @@ class Command(BaseCommand):
                 group, _ = Group.objects.get_or_create(name=name)
                 if not user.groups.filter(pk=group.pk).exists():
                     user.groups.add(group)
-            if username == "pipeline":
-                _, made = Token.objects.get_or_create(user=user)
-                if made:
-                    self._note("pipeline API token")
             users[username] = user
         return users
 
@@ -459,5 +455,15 @@ class Command(BaseCommand):
             "Roles: engineer, engineer2 = engineers on Team A; reviewer, reviewer2 = reviewers "
             "on Team B; auditor = auditor; admin = superuser and admin; pipeline = deploy token."
         )
-        token = Token.objects.get(user=users["pipeline"])
-        self.stdout.write(f"Pipeline API token: {token.key}")
+        # Only a token's hash is stored, so its key can be printed once: when it is issued.
+        pipeline = users["pipeline"]
+        live = ApiToken.objects.filter(user=pipeline, name="seed_demo", revoked_at=None)
+        live = live.filter(expires_at__gt=timezone.now()).first()
+        if live is None:
+            _, key = tokens.issue(pipeline, scopes=["read", "deploy"], name="seed_demo")
+            self.stdout.write(f"Pipeline API token (scopes read, deploy; shown once): {key}")
+        else:
+            self.stdout.write(
+                f"Pipeline API token: issued earlier ({live.prefix}…, shown only then); "
+                "revoke it in the admin and re-run to get a new one."
+            )
