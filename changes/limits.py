@@ -175,7 +175,7 @@ class LimitedJSONParser(JSONParser):
 
 
 def max_request_bytes() -> int:
-    return _setting("REQUEST_MAX_BYTES", 25 * 1024 * 1024)
+    return _setting("REQUEST_MAX_BYTES", 64 * 1024 * 1024)
 
 
 class RequestSizeLimitMiddleware:

@@ -291,7 +291,7 @@ EVAL_SECRETS_FILE = env.str("EVAL_SECRETS_FILE", default="")
 # Input limits (docs/input-limits.md): a request body over REQUEST_MAX_BYTES is refused from
 # its Content-Length (413) before it is read; an uploaded file stops streaming at
 # FILE_UPLOAD_MAX_BYTES; JSON and YAML are checked for size and nesting before parsing.
-REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=25 * 1024 * 1024)
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=64 * 1024 * 1024)
 FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_HANDLERS = [
     "changes.limits.CappedUploadHandler",
