@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "changes",
     "evaluations",
     "attestations",
+    "reviews",
 ]
 
 MIDDLEWARE = [
@@ -71,6 +72,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "changes.context_processors.roles_context",
+                "reviews.context_processors.inbox",
             ],
         },
     },
@@ -233,6 +235,16 @@ ATTESTATION_PUBLIC_KEYS_DIR = env.str(
     "ATTESTATION_PUBLIC_KEYS_DIR", default=str(VAR_DIR / "keys" / "trusted")
 )
 ATTESTATION_RENDER_TIME_LIMIT = env.int("ATTESTATION_RENDER_TIME_LIMIT", default=120)
+
+# Notifications (reviews app): console e-mail by default; SMTP with EMAIL_URL, e.g.
+# smtp+tls://user:password@smtp.example.com:587 (django-environ's email_url).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pcm@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+# Outgoing webhooks go through the evaluation host guard; hosts allowed despite being private.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=5.0)
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

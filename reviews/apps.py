@@ -1,0 +1,20 @@
+from django.apps import AppConfig
+
+
+class ReviewsConfig(AppConfig):
+    """Review collaboration around changes: notifications, requested reviewers, what changed
+    since a review, discussion threads and signed outgoing webhooks (docs/REVIEWS.md)."""
+
+    name = "reviews"
+    verbose_name = "Reviews and notifications"
+
+    def ready(self):
+        # The workflow (``changes``) never imports this app: it hears audit events and draws
+        # page panels through the seams in ``changes.hooks``.
+        from changes import hooks
+
+        from . import events, panels
+
+        hooks.register_listener(events.on_audit_event)
+        hooks.register_panel("change", panels.change_panel)
+        hooks.register_panel("dashboard", panels.dashboard_panel)

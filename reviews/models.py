@@ -1,0 +1,119 @@
+"""Records of the review-collaboration app. Every write goes through ``reviews.services``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from changes.models import ChangeRequest
+
+# The events people and endpoints can subscribe to (notification kinds = webhook types).
+REVIEW_REQUESTED = "review.requested"
+REVIEW_GIVEN = "review.given"
+EVALUATION_FINISHED = "evaluation.finished"
+APPROVALS_VOIDED = "approvals.voided"
+DEPLOYED = "change.deployed"
+ATTESTATION_READY = "attestation.ready"
+INCIDENT_OPENED = "incident.opened"
+COMMENT_ADDED = "comment.added"
+EVENT_TYPES = [
+    (REVIEW_REQUESTED, "A review is requested from you"),
+    (REVIEW_GIVEN, "A review was given on your change"),
+    (EVALUATION_FINISHED, "Evaluation finished (pass, fail or inconclusive)"),
+    (APPROVALS_VOIDED, "Your approval was voided"),
+    (DEPLOYED, "A change was deployed"),
+    (ATTESTATION_READY, "An attestation is ready"),
+    (INCIDENT_OPENED, "An incident was opened"),
+    (COMMENT_ADDED, "A comment was added to a discussion"),
+]
+EVENT_TYPE_NAMES = frozenset(name for name, _ in EVENT_TYPES)
+
+
+class Notification(models.Model):
+    """One event told to one person: a row in their inbox and, if they want it, an e-mail.
+
+    ``(event_id, recipient)`` is unique: a fan-out that runs twice (a retried task, a
+    re-sent wake-up) finds the row and sends nothing more. ``email_state`` moves
+    none | pending -> sending -> sent (or failed after the last retry) by conditional UPDATEs.
+    """
+
+    EMAIL_STATES = [
+        ("none", "Not e-mailed"),
+        ("pending", "Pending"),
+        ("sending", "Sending"),
+        ("sent", "Sent"),
+        ("failed", "Failed"),
+    ]
+
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event_id = models.BigIntegerField(help_text="The audit event this notification tells of.")
+    kind = models.CharField(max_length=40, choices=EVENT_TYPES)
+    change = models.ForeignKey(
+        ChangeRequest, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    title = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    url = models.CharField(max_length=300, blank=True)
+    in_inbox = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    email_state = models.CharField(max_length=10, choices=EMAIL_STATES, default="none")
+    email_attempts = models.PositiveSmallIntegerField(default=0)
+    email_error = models.CharField(max_length=300, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["recipient", "read_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["event_id", "recipient"], name="one_notification_per_event_recipient"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} for {self.recipient} (event {self.event_id})"
+
+
+class NotificationPreference(models.Model):
+    """A person's choice per event kind; no row means both channels on."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_prefs"
+    )
+    kind = models.CharField(max_length=40, choices=EVENT_TYPES)
+    in_app = models.BooleanField(default=True)
+    email = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "kind"], name="one_pref_per_user_kind"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} {self.kind}: app={self.in_app} email={self.email}"
+
+
+class ContentSnapshot(models.Model):
+    """The exact content a change had under one content hash: what a reviewer saw.
+
+    Written when a change is created or edited and when a review is given, so "what changed
+    since your review" can diff the hash a reviewer signed against the current content.
+    """
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
+    content_sha256 = models.CharField(max_length=64)
+    document = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["change", "content_sha256"], name="one_snapshot_per_change_hash"
+            ),
+        ]
+
+    def __str__(self):
+        return f"CR-{self.change_id} @ {self.content_sha256[:12]}"

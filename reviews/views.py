@@ -1,0 +1,61 @@
+"""Web pages of the review-collaboration app: the inbox and notification preferences."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from changes.errors import DomainError
+
+from . import models as m
+from . import selectors, services
+
+
+@login_required
+@require_GET
+def inbox(request):
+    rows = selectors.inbox(request.user)
+    if request.GET.get("unread") == "1":
+        rows = rows.filter(read_at__isnull=True)
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "reviews/inbox.html",
+        {"page": page, "only_unread": request.GET.get("unread") == "1"},
+    )
+
+
+@login_required
+@require_POST
+def inbox_mark_read(request):
+    ids = request.POST.getlist("id") or None
+    try:
+        services.notifications_mark_read(actor=request.user, ids=ids)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    target = request.POST.get("next") or ""
+    if target.startswith("/") and not target.startswith("//"):
+        return redirect(target)
+    return redirect("inbox")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def preferences(request):
+    if request.method == "POST":
+        choices = {
+            kind: {
+                "in_app": request.POST.get(f"{kind}:in_app") == "on",
+                "email": request.POST.get(f"{kind}:email") == "on",
+            }
+            for kind, _ in m.EVENT_TYPES
+        }
+        services.preferences_set(actor=request.user, choices=choices)
+        messages.success(request, "Notification preferences saved.")
+        return redirect("notification-preferences")
+    prefs = services.preferences_for(request.user)
+    rows = [(kind, label, prefs[kind]) for kind, label in m.EVENT_TYPES]
+    return render(request, "reviews/preferences.html", {"rows": rows})
