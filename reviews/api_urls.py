@@ -12,4 +12,14 @@ urlpatterns = [
         apis.NotificationPreferencesApi.as_view(),
         name="api-notification-preferences",
     ),
+    path(
+        "changes/<int:pk>/review-requests/",
+        apis.ReviewRequestsApi.as_view(),
+        name="api-review-requests",
+    ),
+    path(
+        "changes/<int:pk>/since-my-review/",
+        apis.SinceMyReviewApi.as_view(),
+        name="api-since-my-review",
+    ),
 ]

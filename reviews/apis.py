@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
+from . import requests as review_requests
+from . import selectors, services, snapshots
 
 
 class NotificationSerializer(serializers.Serializer):
@@ -78,3 +80,72 @@ class NotificationPreferencesApi(APIView):
     @extend_schema(tags=["notifications"], request=dict, responses={200: dict})
     def put(self, request):
         return Response(services.preferences_set(actor=request.user, choices=request.data))
+
+
+def _visible_change(request, pk):
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    try:
+        return change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise NotFound() from None
+
+
+class ReviewRequestsApi(APIView):
+    """Requested reviewers of a change: who was asked, who answered, who is pending.
+
+    POST ``{"reviewers": ["username" | id, ...]}`` asks them (again, after an edit); an
+    author or an ineligible reviewer is refused with 400 and every reason.
+    """
+
+    @extend_schema(tags=["reviews"], responses={200: dict})
+    def get(self, request, pk):
+        change = _visible_change(request, pk)
+        return Response(
+            {
+                "change": change.pk,
+                "content_sha256": change.content_sha256,
+                "requests": [s.as_dict() for s in review_requests.statuses(change)],
+            }
+        )
+
+    @extend_schema(
+        tags=["reviews"],
+        request=inline_serializer(
+            "RequestReviewers", {"reviewers": serializers.ListField(child=serializers.CharField())}
+        ),
+        responses={201: dict},
+    )
+    def post(self, request, pk):
+        change = _visible_change(request, pk)
+        data = request.data if isinstance(request.data, dict) else {}
+        review_requests.review_request(
+            actor=request.user, change_request=change, reviewers=data.get("reviewers")
+        )
+        body = {"requests": [s.as_dict() for s in review_requests.statuses(change)]}
+        return Response(body, status=201)
+
+
+class SinceMyReviewApi(APIView):
+    """What changed since the caller's latest review of a change (or since ``?sha256=``):
+    protocol texts, rationale, test plan, plans, expected changes and suites."""
+
+    @extend_schema(tags=["reviews"], responses={200: dict})
+    def get(self, request, pk):
+        from changes.errors import ValidationFailed
+        from changes.models import Review
+
+        change = _visible_change(request, pk)
+        sha = request.query_params.get("sha256")
+        if sha is None:
+            mine = Review.objects.filter(change=change, reviewer=request.user)
+            sha = (
+                mine.order_by("-created_at", "-id").values_list("content_sha256", flat=True).first()
+            )
+            if sha is None:
+                raise ValidationFailed("You have not reviewed this change; pass ?sha256= instead.")
+        result = snapshots.since(change, str(sha))
+        if result is None:
+            raise NotFound("No snapshot of that content hash.")
+        return Response({"change": change.pk, **result})

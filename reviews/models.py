@@ -117,3 +117,30 @@ class ContentSnapshot(models.Model):
 
     def __str__(self):
         return f"CR-{self.change_id} @ {self.content_sha256[:12]}"
+
+
+class ReviewRequest(models.Model):
+    """The author asked ``reviewer`` to review ``change``; pending until they review after
+    ``requested_at``. A re-request (after an edit) moves ``requested_at`` and the hash."""
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="review_requests"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    content_sha256 = models.CharField(max_length=64)
+    times = models.PositiveSmallIntegerField(default=1)
+
+    class Meta:
+        ordering = ["requested_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["change", "reviewer"], name="one_review_request_per_reviewer"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.reviewer} on CR-{self.change_id}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from changes.errors import DomainError
@@ -59,3 +61,26 @@ def preferences(request):
     prefs = services.preferences_for(request.user)
     rows = [(kind, label, prefs[kind]) for kind, label in m.EVENT_TYPES]
     return render(request, "reviews/preferences.html", {"rows": rows})
+
+
+@login_required
+@require_POST
+def request_review(request, pk):
+    """The change page's "Request review" / "Re-request review" buttons."""
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    from . import requests as review_requests
+
+    try:
+        change = change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise Http404("No such change.") from None
+    names = [n for n in request.POST.getlist("reviewer") if n]
+    try:
+        review_requests.review_request(actor=request.user, change_request=change, reviewers=names)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Review requested from {', '.join(names)}.")
+    return redirect(reverse("change-detail", args=[change.pk]) + "#requested-reviewers")
