@@ -112,3 +112,16 @@ def register_panel(slot: str, panel) -> None:
 
 def panels(slot: str) -> list:
     return list(_panels.get(slot, ()))
+
+
+_gate_rules: list = []
+
+
+def register_gate_rule(rule) -> None:
+    """``rule(change) -> list[str]``: more unmet deploy conditions, in words."""
+    if rule not in _gate_rules:
+        _gate_rules.append(rule)
+
+
+def gate_rules() -> list:
+    return list(_gate_rules)

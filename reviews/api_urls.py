@@ -22,4 +22,7 @@ urlpatterns = [
         apis.SinceMyReviewApi.as_view(),
         name="api-since-my-review",
     ),
+    path("changes/<int:pk>/threads/", apis.ThreadListApi.as_view(), name="api-thread-list"),
+    path("threads/<int:pk>/comments/", apis.ThreadCommentApi.as_view(), name="api-thread-comment"),
+    path("threads/<int:pk>/resolve/", apis.ThreadResolveApi.as_view(), name="api-thread-resolve"),
 ]

@@ -13,8 +13,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import discussion, selectors, services, snapshots
 from . import requests as review_requests
-from . import selectors, services, snapshots
 
 
 class NotificationSerializer(serializers.Serializer):
@@ -149,3 +149,96 @@ class SinceMyReviewApi(APIView):
         if result is None:
             raise NotFound("No snapshot of that content hash.")
         return Response({"change": change.pk, **result})
+
+
+def comment_dict(comment) -> dict:
+    from changes.markdown import render_markdown
+
+    return {
+        "id": comment.pk,
+        "author": comment.author.username,
+        "body": comment.body,
+        "html": str(render_markdown(comment.body)),
+        "content_sha256": comment.content_sha256,
+        "created_at": comment.created_at.isoformat(),
+    }
+
+
+def thread_dict(thread) -> dict:
+    return {
+        "id": thread.pk,
+        "author": thread.author.username,
+        "content_sha256": thread.content_sha256,
+        "part": thread.part,
+        "side": thread.side,
+        "line": thread.line,
+        "line_text": thread.line_text,
+        "blocking": thread.blocking,
+        "resolved": thread.resolved_at is not None,
+        "resolved_by": thread.resolved_by.username if thread.resolved_by else None,
+        "comments": [comment_dict(c) for c in thread.comments.all()],
+    }
+
+
+def _visible_thread(request, pk):
+    from .models import Thread
+
+    thread = Thread.objects.select_related("change").filter(pk=pk).first()
+    if thread is None:
+        raise NotFound()
+    _visible_change(request, thread.change_id)
+    return thread
+
+
+class ThreadListApi(APIView):
+    """Discussion threads of a change; POST opens one: ``{"body", "part", "side", "line",
+    "blocking"}`` (``part`` empty for the change, ``system_prompt``/``body`` for a diff line)."""
+
+    @extend_schema(tags=["discussion"], responses={200: dict})
+    def get(self, request, pk):
+        change = _visible_change(request, pk)
+        return Response(
+            {
+                "counts": discussion.counts(change),
+                "threads": [thread_dict(t) for t in discussion.threads_of(change)],
+            }
+        )
+
+    @extend_schema(tags=["discussion"], request=dict, responses={201: dict})
+    def post(self, request, pk):
+        change = _visible_change(request, pk)
+        data = request.data if isinstance(request.data, dict) else {}
+        thread = discussion.thread_open(
+            actor=request.user,
+            change=change,
+            body=data.get("body"),
+            part=data.get("part", ""),
+            side=data.get("side", ""),
+            line=data.get("line"),
+            blocking=data.get("blocking", False),
+        )
+        return Response(thread_dict(thread), status=201)
+
+
+class ThreadCommentApi(APIView):
+    """Reply in a thread: ``{"body": "..."}``."""
+
+    @extend_schema(tags=["discussion"], request=dict, responses={201: dict})
+    def post(self, request, pk):
+        thread = _visible_thread(request, pk)
+        data = request.data if isinstance(request.data, dict) else {}
+        comment = discussion.comment_add(actor=request.user, thread=thread, body=data.get("body"))
+        return Response(comment_dict(comment), status=201)
+
+
+class ThreadResolveApi(APIView):
+    """Resolve or reopen a thread: ``{"resolved": true|false}``."""
+
+    @extend_schema(tags=["discussion"], request=dict, responses={200: dict})
+    def post(self, request, pk):
+        thread = _visible_thread(request, pk)
+        data = request.data if isinstance(request.data, dict) else {}
+        thread = discussion.thread_resolve(
+            actor=request.user, thread=thread, resolved=data.get("resolved", True)
+        )
+        return Response(thread_dict(thread))

@@ -13,8 +13,9 @@ class ReviewsConfig(AppConfig):
         # page panels through the seams in ``changes.hooks``.
         from changes import hooks
 
-        from . import events, panels
+        from . import discussion, events, panels
 
         hooks.register_listener(events.on_audit_event)
         hooks.register_panel("change", panels.change_panel)
         hooks.register_panel("dashboard", panels.dashboard_panel)
+        hooks.register_gate_rule(discussion.gate_reasons)

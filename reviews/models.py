@@ -144,3 +144,50 @@ class ReviewRequest(models.Model):
 
     def __str__(self):
         return f"{self.reviewer} on CR-{self.change_id}"
+
+
+class Thread(models.Model):
+    """A discussion on a change, or on one line of its protocol diff; resolvable.
+
+    ``content_sha256`` is the change's hash when the thread was opened (each comment keeps
+    its own); ``blocking`` threads left unresolved close the deploy gate.
+    """
+
+    PARTS = [("", "The change"), ("system_prompt", "System prompt"), ("body", "Protocol body")]
+    SIDES = [("new", "Proposed"), ("old", "Base")]
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    content_sha256 = models.CharField(max_length=64)
+    part = models.CharField(max_length=20, choices=PARTS, blank=True)
+    side = models.CharField(max_length=3, choices=SIDES, blank=True)
+    line = models.PositiveIntegerField(null=True, blank=True)
+    line_text = models.TextField(blank=True)
+    blocking = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"thread {self.pk} on CR-{self.change_id}"
+
+
+class Comment(models.Model):
+    """One Markdown comment in a thread (rendered through the project's sanitiser)."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    content_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"comment {self.pk} in thread {self.thread_id}"

@@ -7,8 +7,8 @@ from django.template.loader import render_to_string
 from changes import selectors as change_selectors
 from changes.models import Review
 
+from . import discussion, snapshots
 from . import requests as review_requests
-from . import snapshots
 
 
 def change_context(change, user) -> dict:
@@ -38,6 +38,9 @@ def change_context(change, user) -> dict:
         "my_last_review": last_mine,
         "since": since,
         "outdated_reviews": list(outdated.select_related("reviewer")),
+        "threads": discussion.threads_of(change),
+        "thread_counts": discussion.counts(change),
+        "may_comment": discussion.may_comment(user),
     }
 
 

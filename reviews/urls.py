@@ -9,4 +9,6 @@ urlpatterns = [
     path("inbox/read/", views.inbox_mark_read, name="inbox-read"),
     path("preferences/", views.preferences, name="notification-preferences"),
     path("changes/<int:pk>/request-review/", views.request_review, name="review-request"),
+    path("changes/<int:pk>/threads/", views.thread_open, name="thread-open"),
+    path("changes/<int:pk>/threads/<int:thread_pk>/", views.thread_reply, name="thread-reply"),
 ]

@@ -84,3 +84,63 @@ def request_review(request, pk):
     else:
         messages.success(request, f"Review requested from {', '.join(names)}.")
     return redirect(reverse("change-detail", args=[change.pk]) + "#requested-reviewers")
+
+
+def _change_for(request, pk):
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    try:
+        return change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise Http404("No such change.") from None
+
+
+def _back(change, anchor="discussion"):
+    return redirect(reverse("change-detail", args=[change.pk]) + f"#{anchor}")
+
+
+@login_required
+@require_POST
+def thread_open(request, pk):
+    """New thread on the change or on a diff line (part/side/line from the form)."""
+    from . import discussion
+
+    change = _change_for(request, pk)
+    try:
+        discussion.thread_open(
+            actor=request.user,
+            change=change,
+            body=request.POST.get("body", ""),
+            part=request.POST.get("part", ""),
+            side=request.POST.get("side", ""),
+            line=request.POST.get("line") or None,
+            blocking=request.POST.get("blocking") == "on",
+        )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    return _back(change)
+
+
+@login_required
+@require_POST
+def thread_reply(request, pk, thread_pk):
+    from . import discussion
+    from .models import Thread
+
+    change = _change_for(request, pk)
+    thread = Thread.objects.filter(pk=thread_pk, change=change).first()
+    if thread is None:
+        raise Http404("No such thread.")
+    try:
+        if "resolve" in request.POST:
+            discussion.thread_resolve(
+                actor=request.user, thread=thread, resolved=request.POST["resolve"] == "1"
+            )
+        else:
+            discussion.comment_add(
+                actor=request.user, thread=thread, body=request.POST.get("body", "")
+            )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    return _back(change, f"thread-{thread.pk}")
