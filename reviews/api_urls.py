@@ -25,4 +25,15 @@ urlpatterns = [
     path("changes/<int:pk>/threads/", apis.ThreadListApi.as_view(), name="api-thread-list"),
     path("threads/<int:pk>/comments/", apis.ThreadCommentApi.as_view(), name="api-thread-comment"),
     path("threads/<int:pk>/resolve/", apis.ThreadResolveApi.as_view(), name="api-thread-resolve"),
+    path("webhooks/", apis.WebhookListApi.as_view(), name="api-webhook-list"),
+    path(
+        "webhooks/<int:pk>/deliveries/",
+        apis.WebhookDeliveryListApi.as_view(),
+        name="api-webhook-deliveries",
+    ),
+    path(
+        "webhook-deliveries/<int:pk>/redeliver/",
+        apis.WebhookRedeliverApi.as_view(),
+        name="api-webhook-redeliver",
+    ),
 ]

@@ -13,7 +13,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import discussion, selectors, services, snapshots
+from . import discussion, selectors, services, snapshots, webhooks
 from . import requests as review_requests
 
 
@@ -242,3 +242,107 @@ class ThreadResolveApi(APIView):
             actor=request.user, thread=thread, resolved=data.get("resolved", True)
         )
         return Response(thread_dict(thread))
+
+
+def _admin_only(request):
+    from changes import roles
+    from changes.errors import NotAllowed
+
+    if not roles.is_admin(request.user):
+        raise NotAllowed("Only admins manage webhook endpoints.")
+
+
+def endpoint_dict(endpoint, *, secret: bool = False) -> dict:
+    out = {
+        "id": endpoint.pk,
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "system": endpoint.system_id,
+        "events": endpoint.events,
+        "active": endpoint.active,
+        "created_at": endpoint.created_at.isoformat(),
+    }
+    if secret:
+        out["secret"] = endpoint.secret  # shown once, on creation
+    return out
+
+
+def delivery_dict(delivery) -> dict:
+    return {
+        "id": delivery.pk,
+        "msg_id": delivery.msg_id,
+        "event_type": delivery.event_type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+        "log": [
+            {"at": a.at.isoformat(), "status_code": a.status_code, "error": a.error}
+            for a in delivery.log.all()
+        ],
+    }
+
+
+class WebhookListApi(APIView):
+    """Webhook endpoints (admins). POST ``{"name", "url", "events": [...], "system": id?}``;
+    the response carries the signing ``secret``, shown this once."""
+
+    @extend_schema(tags=["webhooks"], responses={200: dict})
+    def get(self, request):
+        from .models import WebhookEndpoint
+
+        _admin_only(request)
+        return Response([endpoint_dict(e) for e in WebhookEndpoint.objects.all()])
+
+    @extend_schema(tags=["webhooks"], request=dict, responses={201: dict})
+    def post(self, request):
+        from changes.errors import ValidationFailed
+        from changes.models import AISystem
+
+        _admin_only(request)
+        data = request.data if isinstance(request.data, dict) else {}
+        system = None
+        if data.get("system") is not None:
+            system = (
+                AISystem.objects.filter(pk=data["system"]).first()
+                if str(data["system"]).isdigit()
+                else None
+            )
+            if system is None:
+                raise ValidationFailed("system: no such AI system.")
+        endpoint = webhooks.endpoint_create(
+            actor=request.user,
+            name=data.get("name"),
+            url=data.get("url"),
+            events=data.get("events"),
+            system=system,
+        )
+        return Response(endpoint_dict(endpoint, secret=True), status=201)
+
+
+class WebhookDeliveryListApi(APIView):
+    """The delivery log of one endpoint, newest first, each with its attempts."""
+
+    @extend_schema(tags=["webhooks"], responses={200: dict})
+    def get(self, request, pk):
+        from .models import WebhookDelivery
+
+        _admin_only(request)
+        rows = WebhookDelivery.objects.filter(endpoint_id=pk).prefetch_related("log")[:100]
+        return Response([delivery_dict(d) for d in rows])
+
+
+class WebhookRedeliverApi(APIView):
+    """Send one delivery again (same ``webhook-id``)."""
+
+    @extend_schema(tags=["webhooks"], request=None, responses={202: dict})
+    def post(self, request, pk):
+        from .models import WebhookDelivery
+
+        _admin_only(request)
+        delivery = WebhookDelivery.objects.filter(pk=pk).first()
+        if delivery is None:
+            raise NotFound()
+        delivery = webhooks.redeliver(actor=request.user, delivery=delivery)
+        return Response(delivery_dict(delivery), status=202)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from changes.models import ChangeRequest
+from changes.models import AISystem, ChangeRequest
 
 # The events people and endpoints can subscribe to (notification kinds = webhook types).
 REVIEW_REQUESTED = "review.requested"
@@ -191,3 +191,84 @@ class Comment(models.Model):
 
     def __str__(self):
         return f"comment {self.pk} in thread {self.thread_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """An admin-registered receiver of signed event deliveries, for one system or all.
+
+    ``secret`` (Standard Webhooks form ``whsec_<base64>``) is shown once when created; it is
+    kept because every delivery is signed with it.
+    """
+
+    name = models.CharField(max_length=100)
+    url = models.CharField(max_length=2000)
+    system = models.ForeignKey(
+        AISystem, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    events = models.JSONField(default=list)
+    secret = models.CharField(max_length=100, editable=False)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: ``msg_id`` is the ``webhook-id`` header, stable across
+    retries and redeliveries so receivers can drop duplicates. pending -> sending ->
+    delivered | pending (retry) | failed, by conditional UPDATEs."""
+
+    STATES = [
+        ("pending", "Pending"),
+        ("sending", "Sending"),
+        ("delivered", "Delivered"),
+        ("failed", "Failed"),
+    ]
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event_id = models.BigIntegerField()
+    event_type = models.CharField(max_length=40)
+    msg_id = models.CharField(max_length=64, unique=True)
+    body = models.TextField(help_text="The exact JSON bytes that are signed and sent.")
+    status = models.CharField(max_length=10, choices=STATES, default="pending")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "event_id"], name="one_delivery_per_endpoint_event"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.msg_id} -> {self.endpoint}"
+
+
+class WebhookAttempt(models.Model):
+    """The delivery log: one row per HTTP attempt, with its response code or error."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="log")
+    at = models.DateTimeField(auto_now_add=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"attempt on {self.delivery_id}: {self.status_code or self.error[:40]}"

@@ -47,3 +47,18 @@ def fan_out_event(event_id: int) -> list[int]:
 def send_notification_email(notification_id: int) -> str:
     """E-mail one notification; the claim in the service makes a retry or a duplicate safe."""
     return services.notification_send_email(notification_id=int(notification_id))
+
+
+@shared_task(name="reviews.deliver_webhook", acks_late=True, bind=True, max_retries=None)
+def deliver_webhook(self, delivery_id: int) -> str:
+    """One attempt at a webhook delivery; a failed attempt retries with exponential backoff
+    (the attempt count lives on the row, so a lost wake-up never resets it)."""
+    from . import webhooks
+
+    try:
+        return webhooks.delivery_attempt(delivery_id=int(delivery_id))
+    except webhooks.DeliveryFailed as exc:
+        attempts = webhooks.m.WebhookDelivery.objects.filter(pk=delivery_id).values_list(
+            "attempts", flat=True
+        )
+        raise self.retry(exc=exc, countdown=webhooks.backoff_seconds(attempts.first() or 1))

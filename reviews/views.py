@@ -144,3 +144,77 @@ def thread_reply(request, pk, thread_pk):
     except DomainError as exc:
         messages.error(request, exc.detail)
     return _back(change, f"thread-{thread.pk}")
+
+
+def _require_admin(request):
+    from changes import roles
+    from changes.views._common import deny
+
+    if not roles.is_admin(request.user):
+        return deny(request, "Only admins manage webhook endpoints.")
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def webhook_list(request):
+    """Admins register endpoints; the secret is shown once, right after creation."""
+    from changes.models import AISystem
+
+    from . import webhooks
+    from .models import WebhookEndpoint
+
+    refused = _require_admin(request)
+    if refused is not None:
+        return refused
+    created, status = None, 200
+    if request.method == "POST":
+        system_id = request.POST.get("system") or None
+        try:
+            created = webhooks.endpoint_create(
+                actor=request.user,
+                name=request.POST.get("name", ""),
+                url=request.POST.get("url", ""),
+                events=request.POST.getlist("events"),
+                system=AISystem.objects.filter(pk=system_id).first()
+                if (system_id or "").isdigit()
+                else None,
+            )
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+            status = exc.status_code
+    context = {
+        "endpoints": WebhookEndpoint.objects.select_related("system"),
+        "systems": AISystem.objects.all(),
+        "event_types": m.EVENT_TYPES,
+        "created": created,
+    }
+    return render(request, "reviews/webhooks.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def webhook_detail(request, pk):
+    """The delivery log of one endpoint, with a redeliver button per delivery."""
+    from . import webhooks
+    from .models import WebhookDelivery, WebhookEndpoint
+
+    refused = _require_admin(request)
+    if refused is not None:
+        return refused
+    endpoint = WebhookEndpoint.objects.filter(pk=pk).first()
+    if endpoint is None:
+        raise Http404("No such endpoint.")
+    if request.method == "POST":
+        delivery = WebhookDelivery.objects.filter(
+            pk=request.POST.get("delivery") or 0, endpoint=endpoint
+        ).first()
+        if delivery is None:
+            raise Http404("No such delivery.")
+        webhooks.redeliver(actor=request.user, delivery=delivery)
+        messages.success(request, f"Delivery {delivery.msg_id} queued again.")
+        return redirect("webhook-detail", pk=endpoint.pk)
+    deliveries = endpoint.deliveries.prefetch_related("log")[:100]
+    return render(
+        request, "reviews/webhook_detail.html", {"endpoint": endpoint, "deliveries": deliveries}
+    )
