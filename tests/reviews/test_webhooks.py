@@ -4,6 +4,7 @@ the host guard at save and at send, bounded timeouts, the delivery log and redel
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import threading
@@ -99,10 +100,8 @@ def _drain(max_rounds=10) -> int:
             break
         for delivery_id in pending:
             attempts += 1
-            try:
+            with contextlib.suppress(webhooks.DeliveryFailed):
                 webhooks.delivery_attempt(delivery_id=delivery_id)
-            except webhooks.DeliveryFailed:
-                pass
     return attempts
 
 
