@@ -36,4 +36,9 @@ urlpatterns = [
         apis.WebhookRedeliverApi.as_view(),
         name="api-webhook-redeliver",
     ),
+    path(
+        "systems/<int:pk>/reviewer-rules/",
+        apis.ReviewerRulesApi.as_view(),
+        name="api-reviewer-rules",
+    ),
 ]

@@ -13,7 +13,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import discussion, selectors, services, snapshots, webhooks
+from . import discussion, rules, selectors, services, snapshots, webhooks
 from . import requests as review_requests
 
 
@@ -346,3 +346,55 @@ class WebhookRedeliverApi(APIView):
             raise NotFound()
         delivery = webhooks.redeliver(actor=request.user, delivery=delivery)
         return Response(delivery_dict(delivery), status=202)
+
+
+class ReviewerRulesApi(APIView):
+    """A system's reviewer rules: the version in force and the history. PUT (admins) saves a
+    new version: ``{"rules": [{"name", "kind": team|users|any, "team"|"users", "count"}],
+    "author_team_counts": bool}``; a set that can never be met is refused with reasons."""
+
+    def _system(self, request, pk):
+        from changes import selectors as change_selectors
+
+        system = change_selectors.visible_systems(request.user).filter(pk=pk).first()
+        if system is None:
+            raise NotFound()
+        return system
+
+    @extend_schema(tags=["reviews"], responses={200: dict})
+    def get(self, request, pk):
+        from .models import ReviewerRuleSet
+
+        system = self._system(request, pk)
+        versions = ReviewerRuleSet.objects.filter(system=system)
+        return Response(
+            {
+                "system": system.pk,
+                "current": ruleset_dict(versions.first()),
+                "versions": [ruleset_dict(v) for v in versions],
+            }
+        )
+
+    @extend_schema(tags=["reviews"], request=dict, responses={200: dict})
+    def put(self, request, pk):
+        system = self._system(request, pk)
+        data = request.data if isinstance(request.data, dict) else {}
+        ruleset = rules.ruleset_save(
+            actor=request.user,
+            system=system,
+            rules=data.get("rules"),
+            author_team_counts=data.get("author_team_counts", True),
+        )
+        return Response(ruleset_dict(ruleset))
+
+
+def ruleset_dict(ruleset) -> dict | None:
+    if ruleset is None:
+        return None
+    return {
+        "version": ruleset.version,
+        "rules": [{**r, "description": rules.describe(r)} for r in ruleset.rules],
+        "author_team_counts": ruleset.author_team_counts,
+        "created_by": ruleset.created_by.username,
+        "created_at": ruleset.created_at.isoformat(),
+    }

@@ -13,9 +13,10 @@ class ReviewsConfig(AppConfig):
         # page panels through the seams in ``changes.hooks``.
         from changes import hooks
 
-        from . import discussion, events, panels
+        from . import discussion, events, panels, rules
 
         hooks.register_listener(events.on_audit_event)
         hooks.register_panel("change", panels.change_panel)
         hooks.register_panel("dashboard", panels.dashboard_panel)
         hooks.register_gate_rule(discussion.gate_reasons)
+        hooks.register_gate_rule(rules.unmet)

@@ -272,3 +272,30 @@ class WebhookAttempt(models.Model):
 
     def __str__(self):
         return f"attempt on {self.delivery_id}: {self.status_code or self.error[:40]}"
+
+
+class ReviewerRuleSet(models.Model):
+    """One version of a system's reviewer rules (CODEOWNERS-like); the newest is in force.
+
+    ``rules`` is a list of {"name", "kind": team|users|any, "team"?, "users"?, "count"}; every
+    rule must be met by valid approvals on the current content. Never edited: a save adds
+    a version (audited as ``reviewer_rules.saved``).
+    """
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
+    version = models.PositiveIntegerField()
+    rules = models.JSONField(default=list)
+    author_team_counts = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["system_id", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["system", "version"], name="one_ruleset_version"),
+        ]
+
+    def __str__(self):
+        return f"rules v{self.version} of {self.system_id}"
