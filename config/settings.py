@@ -215,6 +215,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Attestation renders whose wake-up was lost (broker down) or whose worker died.
     "requeue-stalled-attestations": {"task": "attestations.requeue_stalled", "schedule": 60.0},
+    # Notification fan-outs, e-mails and webhook deliveries whose wake-up was lost.
+    "requeue-stalled-notifications": {"task": "reviews.requeue_stalled", "schedule": 60.0},
 }
 
 # Evaluation engine.

@@ -299,3 +299,14 @@ class ReviewerRuleSet(models.Model):
 
     def __str__(self):
         return f"rules v{self.version} of {self.system_id}"
+
+
+class EventFanOut(models.Model):
+    """Marks an audit event as fanned out, so the periodic sweep can find the ones whose
+    wake-up was lost (broker down at commit) and send them again."""
+
+    event_id = models.BigIntegerField(unique=True)
+    done_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"fanned out {self.event_id}"

@@ -8,6 +8,7 @@ commit; ``notification_send_email`` claims a row with a conditional UPDATE befor
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -61,6 +62,8 @@ def fan_out(*, event_id: int) -> list[int]:
     event = AuditEvent.objects.filter(pk=event_id).first()
     described = events.describe(event) if event is not None else None
     if described is None:
+        if event is not None:
+            m.EventFanOut.objects.get_or_create(event_id=event.pk)
         return []
     created = []
     for user in described.recipients:
@@ -89,6 +92,7 @@ def fan_out(*, event_id: int) -> list[int]:
     from . import webhooks
 
     webhooks.deliveries_create(event=event, described=described)
+    m.EventFanOut.objects.get_or_create(event_id=event.pk)
     return created
 
 
@@ -149,3 +153,46 @@ def notifications_mark_read(*, actor, ids=None) -> int:
             raise ValidationFailed("ids: a list of notification ids is expected.")
         rows = rows.filter(pk__in=ids)
     return rows.update(read_at=timezone.now())
+
+
+SWEEP_GRACE = timedelta(minutes=2)
+SWEEP_HORIZON = timedelta(days=1)
+
+
+def requeue_stalled(*, now=None) -> dict:
+    """Periodic: re-send wake-ups that were lost (broker down at commit, worker died).
+
+    Events of interest from the last day with no fan-out mark, e-mails still pending, and
+    webhook deliveries pending past their backoff are enqueued again; the claims make a
+    duplicate wake-up harmless. Returns how many of each were enqueued."""
+    from . import webhooks
+    from .tasks import enqueue_fan_out
+
+    now = now or timezone.now()
+    old = now - SWEEP_GRACE
+    recent = AuditEvent.objects.filter(
+        verb__in=list(events.VERB_TYPES),
+        created_at__lt=old,
+        created_at__gte=now - SWEEP_HORIZON,
+    )
+    first = recent.order_by("id").values_list("id", flat=True).first() or 0
+    marked = m.EventFanOut.objects.filter(event_id__gte=first).values("event_id")
+    missing = recent.exclude(id__in=marked).values_list("id", flat=True)
+    out = {"events": 0, "emails": 0, "webhooks": 0}
+    for event_id in list(missing[:500]):
+        enqueue_fan_out(event_id)
+        out["events"] += 1
+    for pk in m.Notification.objects.filter(email_state="pending", created_at__lt=old).values_list(
+        "pk", flat=True
+    )[:500]:
+        _enqueue_email(pk)
+        out["emails"] += 1
+    for delivery in m.WebhookDelivery.objects.filter(status="pending", created_at__lt=old)[:500]:
+        last = delivery.log.order_by("-at").values_list("at", flat=True).first()
+        due = (last or delivery.created_at) + timedelta(
+            seconds=webhooks.backoff_seconds(delivery.attempts) + SWEEP_GRACE.total_seconds()
+        )
+        if delivery.attempts == 0 or due <= now:
+            webhooks.enqueue(delivery.pk)
+            out["webhooks"] += 1
+    return out

@@ -62,3 +62,9 @@ def deliver_webhook(self, delivery_id: int) -> str:
             "attempts", flat=True
         )
         raise self.retry(exc=exc, countdown=webhooks.backoff_seconds(attempts.first() or 1))
+
+
+@shared_task(name="reviews.requeue_stalled", ignore_result=True)
+def requeue_stalled() -> dict:
+    """Periodic: re-send lost wake-ups of fan-outs, e-mails and webhook deliveries."""
+    return services.requeue_stalled()

@@ -243,3 +243,37 @@ def test_hostile_titles_are_escaped_in_emails_and_the_inbox(client, engineer, re
     from tests.changes.test_ui_xss import assert_page_is_clean
 
     assert_page_is_clean(client.get(reverse("inbox")).content.decode())
+
+
+def test_the_sweep_resends_lost_wake_ups_once(
+    engineer, reviewer, django_capture_on_commit_callbacks, committed
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # given: a review whose fan-out wake-up was lost (the on-commit callbacks never ran)
+    change = awaiting_review(make_change(author=engineer), engineer)
+    with django_capture_on_commit_callbacks(execute=False):
+        _request_changes(change, reviewer)
+    assert not Notification.objects.exists()
+
+    # when: the sweep runs before the grace period, then after it
+    assert review_services.requeue_stalled()["events"] == 0
+    later = timezone.now() + timedelta(minutes=5)
+    with committed():
+        swept = review_services.requeue_stalled(now=later)
+
+    # then: both unsent events (evaluation passed, changes requested) fanned out and their
+    # e-mails went, once each; a second sweep finds nothing
+    assert swept["events"] == 2
+    kinds = sorted(Notification.objects.values_list("kind", flat=True))
+    assert kinds == ["evaluation.finished", "review.given"] and len(mail.outbox) == 2
+    assert set(Notification.objects.values_list("email_state", flat=True)) == {"sent"}
+    with committed():
+        assert review_services.requeue_stalled(now=later) == {
+            "events": 0,
+            "emails": 0,
+            "webhooks": 0,
+        }
+    assert len(mail.outbox) == 2

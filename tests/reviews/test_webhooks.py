@@ -282,3 +282,29 @@ def audit_last(verb):
     from changes.models import AuditEvent
 
     return AuditEvent.objects.filter(verb=verb).latest("id").pk
+
+
+def test_the_sweep_wakes_deliveries_whose_wake_up_was_lost(
+    admin_user, engineer, allow_loopback, monkeypatch, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    woken = []
+    monkeypatch.setattr(webhooks, "enqueue", lambda pk, **kw: woken.append(pk))
+    endpoint = _endpoint(admin_user, "http://127.0.0.1:9/x", ["attestation.ready"])
+    change = make_change(author=engineer)
+    with django_capture_on_commit_callbacks(execute=False):
+        event = audit.append(actor=None, verb="attestation.issued", obj=change, data={})
+        review_services.fan_out(event_id=event.pk)
+    delivery = WebhookDelivery.objects.get(endpoint=endpoint)
+    assert review_services.requeue_stalled()["webhooks"] == 0  # within the grace period
+    later = timezone.now() + timedelta(minutes=5)
+    assert review_services.requeue_stalled(now=later)["webhooks"] == 1
+    assert woken == [delivery.pk]
+    # a delivery that failed a moment ago waits for its backoff
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=6)
+    WebhookAttempt.objects.create(delivery=delivery, status_code=500)
+    WebhookAttempt.objects.filter(delivery=delivery).update(at=later)
+    assert review_services.requeue_stalled(now=later)["webhooks"] == 0
