@@ -99,7 +99,8 @@ def describe(event: AuditEvent) -> Described | None:
     out = Described(type=kind, change=change, url=url, data=data)
     if kind == m.REVIEW_REQUESTED:
         out.recipients = _users([data.get("reviewer")])
-        out.title = f"{who} requested your review of {ref}: {change.title}"
+        asker = f"The reviewer rules of {change.system.name}" if data.get("by_rule") else who
+        out.title = f"{asker} requested your review of {ref}: {change.title}"
         out.body = "Open the change to review it; your review signs its current content hash."
         url += "#reviews"
     elif kind == m.REVIEW_GIVEN:

@@ -180,3 +180,56 @@ def pending_for(user, visible) -> list[ChangeRequest]:
         if not answered:
             out.append(row)
     return out
+
+
+@transaction.atomic
+def auto_request(*, change_id: int) -> list[ReviewRequest]:
+    """When a change starts awaiting review, ask the people its system's reviewer rules name
+    (``users`` rules), if eligible and not yet asked for this content. Writes
+    ``review.requested`` (actor: the system) per person asked."""
+    from . import rules
+
+    change = ChangeRequest.objects.select_for_update(of=("self",)).get(pk=change_id)
+    ruleset = rules.current(change.system_id)
+    if ruleset is None or change.state != states.AWAITING_REVIEW:
+        return []
+    wanted = {pk for rule in ruleset.rules if rule["kind"] == "users" for pk in rule["users"]}
+    already = set(
+        ReviewRequest.objects.filter(
+            change=change, content_sha256=change.content_sha256
+        ).values_list("reviewer_id", flat=True)
+    )
+    out, now = [], timezone.now()
+    for user in get_user_model().objects.filter(pk__in=wanted - already).order_by("pk"):
+        if ineligibility(user, change):
+            continue
+        row, created = ReviewRequest.objects.get_or_create(
+            change=change,
+            reviewer=user,
+            defaults={
+                "requested_by": change.author,
+                "requested_at": now,
+                "content_sha256": change.content_sha256,
+            },
+        )
+        if not created:
+            row.requested_at, row.content_sha256, row.times = (
+                now,
+                change.content_sha256,
+                row.times + 1,
+            )
+            row.save(update_fields=["requested_at", "content_sha256", "times"])
+        audit.append(
+            actor=None,
+            verb="review.requested",
+            obj=change,
+            data={
+                "reviewer": user.pk,
+                "reviewer_username": user.username,
+                "content_sha256": change.content_sha256,
+                "re_request": not created,
+                "by_rule": True,
+            },
+        )
+        out.append(row)
+    return out

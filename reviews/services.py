@@ -89,9 +89,12 @@ def fan_out(*, event_id: int) -> list[int]:
         created.append(note.pk)
         if wants_email:
             transaction.on_commit(lambda pk=note.pk: _enqueue_email(pk), robust=True)
+    from . import requests as review_requests
     from . import webhooks
 
     webhooks.deliveries_create(event=event, described=described)
+    if event.verb == "change.evaluation_passed" and described.change is not None:
+        review_requests.auto_request(change_id=described.change.pk)  # the rule set's people
     m.EventFanOut.objects.get_or_create(event_id=event.pk)
     return created
 

@@ -160,3 +160,30 @@ def test_rule_sets_are_versioned_audited_and_admin_only(api, admin_user, enginee
     assert shown["current"]["rules"][0]["name"] == "renamed"
     assert [v["version"] for v in shown["versions"]] == [2, 1]
     assert AuditEvent.objects.filter(verb="reviewer_rules.saved").count() == 2
+
+
+def test_people_named_by_a_rule_are_asked_automatically_when_review_opens(
+    admin_user, engineer, team_a, reviewer, reviewer2, committed
+):
+    from reviews import services as review_services
+    from reviews.models import Notification, ReviewRequest
+    from tests.changes.test_api_support import pass_evaluation, submit
+
+    system = SystemFactory(owner_team=team_a)
+    rules.ruleset_save(
+        actor=admin_user,
+        system=system,
+        rules=[{"name": "owners", "kind": "users", "users": [reviewer2.pk], "count": 1}],
+    )
+    change = submit(make_change(author=engineer, system=system), engineer)
+    with committed():
+        pass_evaluation(change)
+    asked = ReviewRequest.objects.get()
+    assert asked.reviewer == reviewer2 and asked.requested_by == engineer
+    note = Notification.objects.get(kind="review.requested")
+    assert note.recipient == reviewer2 and note.title.startswith("The reviewer rules of")
+    # a second fan-out of the same event asks nobody again
+    event = AuditEvent.objects.filter(verb="change.evaluation_passed").latest("id")
+    with committed():
+        review_services.fan_out(event_id=event.pk)
+    assert ReviewRequest.objects.get().times == 1
