@@ -308,3 +308,24 @@ def test_the_sweep_wakes_deliveries_whose_wake_up_was_lost(
     WebhookAttempt.objects.create(delivery=delivery, status_code=500)
     WebhookAttempt.objects.filter(delivery=delivery).update(at=later)
     assert review_services.requeue_stalled(now=later)["webhooks"] == 0
+
+
+def test_the_webhook_pages_show_the_secret_once_and_refuse_non_admins(
+    client, admin_user, engineer, allow_loopback
+):
+    client.force_login(engineer)
+    assert client.get(reverse("webhook-list")).status_code == 403
+    client.force_login(admin_user)
+    refused = client.post(
+        reverse("webhook-list"),
+        {"name": "x", "url": "http://169.254.169.254/", "events": ["change.deployed"]},
+    )
+    assert refused.status_code == 400 and "metadata" in refused.content.decode().lower()
+    assert not WebhookEndpoint.objects.exists()
+    created = client.post(
+        reverse("webhook-list"),
+        {"name": "ci", "url": "http://127.0.0.1:9/h", "events": ["change.deployed"]},
+    )
+    secret = WebhookEndpoint.objects.get().secret
+    assert created.status_code == 200 and secret in created.content.decode()
+    assert secret not in client.get(reverse("webhook-list")).content.decode()
