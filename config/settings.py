@@ -247,6 +247,8 @@ SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
 # Outgoing webhooks go through the evaluation host guard; hosts allowed despite being private.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
 WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=5.0)
+# Optional queue for notification and webhook tasks (empty: Celery's default queue).
+REVIEWS_TASK_QUEUE = env.str("REVIEWS_TASK_QUEUE", default="")
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

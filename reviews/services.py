@@ -100,10 +100,10 @@ def fan_out(*, event_id: int) -> list[int]:
 
 
 def _enqueue_email(notification_id: int) -> None:
-    from .tasks import send_notification_email
+    from .tasks import queue_options, send_notification_email
 
     try:
-        send_notification_email.apply_async(args=[notification_id], retry=False)
+        send_notification_email.apply_async(args=[notification_id], retry=False, **queue_options())
     except Exception:  # noqa: BLE001 - the broker only carries wake-ups; the reaper re-sends
         logger.exception("Could not enqueue the e-mail of notification %s", notification_id)
 

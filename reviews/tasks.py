@@ -6,6 +6,7 @@ import logging
 import smtplib
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 
 from . import services
@@ -14,11 +15,18 @@ logger = logging.getLogger(__name__)
 TRANSIENT = (OperationalError, OSError, smtplib.SMTPException)
 
 
+def queue_options() -> dict:
+    """``{"queue": REVIEWS_TASK_QUEUE}`` when set (tests give each run a private queue; an
+    operator may give notifications a queue of their own), else the default queue."""
+    queue = getattr(settings, "REVIEWS_TASK_QUEUE", "")
+    return {"queue": queue} if queue else {}
+
+
 def enqueue_fan_out(event_id: int) -> None:
     """Send the fan-out wake-up for one audit event; a broker error is logged, not raised
     (the transition it follows has committed and must not fail)."""
     try:
-        fan_out_event.apply_async(args=[event_id], retry=False)
+        fan_out_event.apply_async(args=[event_id], retry=False, **queue_options())
     except Exception:  # noqa: BLE001 - the broker only carries wake-ups
         logger.exception("Could not enqueue the fan-out of audit event %s", event_id)
 

@@ -153,10 +153,12 @@ def deliveries_create(*, event, described) -> list[int]:
 
 
 def enqueue(delivery_id: int, *, countdown: float = 0) -> None:
-    from .tasks import deliver_webhook
+    from .tasks import deliver_webhook, queue_options
 
     try:
-        deliver_webhook.apply_async(args=[delivery_id], countdown=countdown, retry=False)
+        deliver_webhook.apply_async(
+            args=[delivery_id], countdown=countdown, retry=False, **queue_options()
+        )
     except Exception:  # noqa: BLE001 - the broker only carries wake-ups
         logger.exception("Could not enqueue webhook delivery %s", delivery_id)
 
