@@ -95,6 +95,8 @@ def review_request(*, actor, change_request: ChangeRequest, reviewers) -> list[R
                 "content_sha256": change.content_sha256,
             },
         )
+        if not created and row.content_sha256 == change.content_sha256 and not answered(row):
+            continue  # already asked about this content and not answered: no second ping
         if not created:
             row.requested_by, row.requested_at = actor, now
             row.content_sha256, row.times = change.content_sha256, row.times + 1
@@ -112,6 +114,12 @@ def review_request(*, actor, change_request: ChangeRequest, reviewers) -> list[R
         )
         out.append(row)
     return out
+
+
+def answered(row: ReviewRequest) -> bool:
+    return Review.objects.filter(
+        change_id=row.change_id, reviewer_id=row.reviewer_id, created_at__gte=row.requested_at
+    ).exists()
 
 
 @dataclass

@@ -122,7 +122,7 @@ def notification_send_email(*, notification_id: int) -> str:
     note = m.Notification.objects.select_related("recipient", "change").get(pk=notification_id)
     context = {"note": note, "site_url": getattr(settings, "SITE_URL", "")}
     message = EmailMultiAlternatives(
-        subject=f"[PCM] {note.title}"[:250].replace("\n", " "),
+        subject=" ".join(f"[PCM] {note.title}".split())[:250],  # no header injection
         body=render_to_string("reviews/email.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[note.recipient.email],

@@ -179,3 +179,16 @@ def test_the_change_page_offers_request_and_re_request_to_the_author(
 def _ask_status(api, actor, change):
     url = reverse("api-review-requests", kwargs={"pk": change.pk})
     return api(actor).get(url).json()["requests"]
+
+
+def test_asking_again_while_pending_on_the_same_content_pings_nobody(
+    api, engineer, reviewer, committed
+):
+    change = awaiting_review(make_change(author=engineer), engineer)
+    with committed():
+        _ask(api, engineer, change, ["reviewer"])
+        again = _ask(api, engineer, change, ["reviewer"])
+    assert again.status_code == 201 and again.json()["requests"][0]["state"] == "pending"
+    assert ReviewRequest.objects.get().times == 1
+    assert AuditEvent.objects.filter(verb="review.requested").count() == 1
+    assert Notification.objects.filter(kind="review.requested").count() == 1
