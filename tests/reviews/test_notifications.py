@@ -277,3 +277,27 @@ def test_the_sweep_resends_lost_wake_ups_once(
             "webhooks": 0,
         }
     assert len(mail.outbox) == 2
+
+
+def test_the_preferences_page_saves_unchecked_boxes_as_off(client, engineer):
+    client.force_login(engineer)
+    page = client.get(reverse("notification-preferences")).content.decode()
+    assert 'name="review.given:email"' in page and "checked" in page
+    # when: only the inbox box of "review given" stays checked
+    response = client.post(reverse("notification-preferences"), {"review.given:in_app": "on"})
+    assert response.status_code == 302
+    prefs = review_services.preferences_for(engineer)
+    assert prefs["review.given"] == {"in_app": True, "email": False}
+    assert prefs["change.deployed"] == {"in_app": False, "email": False}
+
+
+def test_mark_all_read_in_the_inbox(client, engineer, reviewer, committed):
+    change = awaiting_review(make_change(author=engineer), engineer)
+    with committed():
+        _request_changes(change, reviewer)
+        audit.append(actor=None, verb="attestation.issued", obj=change, data={"version": 1})
+    client.force_login(engineer)
+    assert Notification.objects.filter(recipient=engineer, read_at__isnull=True).count() == 2
+    response = client.post(reverse("inbox-read"), {"next": "//evil.example/"})
+    assert response["Location"] == reverse("inbox")  # no open redirect
+    assert not Notification.objects.filter(recipient=engineer, read_at__isnull=True).exists()
