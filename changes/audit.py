@@ -18,6 +18,7 @@ import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import hooks
 from .models import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -88,7 +89,7 @@ def append(
             data=data,
             created_at=created_at,
         )
-        return AuditEvent.objects.create(
+        event = AuditEvent.objects.create(
             actor_id=actor_id,
             actor_username=actor_username,
             verb=verb,
@@ -99,6 +100,8 @@ def append(
             prev_hash=prev_hash,
             hash=chain_hash(prev_hash, canonical),
         )
+    hooks.publish(event)  # listeners (notifications, webhooks) schedule work on commit
+    return event
 
 
 @dataclass(frozen=True)

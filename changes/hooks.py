@@ -84,3 +84,44 @@ def evaluation() -> EvaluationPort:
 
 def attestation() -> AttestationPort:
     return _attestation
+
+
+# --- listeners and extra panels (notifications, webhooks, review requests plug in here) ---
+
+_listeners: list = []
+_panels: dict[str, list] = {}
+
+
+def register_listener(listener) -> None:
+    """``listener(event)`` hears every audit event as it is appended, inside the writer's
+    transaction; it must only schedule work (``transaction.on_commit``), never fail it."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def publish(event) -> None:
+    for listener in _listeners:
+        listener(event)
+
+
+def register_panel(slot: str, panel) -> None:
+    """``panel(request, **objects) -> html | None`` for a page slot ("change", "dashboard")."""
+    if panel not in _panels.setdefault(slot, []):
+        _panels[slot].append(panel)
+
+
+def panels(slot: str) -> list:
+    return list(_panels.get(slot, ()))
+
+
+_gate_rules: list = []
+
+
+def register_gate_rule(rule) -> None:
+    """``rule(change) -> list[str]``: more unmet deploy conditions, in words."""
+    if rule not in _gate_rules:
+        _gate_rules.append(rule)
+
+
+def gate_rules() -> list:
+    return list(_gate_rules)

@@ -163,6 +163,8 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
             )
     if change.state not in states.TERMINAL and change.state != states.DEPLOYED:
         reasons.extend(hooks.evaluation().gate_reasons(change))
+        for rule in hooks.gate_rules():  # later apps' rules (e.g. blocking discussions)
+            reasons.extend(rule(change))
     return reasons
 
 

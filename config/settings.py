@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "changes",
     "evaluations",
     "attestations",
+    "reviews",
 ]
 
 MIDDLEWARE = [
@@ -73,6 +74,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "changes.context_processors.roles_context",
+                "reviews.context_processors.inbox",
             ],
         },
     },
@@ -274,6 +276,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "changes.publish_audit_checkpoint",
         "schedule": 60.0 * env.float("AUDIT_CHECKPOINT_MINUTES", default=10.0),
     },
+    # Notification fan-outs, e-mails and webhook deliveries whose wake-up was lost.
+    "requeue-stalled-notifications": {"task": "reviews.requeue_stalled", "schedule": 60.0},
 }
 
 # Evaluation engine.
@@ -333,6 +337,18 @@ AUDIT_CHECKPOINT_SIGNING_KEY = env.str("AUDIT_CHECKPOINT_SIGNING_KEY", default="
 AUDIT_CHECKPOINT_SIGNING_KEY_FILE = env.str("AUDIT_CHECKPOINT_SIGNING_KEY_FILE", default="")
 # The evidence package streams; this bounds what one package may hold.
 EVIDENCE_MAX_BYTES = env.int("EVIDENCE_MAX_BYTES", default=200 * 1024 * 1024)
+
+# Notifications (reviews app): console e-mail by default; SMTP with EMAIL_URL, e.g.
+# smtp+tls://user:password@smtp.example.com:587 (django-environ's email_url).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pcm@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+SITE_URL = env.str("SITE_URL", default="http://localhost:8000")
+# Outgoing webhooks go through the evaluation host guard; hosts allowed despite being private.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=5.0)
+# Optional queue for notification and webhook tasks (empty: Celery's default queue).
+REVIEWS_TASK_QUEUE = env.str("REVIEWS_TASK_QUEUE", default="")
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)

@@ -25,7 +25,9 @@ urlpatterns = [
     path("api/v1/", include("changes.api_urls")),
     path("api/v1/", include("evaluations.api_urls")),
     path("api/v1/", include("attestations.api_urls")),
+    path("api/v1/", include("reviews.api_urls")),
     path("evaluations/", include("evaluations.urls")),
     path("attestations/", include("attestations.urls")),
+    path("reviews/", include("reviews.urls")),
     path("", include("changes.urls")),
 ]

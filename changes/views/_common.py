@@ -104,3 +104,17 @@ def evaluation_panel(change, request):
 
 def attestation_panel(change, request):
     return render_panel(hooks.attestation(), change, request)
+
+
+def slot_panels(slot: str, request, **objects) -> list[str]:
+    """HTML of every panel registered for ``slot`` (a failing one is logged and skipped)."""
+    out = []
+    for panel in hooks.panels(slot):
+        try:
+            html = panel(request, **objects)
+        except Exception:  # a broken panel must not take the page down with it
+            logger.exception("The %s panel %r failed", slot, panel)
+            continue
+        if html:
+            out.append(html)
+    return out

@@ -30,6 +30,7 @@ from ._common import (
     deny,
     evaluation_panel,
     paginate,
+    slot_panels,
 )
 
 PREVIEW_FIELDS = frozenset(MARKDOWN_FIELDS)
@@ -58,6 +59,7 @@ def dashboard(request):
         "state_counts": [(s, states.LABELS[s], counts.get(s, 0)) for s in states.STATES],
         "total": sum(counts.values()),
         "is_reviewer_role": roles.has_role(request.user, roles.REVIEWER),
+        "extra_panels": slot_panels("dashboard", request),
     }
     return render(request, "changes/dashboard.html", context)
 
@@ -126,6 +128,7 @@ def change_detail(request, pk):
         "deployments": list(change.deployments.select_related("deployed_by")),
         "goes_backwards": is_older(change.proposed_protocol, change.base_protocol),
         "deploy_environments": environment_choices(change.system),
+        "extra_panels": slot_panels("change", request, change=change),
     }
     return render(request, "changes/change_detail.html", context)
 

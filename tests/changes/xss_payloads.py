@@ -192,3 +192,15 @@ FORBIDDEN_TAGS = frozenset(
 SAFE_URL_SCHEMES = ("http:", "https:", "mailto:")
 URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "data", "xlink:href",
                             "background", "poster", "srcdoc", "cite"})  # fmt: skip
+
+# Comments sit next to a reply <textarea> and inside data-* attributes on the change page,
+# and their excerpts travel into notifications and e-mails: break-outs aimed at those spots.
+COMMENT_PAYLOADS: list[str] = [
+    "</textarea><script>alert('reply')</script>",
+    '" data-thread="1"><script>alert(1)</script>',
+    "[line](javascript:alert(document.cookie))",
+    "<details open ontoggle=alert(1)>",
+    "<a href='jav&#x09;ascript:alert(1)'>x</a>",
+    "Subject: injected\r\nBcc: victim@example.com",
+    *XSS_PAYLOADS,
+]

@@ -1,0 +1,5 @@
+import sys
+
+from pcm.cli import main
+
+sys.exit(main())

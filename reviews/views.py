@@ -1,0 +1,220 @@
+"""Web pages of the review-collaboration app: the inbox and notification preferences."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from changes.errors import DomainError
+
+from . import models as m
+from . import selectors, services
+
+
+@login_required
+@require_GET
+def inbox(request):
+    rows = selectors.inbox(request.user)
+    if request.GET.get("unread") == "1":
+        rows = rows.filter(read_at__isnull=True)
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "reviews/inbox.html",
+        {"page": page, "only_unread": request.GET.get("unread") == "1"},
+    )
+
+
+@login_required
+@require_POST
+def inbox_mark_read(request):
+    ids = request.POST.getlist("id") or None
+    try:
+        services.notifications_mark_read(actor=request.user, ids=ids)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    target = request.POST.get("next") or ""
+    if target.startswith("/") and not target.startswith("//"):
+        return redirect(target)
+    return redirect("inbox")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def preferences(request):
+    if request.method == "POST":
+        choices = {
+            kind: {
+                "in_app": request.POST.get(f"{kind}:in_app") == "on",
+                "email": request.POST.get(f"{kind}:email") == "on",
+            }
+            for kind, _ in m.EVENT_TYPES
+        }
+        services.preferences_set(actor=request.user, choices=choices)
+        messages.success(request, "Notification preferences saved.")
+        return redirect("notification-preferences")
+    prefs = services.preferences_for(request.user)
+    rows = [(kind, label, prefs[kind]) for kind, label in m.EVENT_TYPES]
+    return render(request, "reviews/preferences.html", {"rows": rows})
+
+
+@login_required
+@require_POST
+def request_review(request, pk):
+    """The change page's "Request review" / "Re-request review" buttons."""
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    from . import requests as review_requests
+
+    try:
+        change = change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise Http404("No such change.") from None
+    names = [n for n in request.POST.getlist("reviewer") if n]
+    try:
+        review_requests.review_request(actor=request.user, change_request=change, reviewers=names)
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    else:
+        messages.success(request, f"Review requested from {', '.join(names)}.")
+    return redirect(reverse("change-detail", args=[change.pk]) + "#requested-reviewers")
+
+
+def _change_for(request, pk):
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    try:
+        return change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise Http404("No such change.") from None
+
+
+def _back(change, anchor="discussion"):
+    return redirect(reverse("change-detail", args=[change.pk]) + f"#{anchor}")
+
+
+@login_required
+@require_POST
+def thread_open(request, pk):
+    """New thread on the change or on a diff line (part/side/line from the form)."""
+    from . import discussion
+
+    change = _change_for(request, pk)
+    try:
+        discussion.thread_open(
+            actor=request.user,
+            change=change,
+            body=request.POST.get("body", ""),
+            part=request.POST.get("part", ""),
+            side=request.POST.get("side", ""),
+            line=request.POST.get("line") or None,
+            blocking=request.POST.get("blocking") == "on",
+        )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    return _back(change)
+
+
+@login_required
+@require_POST
+def thread_reply(request, pk, thread_pk):
+    from . import discussion
+    from .models import Thread
+
+    change = _change_for(request, pk)
+    thread = Thread.objects.filter(pk=thread_pk, change=change).first()
+    if thread is None:
+        raise Http404("No such thread.")
+    try:
+        if "resolve" in request.POST:
+            discussion.thread_resolve(
+                actor=request.user, thread=thread, resolved=request.POST["resolve"] == "1"
+            )
+        else:
+            discussion.comment_add(
+                actor=request.user, thread=thread, body=request.POST.get("body", "")
+            )
+    except DomainError as exc:
+        messages.error(request, exc.detail)
+    return _back(change, f"thread-{thread.pk}")
+
+
+def _require_admin(request):
+    from changes import roles
+    from changes.views._common import deny
+
+    if not roles.is_admin(request.user):
+        return deny(request, "Only admins manage webhook endpoints.")
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def webhook_list(request):
+    """Admins register endpoints; the secret is shown once, right after creation."""
+    from changes.models import AISystem
+
+    from . import webhooks
+    from .models import WebhookEndpoint
+
+    refused = _require_admin(request)
+    if refused is not None:
+        return refused
+    created, status = None, 200
+    if request.method == "POST":
+        system_id = request.POST.get("system") or None
+        try:
+            created = webhooks.endpoint_create(
+                actor=request.user,
+                name=request.POST.get("name", ""),
+                url=request.POST.get("url", ""),
+                events=request.POST.getlist("events"),
+                system=AISystem.objects.filter(pk=system_id).first()
+                if (system_id or "").isdigit()
+                else None,
+            )
+        except DomainError as exc:
+            messages.error(request, exc.detail)
+            status = exc.status_code
+    context = {
+        "endpoints": WebhookEndpoint.objects.select_related("system"),
+        "systems": AISystem.objects.all(),
+        "event_types": m.EVENT_TYPES,
+        "created": created,
+    }
+    return render(request, "reviews/webhooks.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def webhook_detail(request, pk):
+    """The delivery log of one endpoint, with a redeliver button per delivery."""
+    from . import webhooks
+    from .models import WebhookDelivery, WebhookEndpoint
+
+    refused = _require_admin(request)
+    if refused is not None:
+        return refused
+    endpoint = WebhookEndpoint.objects.filter(pk=pk).first()
+    if endpoint is None:
+        raise Http404("No such endpoint.")
+    if request.method == "POST":
+        delivery = WebhookDelivery.objects.filter(
+            pk=request.POST.get("delivery") or 0, endpoint=endpoint
+        ).first()
+        if delivery is None:
+            raise Http404("No such delivery.")
+        webhooks.redeliver(actor=request.user, delivery=delivery)
+        messages.success(request, f"Delivery {delivery.msg_id} queued again.")
+        return redirect("webhook-detail", pk=endpoint.pk)
+    deliveries = endpoint.deliveries.prefetch_related("log")[:100]
+    return render(
+        request, "reviews/webhook_detail.html", {"endpoint": endpoint, "deliveries": deliveries}
+    )
