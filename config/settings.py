@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "changes",
     "evaluations",
     "attestations",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +214,12 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Attestation renders whose wake-up was lost (broker down) or whose worker died.
     "requeue-stalled-attestations": {"task": "attestations.requeue_stalled", "schedule": 60.0},
+    # Live decisions whose grading wake-up was lost (docs/MONITORING.md).
+    "monitoring-sweep": {
+        "task": "monitoring.grade_pending",
+        "schedule": 30.0,
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
     # Anchor the audit chain outside its table (docs/AUDIT.md).
     "publish-audit-checkpoint": {
         "task": "changes.publish_audit_checkpoint",
@@ -271,3 +278,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "weasyprint": {"level": "ERROR"}},
 }
+
+# Live monitoring (docs/MONITORING.md). Grading runs on its own queue so it never waits
+# behind evaluation batches: start a worker with ``-Q monitoring`` (``make run`` listens on both).
+MONITORING_TASK_QUEUE = env.str("MONITORING_TASK_QUEUE", default="monitoring")
+MONITORING_MAX_BODY_BYTES = env.int("MONITORING_MAX_BODY_BYTES", default=256 * 1024 * 1024)
+MONITORING_MAX_LINE_BYTES = env.int("MONITORING_MAX_LINE_BYTES", default=1024 * 1024)
+MONITORING_MAX_TEXT_CHARS = env.int("MONITORING_MAX_TEXT_CHARS", default=32 * 1024)
+MONITORING_MAX_AGE_DAYS = env.int("MONITORING_MAX_AGE_DAYS", default=30)
+MONITORING_MAX_CLOCK_SKEW_S = env.int("MONITORING_MAX_CLOCK_SKEW_S", default=300)
+MONITORING_INGEST_BATCH = env.int("MONITORING_INGEST_BATCH", default=1000)
+MONITORING_GRADE_BATCH = env.int("MONITORING_GRADE_BATCH", default=500)
+MONITORING_WINDOW_MINUTES = env.int("MONITORING_WINDOW_MINUTES", default=60)

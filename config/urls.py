@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("changes.api_urls")),
     path("api/v1/", include("evaluations.api_urls")),
     path("api/v1/", include("attestations.api_urls")),
+    path("api/v1/", include("monitoring.api_urls")),
     path("evaluations/", include("evaluations.urls")),
     path("attestations/", include("attestations.urls")),
     path("", include("changes.urls")),

@@ -1,0 +1,18 @@
+"""API v1 routes of the monitoring app (mounted under ``/api/v1/``)."""
+
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path(
+        "systems/<int:pk>/decisions/",
+        apis.DecisionIngestApi.as_view(),
+        name="api-decision-ingest",
+    ),
+    path(
+        "systems/<int:pk>/ingest-tokens/",
+        apis.IngestTokenApi.as_view(),
+        name="api-ingest-token-create",
+    ),
+]

@@ -1,0 +1,123 @@
+"""REST endpoints of the monitoring app (thin: parse, one service, render)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied, Throttled
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from changes.apis import errors
+from changes.models import AISystem
+
+from . import ingest, services
+from . import serializers as s
+from .authentication import IngestPrincipal, IngestTokenAuthentication
+
+JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+
+
+class DecisionIngestApi(APIView):
+    """Post live decisions of one system: a JSON array or JSONL (one decision per line).
+
+    Authenticate with the system's ingestion token (`Authorization: Bearer pcm_ing_...`);
+    a token of another system gets 403. The body is streamed (never held in memory) and
+    must carry a `Content-Length` no larger than the cap (else 413, unread). Each bad line is
+    reported with its number and reason; the others are stored. Replays are idempotent
+    (`idempotency_key` is unique per system). A decision served under a protocol hash other
+    than the one live in its environment is stored, flagged, and opens an
+    "unapproved protocol" incident.
+    """
+
+    authentication_classes = [IngestTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["monitoring"],
+        request={
+            "application/json": s.DecisionInSerializer(many=True),
+            "application/x-ndjson": OpenApiTypes.STR,
+        },
+        responses={
+            200: s.IngestReportSerializer,
+            **errors(401, 403),
+            411: OpenApiResponse(description="No Content-Length."),
+            413: OpenApiResponse(description="Body larger than the cap (not read)."),
+            415: OpenApiResponse(description="Not JSON or JSONL."),
+            429: OpenApiResponse(description="The token's per-minute budget is spent."),
+        },
+        examples=[
+            OpenApiExample(
+                "JSONL line",
+                value={
+                    "idempotency_key": "req-0001",
+                    "timestamp": "2026-01-01T12:00:00Z",
+                    "environment": "production",
+                    "protocol_sha256": "0" * 64,
+                    "output": "NEEDS_SECOND_APPROVER",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request, pk: int):
+        principal = request.user
+        if not isinstance(principal, IngestPrincipal):
+            raise NotAuthenticated("Send the system's ingestion token as a Bearer token.")
+        token = principal.token
+        if token.system_id != int(pk):
+            raise PermissionDenied("This ingestion token belongs to another system.")
+        length = request.META.get("CONTENT_LENGTH") or ""
+        if not length.isdigit():
+            return _plain(411, "Content-Length is required (the body is streamed).", "length")
+        if int(length) > settings.MONITORING_MAX_BODY_BYTES:
+            return _plain(
+                413,
+                f"Body of {length} bytes is over the {settings.MONITORING_MAX_BODY_BYTES} "
+                "byte cap: split it into several requests.",
+                "too_large",
+            )
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if content_type in JSONL_TYPES:
+            records = ingest.jsonl_records(request._request)
+        elif content_type == "application/json":
+            records = ingest.json_array_records(request._request)
+        else:
+            return _plain(
+                415,
+                "Send application/json (an array) or application/x-ndjson.",
+                "unsupported_media_type",
+            )
+        if not services.token_take(token):
+            raise Throttled(wait=60, detail="This token's per-minute request budget is spent.")
+        report = services.decisions_ingest(token=token, records=records)
+        return Response(s.IngestReportSerializer(report.as_dict()).data)
+
+
+def _plain(code: int, detail: str, slug: str) -> Response:
+    return Response({"detail": detail, "code": slug}, status=code)
+
+
+class IngestTokenApi(APIView):
+    """Create an ingestion token for one system (admins and the owning team). The secret is
+    in this response only."""
+
+    @extend_schema(
+        tags=["monitoring"],
+        request=s.IngestTokenCreateSerializer,
+        responses={201: s.IngestTokenSerializer, **errors(400, 401, 403, 404)},
+    )
+    def post(self, request, pk: int):
+        system = get_object_or_404(AISystem, pk=pk)
+        data = s.IngestTokenCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        token, secret = services.ingest_token_create(
+            actor=request.user, system=system, **data.validated_data
+        )
+        token.secret = secret
+        return Response(s.IngestTokenSerializer(token).data, status=status.HTTP_201_CREATED)
