@@ -328,3 +328,64 @@ def incident_transition(*, actor, incident: Incident, action: str, note: str = "
     IncidentEvent.objects.create(incident=incident, actor=actor, what=target, note=note[:2000])
     audit.append(actor=actor, verb=f"incident.{target}", obj=incident, data={"note": note[:2000]})
     return incident
+
+
+# ---------------------------------------------------------------------------- monitors
+
+
+def monitor_errors(spec) -> list[str]:
+    """What is wrong with a monitor's graders, in words (the suite grader validation)."""
+    from evaluations import graders
+
+    from .grading import LIVE_KINDS
+
+    if not isinstance(spec, dict) or set(spec) != {"new", "legacy"}:
+        return ["graders: a mapping with exactly the keys new and legacy"]
+    problems = []
+    for side in ("new", "legacy"):
+        for path, message in graders.grader_errors(spec[side]):
+            where = ".".join(str(p) for p in (side, *path))
+            problems.append(f"graders.{where}: {message}")
+        if not problems and not graders.side_kinds(spec[side]) <= LIVE_KINDS:
+            problems.append(f"graders.{side}: judge graders are not available on live traffic")
+    return problems
+
+
+@transaction.atomic
+def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05):
+    """Declare how the change's protocol is recognised in live outputs.
+
+    While the change is editable its author (or an engineer of the owning team) sets it; it
+    is then fixed: a deployed change's monitor changes only through a new change. An admin
+    may add the monitor of a deployed change that has none (audited).
+    """
+    from evaluations import graders as g
+
+    from .models import Monitor
+
+    existing = Monitor.objects.filter(change=change).first()
+    editable = permissions.can_edit_change(actor, change)
+    if not editable and not (existing is None and permissions.can_manage_systems(actor)):
+        raise NotAllowed("The monitor is set while the change is editable, by its author.")
+    problems = monitor_errors(graders)
+    if problems:
+        raise ValidationFailed(problems[0], reasons=problems)
+    if not 0 < float(alpha) < 0.5:
+        raise ValidationFailed("alpha: between 0 and 0.5.")
+    normalised = {side: g.normalise_side(graders[side]) for side in ("new", "legacy")}
+    monitor, _ = Monitor.objects.update_or_create(
+        change=change,
+        defaults={
+            "graders": normalised,
+            "evaluated_condition": (evaluated_condition or "")[:60],
+            "alpha": float(alpha),
+            "created_by": actor,
+        },
+    )
+    audit.append(
+        actor=actor,
+        verb="monitoring.monitor_set",
+        obj=change,
+        data={"graders": normalised, "evaluated_condition": monitor.evaluated_condition},
+    )
+    return monitor

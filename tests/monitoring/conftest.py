@@ -73,3 +73,41 @@ def post_jsonl(client, system_id: int, body: bytes):
     return client.post(
         f"/api/v1/systems/{system_id}/decisions/", data=body, content_type="application/x-ndjson"
     )
+
+
+MONITOR_GRADERS = {
+    "new": {"contains": "NEEDS_SECOND_APPROVER"},
+    "legacy": {"regex": r"\bapprove[sd]?\b", "ignore_case": True},
+}
+
+
+@pytest.fixture
+def monitor(deployed, admin_user):
+    return services.monitor_set(
+        actor=admin_user,
+        change=deployed,
+        graders=MONITOR_GRADERS,
+        evaluated_condition="unmonitored",
+    )
+
+
+def store(change, outputs, *, environment="production", start=None, probe=False):
+    """Insert decisions directly (ingestion is tested on its own)."""
+    from monitoring.models import Decision
+
+    start = start or datetime.now(UTC)
+    rows = [
+        Decision(
+            system_id=change.system_id,
+            change=change,
+            idempotency_key=f"s-{next(_keys)}",
+            environment=environment,
+            protocol_sha256=change.proposed_protocol.content_sha256,
+            timestamp=start,
+            received_at=start,
+            output_text=text,
+            is_probe=probe,
+        )
+        for text in outputs
+    ]
+    return Decision.objects.bulk_create(rows)
