@@ -111,3 +111,37 @@ def store(change, outputs, *, environment="production", start=None, probe=False)
         for text in outputs
     ]
     return Decision.objects.bulk_create(rows)
+
+
+def evaluated(change, *, rate=0.90, n=500, conditions=("monitored", "unmonitored"), user=None):
+    """A completed evaluation run of the change with ``rate`` in every condition."""
+    from evaluations.models import EvaluationRun, Suite
+    from evaluations.stats import wilson
+
+    suite = Suite.objects.create(
+        name=f"suite-{next(_keys)}",
+        version="1",
+        document={},
+        source_text="{}",
+        source_format="json",
+        content_sha256="a" * 64,
+        created_by=user or change.author,
+    )
+    k = round(rate * n)
+    stats = {
+        "conditions": {
+            c: {"n": n, "new": {"count": k, "rate": k / n, "ci": list(wilson(k, n))}}
+            for c in conditions
+        }
+    }
+    return EvaluationRun.objects.create(
+        change=change,
+        suite=suite,
+        content_sha256=change.content_sha256,
+        protocol=change.proposed_protocol,
+        system_prompt="p",
+        target={},
+        status=EvaluationRun.COMPLETED,
+        verdict="pass",
+        stats=stats,
+    )
