@@ -138,6 +138,9 @@ class ReviewConfig(models.Model):
     system = models.OneToOneField(AISystem, on_delete=models.CASCADE, related_name="review_config")
     fraction = models.FloatField(default=0.02)
     label_fractions = models.JSONField(default=dict, blank=True)
+    max_override_rate = models.FloatField(
+        default=0.10, help_text="An incident opens when the override rate is shown above this."
+    )
 
     def __str__(self):
         return f"review sampling of {self.system_id}: {self.fraction:.3f}"
