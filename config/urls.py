@@ -20,5 +20,6 @@ urlpatterns = [
     path("api/v1/", include("monitoring.api_urls")),
     path("evaluations/", include("evaluations.urls")),
     path("attestations/", include("attestations.urls")),
+    path("monitoring/", include("monitoring.urls")),
     path("", include("changes.urls")),
 ]
