@@ -85,7 +85,7 @@ def review_submit(*, actor, item: ReviewItem, verdict: str, comment: str = "") -
     if verdict == "override" and not comment:
         raise ValidationFailed("comment: say what you would have decided instead.")
     item = (
-        ReviewItem.objects.select_for_update()
+        ReviewItem.objects.select_for_update(of=("self",))
         .select_related("decision__change__system")
         .get(pk=item.pk)
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -198,41 +198,18 @@ def _store_batch(token, batch, lives, report: IngestReport) -> None:
                 flagged[(v.environment, v.protocol_sha256)] = (
                     flagged.get((v.environment, v.protocol_sha256), 0) + 1
                 )
+            change_id = None if unapproved or current.change is None else current.change.pk
             rows.append(
-                Decision(
-                    system=system,
-                    change=None if unapproved else current.change,
-                    token=token,
-                    idempotency_key=key,
-                    environment=v.environment,
-                    protocol_sha256=v.protocol_sha256,
-                    timestamp=v.timestamp,
-                    received_at=received,
-                    input_text=v.input_text,
-                    output_text=v.output_text,
-                    output_truncated=v.output_truncated,
-                    reasoning=v.reasoning,
-                    model_label=v.model_label,
-                    is_probe=v.is_probe,
-                    unapproved=unapproved,
+                (
+                    system.pk, change_id, token.pk, key, v.environment, v.protocol_sha256,
+                    v.timestamp, received, v.input_text, v.output_text, v.output_truncated,
+                    v.reasoning, v.model_label, v.is_probe, unapproved, "", "",
                 )
-            )
-        try:
-            with transaction.atomic():
-                Decision.objects.bulk_create(rows)
-            inserted = len(rows)
-        except IntegrityError:
-            # A concurrent request stored some of the same keys: keep the rest.
-            Decision.objects.bulk_create(rows, ignore_conflicts=True)
-            inserted = Decision.objects.filter(
-                system=system,
-                idempotency_key__in=[r.idempotency_key for r in rows],
-                token=token,
-                received_at=received,
-            ).count()
-            report.duplicates += len(rows) - inserted
+            )  # fmt: skip
+        inserted = _insert(rows)
+        report.duplicates += len(rows) - inserted
+        report.truncated += sum(1 for r in rows if r[10])
         report.accepted += inserted
-        report.truncated += sum(1 for r in rows if r.output_truncated)
         report.unapproved += sum(flagged.values())
         for (env, digest), count in flagged.items():
             incident = incident_open(
@@ -251,6 +228,42 @@ def _store_batch(token, batch, lives, report: IngestReport) -> None:
             )
             if incident.pk not in report.incidents:
                 report.incidents.append(incident.pk)
+
+
+DECISION_COLUMNS = (
+    "system_id", "change_id", "token_id", "idempotency_key", "environment", "protocol_sha256",
+    "timestamp", "received_at", "input_text", "output_text", "output_truncated", "reasoning",
+    "model_label", "is_probe", "unapproved", "label", "grade_error",
+)  # fmt: skip
+
+
+def _insert(rows: list[tuple]) -> int:
+    """Insert decision rows; returns how many were stored.
+
+    PostgreSQL: ``COPY`` (several times faster than INSERT for thousands of rows) inside a
+    savepoint; if a concurrent request stored one of the keys meanwhile, the COPY fails as a
+    whole and the rows go again as ``INSERT ... ON CONFLICT DO NOTHING``. Elsewhere: the ORM's
+    bulk insert with the same conflict rule.
+    """
+    if not rows:
+        return 0
+    if connection.vendor == "postgresql":
+        try:
+            with transaction.atomic():
+                cursor = connection.cursor().cursor
+                columns = ", ".join(DECISION_COLUMNS)
+                with cursor.copy(f"COPY monitoring_decision ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return len(rows)
+        except IntegrityError:
+            pass
+    objects = [Decision(**dict(zip(DECISION_COLUMNS, row, strict=True))) for row in rows]
+    keys = [o.idempotency_key for o in objects]
+    before = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
+    Decision.objects.bulk_create(objects, ignore_conflicts=True)
+    after = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
+    return after - before
 
 
 # ---------------------------------------------------------------------------- incidents
