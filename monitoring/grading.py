@@ -43,15 +43,26 @@ def label_for(monitor_graders: dict, output: str) -> tuple[str, str]:
 
 
 def _claim(system_id: int | None, size: int) -> list[Decision]:
-    qs = Decision.objects.filter(graded_at__isnull=True, change__monitor__isnull=False)
+    """Up to ``size`` ungraded decisions of monitored changes, locked (PostgreSQL: rows
+    another grader holds are skipped). One change at a time, so each query walks the
+    partial index ``decision_ungraded`` (change_id, id WHERE graded_at IS NULL)."""
+    monitored = Monitor.objects.order_by("change_id")
     if system_id is not None:
-        qs = qs.filter(system_id=system_id)
-    qs = qs.order_by("id").only(
-        "id", "change_id", "environment", "timestamp", "output_text", "is_probe", "system_id"
-    )
-    if connection.features.has_select_for_update_skip_locked:
-        qs = qs.select_for_update(skip_locked=True, of=("self",))
-    return list(qs[:size])
+        monitored = monitored.filter(change__system_id=system_id)
+    rows: list[Decision] = []
+    for change_id in monitored.values_list("change_id", flat=True):
+        qs = (
+            Decision.objects.filter(change_id=change_id, graded_at__isnull=True)
+            .order_by("id")
+            .only("id", "change_id", "environment", "timestamp", "output_text", "is_probe",
+                  "system_id")
+        )  # fmt: skip
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True)
+        rows.extend(qs[: size - len(rows)])
+        if len(rows) >= size:
+            break
+    return rows
 
 
 def _bump_rollup(change_id: int, environment: str, start: datetime, label: str, n: int) -> None:
