@@ -11,6 +11,11 @@ urlpatterns = [
         name="api-decision-ingest",
     ),
     path(
+        "systems/<int:pk>/otlp/v1/traces",
+        apis.OtlpTracesApi.as_view(),
+        name="api-otlp-traces",
+    ),
+    path(
         "systems/<int:pk>/ingest-tokens/",
         apis.IngestTokenApi.as_view(),
         name="api-ingest-token-create",

@@ -121,3 +121,62 @@ class IngestTokenApi(APIView):
         )
         token.secret = secret
         return Response(s.IngestTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+
+class OtlpTracesApi(APIView):
+    """OTLP/HTTP trace export (JSON encoding) mapped to decisions per the OpenTelemetry
+    GenAI semantic conventions (docs/MONITORING.md). Same token, scope, caps, validation,
+    idempotency and unapproved-protocol check as the decisions endpoint."""
+
+    authentication_classes = [IngestTokenAuthentication]
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        tags=["monitoring"],
+        request={"application/json": OpenApiTypes.OBJECT},
+        responses={
+            200: s.OtlpReportSerializer,
+            **errors(401, 403),
+            413: OpenApiResponse(description="Body larger than the OTLP cap (not read)."),
+            415: OpenApiResponse(description="Protobuf is not supported: export JSON."),
+            429: OpenApiResponse(description="The token's per-minute budget is spent."),
+        },
+    )
+    def post(self, request, pk: int):
+        import orjson
+
+        from . import otlp
+
+        principal = request.user
+        if not isinstance(principal, IngestPrincipal):
+            raise NotAuthenticated("Send the system's ingestion token as a Bearer token.")
+        token = principal.token
+        if token.system_id != int(pk):
+            raise PermissionDenied("This ingestion token belongs to another system.")
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _plain(
+                415, "Export OTLP with the JSON encoding (http/json).", "unsupported_media_type"
+            )
+        length = request.META.get("CONTENT_LENGTH") or ""
+        if not length.isdigit():
+            return _plain(411, "Content-Length is required.", "length")
+        if int(length) > settings.MONITORING_OTLP_MAX_BYTES:
+            return _plain(413, "OTLP body over the cap: export smaller batches.", "too_large")
+        if not services.token_take(token):
+            raise Throttled(wait=60, detail="This token's per-minute request budget is spent.")
+        try:
+            document = orjson.loads(request._request.read(int(length)))
+        except orjson.JSONDecodeError:
+            return _plain(400, "The body is not JSON.", "invalid")
+        records, counts = otlp.records(document)
+        report = services.decisions_ingest(token=token, records=records).as_dict()
+        body = {**report, **counts}
+        if report["rejected"]:
+            body["partialSuccess"] = {
+                "rejectedSpans": report["rejected"],
+                "errorMessage": "; ".join(
+                    f"span {e['line']}: {e['reason']}" for e in report["errors"][:5]
+                ),
+            }
+        return Response(body)

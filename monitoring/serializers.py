@@ -69,3 +69,10 @@ class IncidentSerializer(serializers.ModelSerializer):
             "opened_at",
             "resolved_at",
         ]
+
+
+class OtlpReportSerializer(IngestReportSerializer):
+    spans = serializers.IntegerField()
+    skipped = serializers.IntegerField(help_text="Spans without gen_ai.* attributes.")
+    without_content = serializers.IntegerField(help_text="Accepted with no message content.")
+    partialSuccess = serializers.DictField(required=False)  # noqa: N815 - OTLP's field name
