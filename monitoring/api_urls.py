@@ -5,6 +5,12 @@ from django.urls import path
 from . import apis
 
 urlpatterns = [
+    path("changes/<int:pk>/monitor/", apis.MonitorApi.as_view(), name="api-change-monitor"),
+    path(
+        "systems/<int:pk>/monitoring/",
+        apis.MonitoringStatusApi.as_view(),
+        name="api-system-monitoring",
+    ),
     path(
         "systems/<int:pk>/decisions/",
         apis.DecisionIngestApi.as_view(),

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotAuthenticated, PermissionDenied, Throttled
+from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied, Throttled
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -180,3 +180,67 @@ class OtlpTracesApi(APIView):
                 ),
             }
         return Response(body)
+
+
+class MonitorApi(APIView):
+    """How the change's protocol is recognised in live outputs (suite grader kinds)."""
+
+    @extend_schema(tags=["monitoring"], responses={200: s.MonitorSerializer, **errors(401, 404)})
+    def get(self, request, pk: int):
+        from changes.apis import visible_change
+
+        from .models import Monitor
+
+        change = visible_change(request, pk)
+        monitor = Monitor.objects.filter(change=change).first()
+        if monitor is None:
+            raise NotFound("This change has no monitor.")
+        return Response(s.MonitorSerializer(monitor).data)
+
+    @extend_schema(
+        tags=["monitoring"],
+        request=s.MonitorInSerializer,
+        responses={200: s.MonitorSerializer, **errors(400, 401, 403, 404)},
+    )
+    def put(self, request, pk: int):
+        from changes.apis import visible_change
+
+        change = visible_change(request, pk)
+        data = s.MonitorInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        monitor = services.monitor_set(actor=request.user, change=change, **data.validated_data)
+        return Response(s.MonitorSerializer(monitor).data)
+
+
+class MonitoringStatusApi(APIView):
+    """What is live where, the eval-vs-live assessment per monitored change and environment,
+    the review estimates and the open incidents of one system."""
+
+    @extend_schema(
+        tags=["monitoring"], responses={200: s.MonitoringStatusSerializer, **errors(401, 404)}
+    )
+    def get(self, request, pk: int):
+        from . import discrepancy, review, selectors
+        from .live import live_map
+
+        system = get_object_or_404(AISystem, pk=pk)
+        lives = live_map(system)
+        assessments = []
+        for change_id in sorted({lv.change.pk for lv in lives.values() if lv.change}):
+            change = next(
+                lv.change for lv in lives.values() if lv.change and lv.change.pk == change_id
+            )
+            assessments += [{"change": change_id, **row} for row in discrepancy.assess(change)]
+        body = {
+            "live": {
+                env: {
+                    "protocol_sha256": lv.protocol_sha256,
+                    "change": lv.change.pk if lv.change else None,
+                }
+                for env, lv in lives.items()
+            },
+            "assessments": assessments,
+            "review": review.estimates(system.pk),
+            "incidents": list(selectors.open_incidents(system)),
+        }
+        return Response(s.MonitoringStatusSerializer(body).data)

@@ -54,6 +54,9 @@ class IngestTokenSerializer(serializers.ModelSerializer):
 
 
 class IncidentSerializer(serializers.ModelSerializer):
+    state = serializers.CharField(help_text="open, acknowledged or resolved")
+    kind = serializers.CharField(help_text="unapproved_protocol, discrepancy or override_rate")
+
     class Meta:
         model = Incident
         fields = [
@@ -76,3 +79,37 @@ class OtlpReportSerializer(IngestReportSerializer):
     skipped = serializers.IntegerField(help_text="Spans without gen_ai.* attributes.")
     without_content = serializers.IntegerField(help_text="Accepted with no message content.")
     partialSuccess = serializers.DictField(required=False)  # noqa: N815 - OTLP's field name
+
+
+class MonitorInSerializer(serializers.Serializer):
+    graders = serializers.JSONField(help_text='{"new": grader(s), "legacy": grader(s)}')
+    evaluated_condition = serializers.CharField(max_length=60, required=False, allow_blank=True)
+    alpha = serializers.FloatField(required=False, default=0.05)
+
+
+class MonitorSerializer(serializers.Serializer):
+    change = serializers.IntegerField(source="change_id")
+    graders = serializers.JSONField()
+    evaluated_condition = serializers.CharField()
+    alpha = serializers.FloatField()
+    created_at = serializers.DateTimeField()
+
+
+class AssessmentSerializer(serializers.Serializer):
+    change = serializers.IntegerField()
+    environment = serializers.CharField()
+    n = serializers.IntegerField()
+    new = serializers.IntegerField()
+    legacy = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True)
+    cs = serializers.ListField(child=serializers.FloatField())
+    alpha = serializers.FloatField()
+    reference = serializers.DictField(allow_null=True)
+    alarm = serializers.BooleanField()
+
+
+class MonitoringStatusSerializer(serializers.Serializer):
+    live = serializers.DictField(help_text="environment -> live protocol hash and change id")
+    assessments = AssessmentSerializer(many=True)
+    review = serializers.DictField(help_text="Horvitz-Thompson estimates")
+    incidents = IncidentSerializer(many=True)
