@@ -6,9 +6,25 @@ see docs/MONITORING.md for the method.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from changes.models import AISystem, ChangeRequest
+
+
+def validate_label_fractions(value) -> None:
+    """``{"new"|"legacy"|"other"|"error": fraction in [0, 1]}``."""
+    if not isinstance(value, dict):
+        raise ValidationError("A mapping of grader label to sampling fraction.")
+    for key, fraction in value.items():
+        if key not in ("new", "legacy", "other", "error"):
+            raise ValidationError(f"Unknown grader label {key!r} (new, legacy, other, error).")
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ValidationError(f"{key}: a number between 0 and 1.")
+        if not 0 <= fraction <= 1:
+            raise ValidationError(f"{key}: a number between 0 and 1.")
+
 
 LABEL_CHOICES = [("new", "New protocol"), ("legacy", "Legacy protocol"), ("other", "Other")]
 
@@ -136,10 +152,16 @@ class ReviewConfig(models.Model):
     ``{"legacy": 0.5, "other": 0.2}`` to oversample the suspicious strata."""
 
     system = models.OneToOneField(AISystem, on_delete=models.CASCADE, related_name="review_config")
-    fraction = models.FloatField(default=0.02)
-    label_fractions = models.JSONField(default=dict, blank=True)
+    fraction = models.FloatField(
+        default=0.02, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    label_fractions = models.JSONField(
+        default=dict, blank=True, validators=[validate_label_fractions]
+    )
     max_override_rate = models.FloatField(
-        default=0.10, help_text="An incident opens when the override rate is shown above this."
+        default=0.10,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="An incident opens when the override rate is shown above this.",
     )
 
     def __str__(self):

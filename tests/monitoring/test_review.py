@@ -123,3 +123,15 @@ def test_high_override_rate_opens_an_incident(queue, reviewer, settings, deploye
     # 11 of the 12 sampled are reviewed: the twelfth counts as missing at random.
     assert result["reviewed"] == 11 and result["override_rate"]["estimate"] == pytest.approx(1.0)
     assert result["grader_agreement_unweighted"] == 0
+
+
+@pytest.mark.django_db
+def test_review_config_is_validated(deployed):
+    from django.core.exceptions import ValidationError
+
+    for bad in ({"fraction": 1.5}, {"label_fractions": {"legacy": 2}},
+                {"label_fractions": {"nope": 0.1}}, {"label_fractions": [0.1]},
+                {"max_override_rate": -0.1}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            ReviewConfig(system=deployed.system, **bad).full_clean()
+    ReviewConfig(system=deployed.system, label_fractions={"legacy": 0.5}).full_clean()
