@@ -58,19 +58,62 @@ def decisions(args, rng: random.Random):
         }
 
 
-def post_batch(url: str, system: int, token: str, lines: list[dict]) -> dict:
+def otlp_export(lines: list[dict]) -> dict:
+    """The same decisions as OTLP/HTTP JSON spans with GenAI semantic-convention events."""
+
+    def attr(key, value):
+        return {"key": key, "value": {"stringValue": value}}
+
+    spans = []
+    for d in lines:
+        trace, span = d["idempotency_key"].split("-", 1)[1].rsplit("-", 1)
+        started = int(datetime.fromisoformat(d["timestamp"]).timestamp() * 1e9)
+        spans.append(
+            {
+                "traceId": trace,
+                "spanId": span,
+                "name": "chat simulated",
+                "startTimeUnixNano": str(started),
+                "attributes": [
+                    attr("gen_ai.operation.name", "chat"),
+                    attr("gen_ai.request.model", d["model_label"]),
+                    attr("pcm.protocol_sha256", d["protocol_sha256"]),
+                ],
+                "events": [
+                    {"name": "gen_ai.user.message", "attributes": [attr("content", d["input"])]},
+                    {"name": "gen_ai.choice", "attributes": [attr("message", d["output"])]},
+                ],
+            }
+        )
+    env = lines[0]["environment"] if lines else "production"
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("deployment.environment.name", env)]},
+                "scopeSpans": [{"spans": spans}],
+            }
+        ]
+    }
+
+
+def post_batch(url: str, system: int, token: str, lines: list[dict], *, otlp=False) -> dict:
     parts = urlsplit(url)
     if parts.hostname not in ALLOWED_HOSTS:
         raise SystemExit(f"refusing to post to {parts.hostname}: the simulator talks to 127.0.0.1")
-    body = b"".join(json.dumps(d).encode() + b"\n" for d in lines)
+    if otlp:
+        body = json.dumps(otlp_export(lines)).encode()
+        path, content_type = f"/api/v1/systems/{system}/otlp/v1/traces", "application/json"
+    else:
+        body = b"".join(json.dumps(d).encode() + b"\n" for d in lines)
+        path, content_type = f"/api/v1/systems/{system}/decisions/", "application/x-ndjson"
     conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=60)
     try:
         conn.request(
             "POST",
-            f"/api/v1/systems/{system}/decisions/",
+            path,
             body=body,
             headers={
-                "Content-Type": "application/x-ndjson",
+                "Content-Type": content_type,
                 "Authorization": f"Bearer {token}",
                 "Content-Length": str(len(body)),
             },
@@ -100,6 +143,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--new-output", default=NEW_OUTPUT)
     parser.add_argument("--legacy-output", default=LEGACY_OUTPUT)
+    parser.add_argument("--otlp", action="store_true", help="send OTLP/HTTP JSON spans instead")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "unapproved": 0}
@@ -107,12 +151,12 @@ def main(argv=None) -> dict:
     for record in decisions(args, rng):
         batch.append(record)
         if len(batch) >= args.batch:
-            report = post_batch(args.url, args.system, args.token, batch)
+            report = post_batch(args.url, args.system, args.token, batch, otlp=args.otlp)
             for key in totals:
                 totals[key] += report[key]
             batch = []
     if batch:
-        report = post_batch(args.url, args.system, args.token, batch)
+        report = post_batch(args.url, args.system, args.token, batch, otlp=args.otlp)
         for key in totals:
             totals[key] += report[key]
     print(json.dumps(totals), file=sys.stderr)

@@ -57,3 +57,16 @@ def test_faker_through_the_api_opens_an_incident(
     grading.grade_pending()
     assert Decision.objects.filter(label="new").count() < 330
     assert Incident.objects.filter(kind="discrepancy").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_traffic_through_otlp(live_server, deployed, live_hash, token_secret):
+    argv = [
+        "--url", live_server.url, "--system", str(deployed.system_id), "--token", token_secret,
+        "--protocol-sha256", live_hash, "--mode", "drifting", "--after", "50",
+        "--count", "120", "--batch", "60", "--seed", "4", "--otlp",
+    ]  # fmt: skip
+    assert sim.main(argv)["accepted"] == 120
+    assert sim.main(argv)["duplicates"] == 120
+    row = Decision.objects.filter(idempotency_key__startswith="otlp-").first()
+    assert row.model_label == "simulated" and row.input_text.startswith("Access request")
