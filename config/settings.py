@@ -220,6 +220,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
     },
+    "monitoring-retention": {
+        "task": "monitoring.prune_decisions",
+        "schedule": 86400.0,
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
     # Anchor the audit chain outside its table (docs/AUDIT.md).
     "publish-audit-checkpoint": {
         "task": "changes.publish_audit_checkpoint",
@@ -293,3 +298,4 @@ MONITORING_WINDOW_MINUTES = env.int("MONITORING_WINDOW_MINUTES", default=60)
 MONITORING_REVIEW_FRACTION = env.float("MONITORING_REVIEW_FRACTION", default=0.02)
 MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
 MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
+MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)

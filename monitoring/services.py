@@ -402,3 +402,26 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
         data={"graders": normalised, "evaluated_condition": monitor.evaluated_condition},
     )
     return monitor
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+def decisions_prune(*, older_than_days: int | None = None, chunk: int = 5000, now=None) -> int:
+    """Delete graded decisions received more than ``older_than_days`` ago (default
+    ``MONITORING_RETENTION_DAYS``), in chunks. Kept: ungraded decisions (not yet counted),
+    sampled ones (their review is evidence), and the rollups the charts read."""
+    days = settings.MONITORING_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 1:
+        raise ValidationFailed("older_than_days: at least 1.")
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    removed = 0
+    while True:
+        ids = list(
+            Decision.objects.filter(
+                received_at__lt=cutoff, graded_at__isnull=False, review__isnull=True
+            ).values_list("pk", flat=True)[:chunk]
+        )
+        if not ids:
+            return removed
+        removed += Decision.objects.filter(pk__in=ids).delete()[0]

@@ -34,3 +34,10 @@ def grade_pending(system_id: int | None = None) -> int:
     from . import grading
 
     return grading.grade_pending(system_id=system_id)
+
+
+@shared_task(name="monitoring.prune_decisions", acks_late=True, expires=3600)
+def prune_decisions() -> int:
+    from . import services
+
+    return services.decisions_prune()
