@@ -12,12 +12,34 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes.apis import errors
-from changes.models import AISystem
+from changes import selectors as change_selectors
+from changes.models import AISystem, ChangeRequest
+from changes.serializers import ErrorSerializer
 
 from . import ingest, services
 from . import serializers as s
 from .authentication import IngestPrincipal, IngestTokenAuthentication
+
+_ERROR_TEXT = {
+    400: "Invalid input: `detail` says what is wrong.",
+    401: "Not authenticated.",
+    403: "Not allowed (role, independence, or a token of another system); audited.",
+    404: "No such object, or not visible to you.",
+}
+
+
+def errors(*codes: int) -> dict:
+    """Documented error responses (bodies are ``{"detail", "code", ...}``). The workflow
+    app's web layer is not imported here (docs/DESIGN.md), so the texts are our own."""
+    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in codes}
+
+
+def visible_change(request, pk) -> ChangeRequest:
+    try:
+        return change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise NotFound("No such change.") from None
+
 
 JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
 
@@ -187,8 +209,6 @@ class MonitorApi(APIView):
 
     @extend_schema(tags=["monitoring"], responses={200: s.MonitorSerializer, **errors(401, 404)})
     def get(self, request, pk: int):
-        from changes.apis import visible_change
-
         from .models import Monitor
 
         change = visible_change(request, pk)
@@ -203,8 +223,6 @@ class MonitorApi(APIView):
         responses={200: s.MonitorSerializer, **errors(400, 401, 403, 404)},
     )
     def put(self, request, pk: int):
-        from changes.apis import visible_change
-
         change = visible_change(request, pk)
         data = s.MonitorInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
