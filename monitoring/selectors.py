@@ -42,3 +42,35 @@ def rollback_target(incident) -> dict | None:
         "base": current.change.proposed_protocol_id,
         "proposed": current.previous_protocol_id,
     }
+
+
+def rollout_blockers(
+    change, *, environment: str | None = None, min_decisions: int = 0
+) -> list[str]:
+    """Why the next stage of ``change``'s rollout must wait, in words (empty: nothing).
+
+    For the staged-rollout gate (not wired here: the gate lives in the workflow app): any
+    open incident on the change or on its system's protocol, and, with ``min_decisions``,
+    too little graded live evidence in ``environment`` (the stage just completed).
+    """
+    from django.db.models import Q, Sum
+
+    from .models import Rollup
+
+    reasons = [
+        f"INC-{i.pk} is {i.get_state_display().lower()}: {i.summary}"
+        for i in Incident.objects.filter(Q(change=change) | Q(system=change.system, change=None))
+        .exclude(state="resolved")
+        .order_by("id")
+    ]
+    if min_decisions and environment:
+        graded = (
+            Rollup.objects.filter(change=change, environment=environment).aggregate(n=Sum("n"))["n"]
+            or 0
+        )
+        if graded < min_decisions:
+            reasons.append(
+                f"Only {graded} graded live decision(s) in {environment}; "
+                f"{min_decisions} are needed before the next stage."
+            )
+    return reasons

@@ -63,3 +63,21 @@ def test_lowest_rate_condition_is_the_default_reference(deployed, admin_user):
     run.save()
     ref = discrepancy.evaluated_reference(deployed)
     assert ref["condition"] == "deploymentlike" and ref["lower"] == 0.76
+
+
+def test_rollout_blockers_name_open_incidents_and_thin_evidence(monitor, deployed, admin_user):
+    from monitoring import selectors, services
+
+    assert selectors.rollout_blockers(deployed) == []
+    store(deployed, outputs(0.9, 30, seed=9))
+    grading.grade_pending()
+    (thin,) = selectors.rollout_blockers(deployed, environment="production", min_decisions=100)
+    assert "Only 30 graded" in thin
+    evaluated(deployed, rate=0.9)
+    store(deployed, outputs(0.5, 300, seed=10))
+    grading.grade_pending()
+    (reason,) = selectors.rollout_blockers(deployed)
+    incident = Incident.objects.get()
+    assert reason.startswith(f"INC-{incident.pk} is open")
+    services.incident_transition(actor=admin_user, incident=incident, action="resolve", note="ok")
+    assert selectors.rollout_blockers(deployed) == []
