@@ -220,6 +220,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
         "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
     },
+    "monitoring-probes": {
+        "task": "monitoring.run_probes",
+        "schedule": 3600.0 * env.float("MONITORING_PROBE_HOURS", default=6.0),
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
     "monitoring-retention": {
         "task": "monitoring.prune_decisions",
         "schedule": 86400.0,
@@ -299,3 +304,4 @@ MONITORING_REVIEW_FRACTION = env.float("MONITORING_REVIEW_FRACTION", default=0.0
 MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
 MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
 MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
+MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)

@@ -23,30 +23,35 @@ from .models import Monitor, Rollup
 def evaluated_reference(change, hint: str = "") -> dict | None:
     best = None
     for run in current_runs(change):
-        conditions = (run.stats or {}).get("conditions") or {}
-        if run.status != EvaluationRun.COMPLETED or not conditions:
-            continue
-        if hint in conditions:
-            name = hint
-        elif "unmonitored" in conditions:
-            name = "unmonitored"
-        else:
-            name = min(conditions, key=lambda c: (conditions[c].get("new") or {}).get("rate", 1))
-        new = conditions[name].get("new") or {}
-        ci = new.get("ci") or [None, None]
-        if new.get("rate") is None or ci[0] is None:
-            continue
-        candidate = {
-            "condition": name,
-            "rate": new["rate"],
-            "lower": ci[0],
-            "upper": ci[1],
-            "n": conditions[name].get("n"),
-            "run": run.pk,
-        }
-        if best is None or candidate["lower"] < best["lower"]:
+        candidate = evaluated_reference_of_run(run, hint)
+        if candidate is not None and (best is None or candidate["lower"] < best["lower"]):
             best = candidate
     return best
+
+
+def evaluated_reference_of_run(run, hint: str = "") -> dict | None:
+    """The deployment-like condition of one completed run with its rate and interval."""
+    conditions = (run.stats or {}).get("conditions") or {}
+    if run.status != EvaluationRun.COMPLETED or not conditions:
+        return None
+    if hint in conditions:
+        name = hint
+    elif "unmonitored" in conditions:
+        name = "unmonitored"
+    else:
+        name = min(conditions, key=lambda c: (conditions[c].get("new") or {}).get("rate", 1))
+    new = conditions[name].get("new") or {}
+    ci = new.get("ci") or [None, None]
+    if new.get("rate") is None or ci[0] is None:
+        return None
+    return {
+        "condition": name,
+        "rate": new["rate"],
+        "lower": ci[0],
+        "upper": ci[1],
+        "n": conditions[name].get("n"),
+        "run": run.pk,
+    }
 
 
 def assess(change) -> list[dict]:

@@ -205,6 +205,7 @@ class Incident(models.Model):
         ("unapproved_protocol", "Unapproved protocol in production"),
         ("discrepancy", "Live rate below the evaluated rate"),
         ("override_rate", "Override rate above its bound"),
+        ("probe_drift", "Deployment-like probes below the evaluated rate"),
     ]
     STATES = [("open", "Open"), ("acknowledged", "Acknowledged"), ("resolved", "Resolved")]
 
@@ -253,3 +254,26 @@ class IncidentEvent(models.Model):
 
     def __str__(self):
         return f"{self.what} on incident {self.incident_id}"
+
+
+class ProbeRun(models.Model):
+    """One small deployment-like probe of a deployed change: its suite's deployment-like
+    condition run against the system's target after deploy (``monitoring.probes``). Probe
+    results never mix with live decisions; their cumulative rate is compared with the
+    pre-deploy evaluation like the live one."""
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="probes")
+    suite_name = models.CharField(max_length=120)
+    condition = models.CharField(max_length=60)
+    n = models.PositiveIntegerField(default=0)
+    new = models.PositiveIntegerField(default=0)
+    legacy = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    reference_rate = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"probe of {self.change_id} ({self.new}/{self.n})"

@@ -41,3 +41,10 @@ def prune_decisions() -> int:
     from . import services
 
     return services.decisions_prune()
+
+
+@shared_task(name="monitoring.run_probes", acks_late=True, expires=3600)
+def run_probes() -> int:
+    from . import probes
+
+    return probes.probe_all()
