@@ -7,4 +7,5 @@ urlpatterns = [
     path("systems/<int:pk>/tokens/", views.token_create, name="monitoring-token-create"),
     path("systems/<int:pk>/review/", views.review_queue, name="monitoring-review"),
     path("incidents/<int:pk>/", views.incident_detail, name="monitoring-incident"),
+    path("changes/<int:pk>/monitor/", views.change_monitor, name="monitoring-change-monitor"),
 ]

@@ -14,9 +14,9 @@ from changes.errors import DomainError
 from changes.models import AISystem
 
 from . import charts, discrepancy, review, selectors, services
-from .forms import IncidentActionForm, ReviewForm, TokenForm
+from .forms import IncidentActionForm, MonitorForm, ReviewForm, TokenForm
 from .live import live_map
-from .models import Incident, ReviewItem
+from .models import Incident, Monitor, ReviewItem
 
 
 @login_required
@@ -126,4 +126,46 @@ def incident_detail(request, pk):
             "rollback_url": rollback_url,
             "form": IncidentActionForm(),
         },
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def change_monitor(request, pk):
+    """Declare (or show) how a change's protocol is recognised in live outputs."""
+    from django.http import Http404
+
+    from changes import selectors as change_selectors
+    from changes.models import ChangeRequest
+
+    try:
+        change = change_selectors.change_for(request.user, pk)
+    except ChangeRequest.DoesNotExist:
+        raise Http404("No such change.") from None
+    monitor = Monitor.objects.filter(change=change).first()
+    if request.method == "POST":
+        form = MonitorForm(request.POST)
+        status = 400
+        if form.is_valid():
+            try:
+                services.monitor_set(actor=request.user, change=change, **form.cleaned_data)
+                messages.success(request, "Monitor saved.")
+                return redirect("monitoring-change-monitor", pk=pk)
+            except DomainError as error:
+                form.add_error(None, "; ".join(error.reasons or [error.detail]))
+                status = error.status_code
+        return render(
+            request, "monitoring/monitor.html",
+            {"change": change, "monitor": monitor, "form": form}, status=status,
+        )  # fmt: skip
+    initial = {}
+    if monitor is not None:
+        initial = {
+            "graders": monitor.graders,
+            "evaluated_condition": monitor.evaluated_condition,
+            "alpha": monitor.alpha,
+        }
+    form = MonitorForm(initial=initial)
+    return render(
+        request, "monitoring/monitor.html", {"change": change, "monitor": monitor, "form": form}
     )

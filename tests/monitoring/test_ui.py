@@ -101,3 +101,40 @@ def test_token_created_from_the_page_is_shown_once(client, deployed, engineer):
     assert (
         "pcm_ing_" not in client.get(f"/monitoring/systems/{deployed.system_id}/").content.decode()
     )
+
+
+def test_author_sets_the_monitor_through_the_page(client, engineer, reviewer):
+    from monitoring.models import Monitor
+    from tests.factories import make_change
+
+    change = make_change(author=engineer)
+    client.force_login(engineer)
+    url = f"/monitoring/changes/{change.pk}/monitor/"
+    bad = client.post(
+        url, {"graders": '{"new": {"regex": "("}, "legacy": {"contains": "x"}}', "alpha": 0.05}
+    )
+    assert bad.status_code == 400 and "graders.new" in bad.content.decode()
+    assert not Monitor.objects.exists()
+    ok = client.post(
+        url, {"graders": '{"new": {"contains": "A"}, "legacy": {"contains": "B"}}', "alpha": 0.05}
+    )
+    assert ok.status_code == 302
+    assert Monitor.objects.get().graders["new"] == [{"contains": "A", "ignore_case": False}]
+    client.force_login(reviewer)  # a draft is not visible to a reviewer: 404, nothing changes
+    assert (
+        client.post(
+            url,
+            {"graders": '{"new": {"contains": "C"}, "legacy": {"contains": "B"}}', "alpha": 0.05},
+        ).status_code
+        == 404
+    )
+    assert Monitor.objects.get().graders["new"][0]["contains"] == "A"
+    client.force_login(engineer)
+    from changes.models import ChangeRequest
+
+    ChangeRequest.objects.filter(pk=change.pk).update(state="deployed")
+    refused = client.post(
+        url, {"graders": '{"new": {"contains": "C"}, "legacy": {"contains": "B"}}', "alpha": 0.05}
+    )
+    assert refused.status_code == 403
+    assert Monitor.objects.get().graders["new"][0]["contains"] == "A"
