@@ -38,10 +38,6 @@ def max_line() -> int:
     return settings.MONITORING_MAX_LINE_BYTES
 
 
-def max_text() -> int:
-    return settings.MONITORING_MAX_TEXT_CHARS
-
-
 class LineTooLong(ValueError):
     pass
 
@@ -143,7 +139,26 @@ class Valid:
     is_probe: bool
 
 
-def _text(record: dict, name: str, *, truncate: bool) -> tuple[str, bool]:
+@dataclass(frozen=True)
+class Limits:
+    """The settings validation needs, read once per request (not per record)."""
+
+    max_text: int
+    latest: datetime
+    earliest: datetime
+    max_age_days: int
+
+    @classmethod
+    def at(cls, now: datetime) -> Limits:
+        return cls(
+            max_text=settings.MONITORING_MAX_TEXT_CHARS,
+            latest=now + timedelta(seconds=settings.MONITORING_MAX_CLOCK_SKEW_S),
+            earliest=now - timedelta(days=settings.MONITORING_MAX_AGE_DAYS),
+            max_age_days=settings.MONITORING_MAX_AGE_DAYS,
+        )
+
+
+def _text(record: dict, name: str, cap: int) -> tuple[str, bool]:
     value = record.get(name)
     if value is None:
         return "", False
@@ -151,16 +166,17 @@ def _text(record: dict, name: str, *, truncate: bool) -> tuple[str, bool]:
         raise ValueError(f"{name}: must be a string or null")
     if "\x00" in value:
         raise ValueError(f"{name}: contains a NUL character")
-    cap = max_text()
     if len(value) > cap:
-        if not truncate:
-            raise ValueError(f"{name}: longer than {cap} characters")
         return value[:cap], True
     return value, False
 
 
-def validate(raw: bytes, *, environments: set[str], now: datetime) -> Valid:
-    """Parse and check one record; raises ValueError with a reason in words."""
+def validate(
+    raw: bytes, *, environments: set[str], now: datetime, limits: Limits | None = None
+) -> Valid:
+    """Parse and check one record; raises ValueError with a reason in words. Text over the
+    cap is truncated (``output_truncated`` says so for the output)."""
+    limits = limits or Limits.at(now)
     if b"\x00" in raw:
         raise ValueError("contains a NUL byte")
     try:
@@ -191,13 +207,13 @@ def validate(raw: bytes, *, environments: set[str], now: datetime) -> Valid:
         raise ValueError("timestamp: required, ISO 8601 with a UTC offset")
     if timezone.is_naive(parsed):
         raise ValueError("timestamp: needs a UTC offset (e.g. Z)")
-    if parsed > now + timedelta(seconds=settings.MONITORING_MAX_CLOCK_SKEW_S):
+    if parsed > limits.latest:
         raise ValueError("timestamp: in the future")
-    if parsed < now - timedelta(days=settings.MONITORING_MAX_AGE_DAYS):
-        raise ValueError(f"timestamp: older than {settings.MONITORING_MAX_AGE_DAYS} days")
-    input_text, _ = _text(record, "input", truncate=True)
-    output_text, truncated = _text(record, "output", truncate=True)
-    reasoning, _ = _text(record, "reasoning", truncate=True)
+    if parsed < limits.earliest:
+        raise ValueError(f"timestamp: older than {limits.max_age_days} days")
+    input_text, _ = _text(record, "input", limits.max_text)
+    output_text, truncated = _text(record, "output", limits.max_text)
+    reasoning, _ = _text(record, "reasoning", limits.max_text)
     label = record.get("model_label") or ""
     if not isinstance(label, str) or len(label) > 100 or "\x00" in label:
         raise ValueError("model_label: a string of at most 100 characters")

@@ -148,12 +148,13 @@ def decisions_ingest(*, token: IngestToken, records) -> IngestReport:
     batch: list[tuple[int, ingest.Valid]] = []
     size = settings.MONITORING_INGEST_BATCH
     now = timezone.now()
+    limits = ingest.Limits.at(now)
     for line, raw in records:
         if isinstance(raw, Exception):
             report.error(line, str(raw))
             continue
         try:
-            valid = ingest.validate(raw, environments=environments, now=now)
+            valid = ingest.validate(raw, environments=environments, now=now, limits=limits)
         except ValueError as error:
             report.error(line, str(error))
             continue
@@ -162,6 +163,7 @@ def decisions_ingest(*, token: IngestToken, records) -> IngestReport:
             _store_batch(token, batch, lives, report)
             batch = []
             now = timezone.now()
+            limits = ingest.Limits.at(now)
     if batch:
         _store_batch(token, batch, lives, report)
     if report.accepted:
