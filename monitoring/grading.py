@@ -11,6 +11,7 @@ the wake-up. See docs/MONITORING.md.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -42,24 +43,40 @@ def label_for(monitor_graders: dict, output: str) -> tuple[str, str]:
     return label, ""
 
 
-def _claim(system_id: int | None, size: int) -> list[Decision]:
+@dataclass(slots=True)
+class Claimed:
+    """The fields grading needs of one decision (no model instance: it is a hot loop)."""
+
+    pk: int
+    change_id: int
+    environment: str
+    timestamp: datetime
+    output_text: str
+    is_probe: bool
+    system_id: int
+    label: str = ""
+    grade_error: str = ""
+
+
+CLAIM_FIELDS = ("id", "change_id", "environment", "timestamp", "output_text", "is_probe",
+                "system_id")  # fmt: skip
+
+
+def _claim(system_id: int | None, size: int) -> list[Claimed]:
     """Up to ``size`` ungraded decisions of monitored changes, locked (PostgreSQL: rows
     another grader holds are skipped). One change at a time, so each query walks the
     partial index ``decision_ungraded`` (change_id, id WHERE graded_at IS NULL)."""
     monitored = Monitor.objects.order_by("change_id")
     if system_id is not None:
         monitored = monitored.filter(change__system_id=system_id)
-    rows: list[Decision] = []
+    rows: list[Claimed] = []
     for change_id in monitored.values_list("change_id", flat=True):
-        qs = (
-            Decision.objects.filter(change_id=change_id, graded_at__isnull=True)
-            .order_by("id")
-            .only("id", "change_id", "environment", "timestamp", "output_text", "is_probe",
-                  "system_id")
-        )  # fmt: skip
+        qs = Decision.objects.filter(change_id=change_id, graded_at__isnull=True).order_by("id")
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
-        rows.extend(qs[: size - len(rows)])
+        rows.extend(
+            Claimed(*values) for values in qs.values_list(*CLAIM_FIELDS)[: size - len(rows)]
+        )
         if len(rows) >= size:
             break
     return rows
@@ -87,7 +104,7 @@ def _bump_rollup(change_id: int, environment: str, start: datetime, label: str, 
         ).update(**counts)
 
 
-def grade_batch(system_id: int | None = None, size: int | None = None) -> list[Decision]:
+def grade_batch(system_id: int | None = None, size: int | None = None) -> list[Claimed]:
     """Grade one batch in one transaction; return the decisions this call graded."""
     size = size or settings.MONITORING_GRADE_BATCH
     with transaction.atomic():
@@ -98,7 +115,7 @@ def grade_batch(system_id: int | None = None, size: int | None = None) -> list[D
             m.change_id: m
             for m in Monitor.objects.filter(change_id__in={r.change_id for r in rows})
         }
-        groups: dict[tuple, list[Decision]] = defaultdict(list)
+        groups: dict[tuple, list[Claimed]] = defaultdict(list)
         for row in rows:
             label, error = label_for(monitors[row.change_id].graders, row.output_text)
             row.label, row.grade_error = label, error
@@ -113,7 +130,7 @@ def grade_batch(system_id: int | None = None, size: int | None = None) -> list[D
                 )
             ].append(row)
         now = timezone.now()
-        graded: list[Decision] = []
+        graded: list[Claimed] = []
         for (label, error, change_id, env, probe, start), members in groups.items():
             ids = [m.pk for m in members]
             done = Decision.objects.filter(pk__in=ids, graded_at__isnull=True).update(
