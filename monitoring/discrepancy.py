@@ -88,19 +88,31 @@ def assess(change) -> list[dict]:
     return out
 
 
+#: Points on the chart at most: the confidence sequence costs two root-findings per point,
+#: and a 620-pixel chart shows no more (a month of hourly windows is 720).
+MAX_POINTS = 80
+
+
 def series(change, environment: str, alpha: float, bound: float) -> list[dict]:
-    """Cumulative live rate with its confidence sequence per window (for the chart)."""
+    """Cumulative live rate with its confidence sequence per window (for the chart), at
+    most :data:`MAX_POINTS` windows evenly spread, always the newest."""
+    cumulative = []
     s = n = 0
-    points = []
-    for window in Rollup.objects.filter(change=change, environment=environment).order_by(
-        "window_start"
+    for start, window_n, window_new in (
+        Rollup.objects.filter(change=change, environment=environment)
+        .order_by("window_start")
+        .values_list("window_start", "n", "new")
     ):
-        s += window.new
-        n += window.n
+        s += window_new
+        n += window_n
+        cumulative.append((start, s, n))
+    if len(cumulative) > MAX_POINTS:
+        step = (len(cumulative) - 1) / (MAX_POINTS - 1)
+        cumulative = [cumulative[round(i * step)] for i in range(MAX_POINTS)]
+    points = []
+    for at, s, n in cumulative:
         lower, upper = stats.beta_binomial_cs(s, n, alpha, reference=bound)
-        points.append(
-            {"at": window.window_start, "n": n, "rate": s / n if n else None, "cs": [lower, upper]}
-        )
+        points.append({"at": at, "n": n, "rate": s / n if n else None, "cs": [lower, upper]})
     return points
 
 

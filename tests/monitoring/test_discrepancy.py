@@ -81,3 +81,20 @@ def test_rollout_blockers_name_open_incidents_and_thin_evidence(monitor, deploye
     assert reason.startswith(f"INC-{incident.pk} is open")
     services.incident_transition(actor=admin_user, incident=incident, action="resolve", note="ok")
     assert selectors.rollout_blockers(deployed) == []
+
+
+def test_chart_series_is_bounded_and_ends_at_the_newest_window(monitor, deployed):
+    from datetime import UTC, datetime, timedelta
+
+    from monitoring.models import Rollup
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    Rollup.objects.bulk_create(
+        Rollup(change=deployed, environment="production", window_start=start + timedelta(hours=h),
+               n=1000, new=900, legacy=100)
+        for h in range(720)
+    )  # fmt: skip
+    points = discrepancy.series(deployed, "production", 0.05, 0.87)
+    assert len(points) == discrepancy.MAX_POINTS
+    assert points[-1]["n"] == 720_000 and points[-1]["at"] == start + timedelta(hours=719)
+    assert all(p["cs"][0] <= p["rate"] <= p["cs"][1] for p in points)
