@@ -17,12 +17,16 @@ def next_review_item(system, user):
     """The oldest unreviewed sampled decision of a change ``user`` is independent of."""
     from changes import permissions
 
+    independent: dict[int, bool] = {}  # per change: the check costs a few queries
     for item in (
         ReviewItem.objects.filter(system=system, reviewed_at__isnull=True)
         .select_related("decision__change__system", "decision__change__author")
         .order_by("id")[:200]
     ):
-        if permissions.check_independence(user, item.decision.change).ok:
+        change = item.decision.change
+        if change.pk not in independent:
+            independent[change.pk] = permissions.check_independence(user, change).ok
+        if independent[change.pk]:
             return item
     return None
 
