@@ -22,6 +22,11 @@ urlpatterns = [
         name="api-otlp-traces",
     ),
     path(
+        "systems/<int:pk>/ingest-tokens/<int:token_pk>/",
+        apis.IngestTokenRevokeApi.as_view(),
+        name="api-ingest-token-revoke",
+    ),
+    path(
         "systems/<int:pk>/ingest-tokens/",
         apis.IngestTokenApi.as_view(),
         name="api-ingest-token-create",

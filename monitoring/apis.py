@@ -262,3 +262,17 @@ class MonitoringStatusApi(APIView):
             "incidents": list(selectors.open_incidents(system)),
         }
         return Response(s.MonitoringStatusSerializer(body).data)
+
+
+class IngestTokenRevokeApi(APIView):
+    """Revoke one ingestion token of the system (admins and the owning team)."""
+
+    @extend_schema(
+        tags=["monitoring"], request=None, responses={204: None, **errors(401, 403, 404)}
+    )
+    def delete(self, request, pk: int, token_pk: int):
+        from .models import IngestToken
+
+        token = get_object_or_404(IngestToken, pk=token_pk, system_id=pk)
+        services.ingest_token_revoke(actor=request.user, token=token)
+        return Response(status=status.HTTP_204_NO_CONTENT)

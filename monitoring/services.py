@@ -67,6 +67,24 @@ def ingest_token_create(
     return token, secret
 
 
+@transaction.atomic
+def ingest_token_revoke(*, actor, token: IngestToken) -> IngestToken:
+    """Revoke a token at once (its next request is 401); audited. Idempotent."""
+    if not can_manage_tokens(actor, token.system):
+        raise NotAllowed("Only admins and the system's owning team revoke ingestion tokens.")
+    token = IngestToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit.append(
+            actor=actor,
+            verb="monitoring.token_revoked",
+            obj=token,
+            data={"system": token.system.name, "prefix": token.prefix},
+        )
+    return token
+
+
 def token_for_secret(secret: str) -> IngestToken | None:
     if not secret.startswith(TOKEN_PREFIX):
         return None

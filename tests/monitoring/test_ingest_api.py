@@ -209,3 +209,25 @@ def test_jsonl_reader_is_bounded():
 
     list(ingest.jsonl_records(Spy(b"a\n" * 10 + b"b" * 5_000_000 + b"\n")))
     assert asked and all(0 < size <= ingest.max_line() + 1 for size in asked)
+
+
+def test_revoked_token_is_refused_at_once(ingest_client, deployed, live_hash, engineer, reviewer):
+    from monitoring.models import IngestToken
+
+    token = IngestToken.objects.get()
+    client = APIClient()
+    client.force_authenticate(reviewer)
+    url = f"/api/v1/systems/{deployed.system_id}/ingest-tokens/{token.pk}/"
+    assert client.delete(url).status_code == 403
+    assert (
+        post_jsonl(ingest_client, deployed.system_id, jsonl([decision(live_hash)])).status_code
+        == 200
+    )
+    client.force_authenticate(engineer)
+    assert client.delete(url).status_code == 204
+    assert client.delete(url).status_code == 204  # idempotent
+    assert (
+        post_jsonl(ingest_client, deployed.system_id, jsonl([decision(live_hash)])).status_code
+        == 401
+    )
+    assert AuditEvent.objects.filter(verb="monitoring.token_revoked").count() == 1
