@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "evaluations",
     "attestations",
     "reviews",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
@@ -271,6 +272,22 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Attestation renders whose wake-up was lost (broker down) or whose worker died.
     "requeue-stalled-attestations": {"task": "attestations.requeue_stalled", "schedule": 60.0},
+    # Live decisions whose grading wake-up was lost (docs/MONITORING.md).
+    "monitoring-sweep": {
+        "task": "monitoring.grade_pending",
+        "schedule": 30.0,
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
+    "monitoring-probes": {
+        "task": "monitoring.run_probes",
+        "schedule": 3600.0 * env.float("MONITORING_PROBE_HOURS", default=6.0),
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
+    "monitoring-retention": {
+        "task": "monitoring.prune_decisions",
+        "schedule": 86400.0,
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
     # Anchor the audit chain outside its table (docs/AUDIT.md).
     "publish-audit-checkpoint": {
         "task": "changes.publish_audit_checkpoint",
@@ -371,3 +388,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "weasyprint": {"level": "ERROR"}},
 }
+
+# Live monitoring (docs/MONITORING.md). Grading runs on its own queue so it never waits
+# behind evaluation batches: start a worker with ``-Q monitoring`` (``make run`` listens on both).
+MONITORING_TASK_QUEUE = env.str("MONITORING_TASK_QUEUE", default="monitoring")
+MONITORING_MAX_BODY_BYTES = env.int("MONITORING_MAX_BODY_BYTES", default=256 * 1024 * 1024)
+MONITORING_MAX_LINE_BYTES = env.int("MONITORING_MAX_LINE_BYTES", default=1024 * 1024)
+MONITORING_MAX_TEXT_CHARS = env.int("MONITORING_MAX_TEXT_CHARS", default=32 * 1024)
+MONITORING_MAX_AGE_DAYS = env.int("MONITORING_MAX_AGE_DAYS", default=30)
+MONITORING_MAX_CLOCK_SKEW_S = env.int("MONITORING_MAX_CLOCK_SKEW_S", default=300)
+MONITORING_INGEST_BATCH = env.int("MONITORING_INGEST_BATCH", default=1000)
+MONITORING_GRADE_BATCH = env.int("MONITORING_GRADE_BATCH", default=1000)
+MONITORING_WINDOW_MINUTES = env.int("MONITORING_WINDOW_MINUTES", default=60)
+MONITORING_REVIEW_FRACTION = env.float("MONITORING_REVIEW_FRACTION", default=0.02)
+MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
+MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
+MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
+MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)

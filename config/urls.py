@@ -29,5 +29,7 @@ urlpatterns = [
     path("evaluations/", include("evaluations.urls")),
     path("attestations/", include("attestations.urls")),
     path("reviews/", include("reviews.urls")),
+    path("api/v1/", include("monitoring.api_urls")),
+    path("monitoring/", include("monitoring.urls")),
     path("", include("changes.urls")),
 ]

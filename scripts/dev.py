@@ -213,6 +213,8 @@ def main() -> int:
     worker_argv = [PY, "-m", "celery", "-A", "config", "worker", "--pool", "prefork"]
     worker_argv += f"--concurrency {args.worker_concurrency} --loglevel INFO".split()
     worker_argv += ["--hostname", "dev-worker@%h", "--without-mingle", "--without-gossip"]
+    # The default queue and live-decision grading (docs/MONITORING.md).
+    worker_argv += ["-Q", "celery,monitoring"]
     beat_argv = [PY, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
     beat_argv += ["--schedule", str(var_dir / "celerybeat-schedule")]
     children = [

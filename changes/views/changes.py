@@ -204,6 +204,11 @@ def change_create(request):
     system_id = parse_id(request.GET.get("system"))
     if system_id and AISystem.objects.filter(pk=system_id).exists():
         initial = {"system": system_id, **_default_protocols(system_id)}
+        # A rollback filed from a monitoring incident names both versions.
+        for field, param in (("base_protocol", "base"), ("proposed_protocol", "proposed")):
+            protocol_id = parse_id(request.GET.get(param))
+            if protocol_id and any(p.pk == protocol_id for p in protocols_for(system_id)):
+                initial[field] = protocol_id
     form = ChangeRequestForm(initial=initial)
     formset = ExpectedChangeFormSet(prefix="expected")
     return render(request, "changes/change_form.html", _form_context(form, formset))

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class MonitoringConfig(AppConfig):
+    """Live decisions, monitors, rollups, review sampling and incidents (docs/MONITORING.md)."""
+
+    name = "monitoring"
+    default_auto_field = "django.db.models.BigAutoField"

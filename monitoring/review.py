@@ -1,0 +1,182 @@
+"""Sampled human review of live decisions, with estimates that stay unbiased.
+
+Sampling is Poisson (each graded decision is drawn independently) and stratified by
+environment x grader label: the inclusion probability of a decision is the system's
+fraction for its grader label (e.g. oversample ``legacy``), stored on the review item. The
+draw is a keyed hash of the decision id, so it is reproducible and a re-graded batch draws
+the same decisions. Estimates weight each reviewed item by ``1 / probability``
+(Horvitz-Thompson); items sampled but not yet reviewed are treated as a second phase of
+sampling within their stratum (``probability x reviewed / sampled``), so a half-worked
+queue does not bias the estimate as long as reviewers do not pick items by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import defaultdict
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from changes import audit, permissions
+from changes.errors import Conflict, NotAllowed, ValidationFailed
+
+from . import stats
+from .models import Decision, ReviewConfig, ReviewItem
+
+VERDICTS = {v for v, _ in ReviewItem.VERDICTS}
+HUMAN_LABEL = {"agree_new": "new", "follows_legacy": "legacy"}
+
+
+def config_for(system_id: int) -> ReviewConfig:
+    return ReviewConfig.objects.filter(system_id=system_id).first() or ReviewConfig(
+        system_id=system_id, fraction=settings.MONITORING_REVIEW_FRACTION
+    )
+
+
+def probability_for(config: ReviewConfig, label: str) -> float:
+    value = (config.label_fractions or {}).get(label or "error", config.fraction)
+    return min(max(float(value), 0.0), 1.0)
+
+
+def uniform(decision_id: int) -> float:
+    """A reproducible U(0, 1) per decision, unpredictable without the secret key."""
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"review:{decision_id}".encode(), hashlib.sha256
+    ).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def sample(decisions) -> int:
+    """Draw review items among freshly graded decisions (called inside the grading
+    transaction, so a rolled-back batch draws nothing)."""
+    configs: dict[int, ReviewConfig] = {}
+    items = []
+    for d in decisions:
+        if d.is_probe or d.change_id is None:
+            continue
+        config = configs.get(d.system_id) or configs.setdefault(
+            d.system_id, config_for(d.system_id)
+        )
+        pi = probability_for(config, d.label)
+        if pi > 0 and uniform(d.pk) < pi:
+            items.append(
+                ReviewItem(
+                    decision_id=d.pk,
+                    system_id=d.system_id,
+                    stratum=f"{d.environment}|{d.label or 'error'}",
+                    probability=pi,
+                )
+            )
+    ReviewItem.objects.bulk_create(items, ignore_conflicts=True)
+    return len(items)
+
+
+@transaction.atomic
+def review_submit(*, actor, item: ReviewItem, verdict: str, comment: str = "") -> ReviewItem:
+    """A reviewer's verdict on one sampled decision (the sign-off independence rules)."""
+    if verdict not in VERDICTS:
+        raise ValidationFailed("verdict: agree_new, follows_legacy or override.")
+    comment = (comment or "").strip()
+    if "\x00" in comment or len(comment) > 5000:
+        raise ValidationFailed("comment: at most 5000 characters, no NUL.")
+    if verdict == "override" and not comment:
+        raise ValidationFailed("comment: say what you would have decided instead.")
+    item = (
+        ReviewItem.objects.select_for_update(of=("self",))
+        .select_related("decision__change__system")
+        .get(pk=item.pk)
+    )
+    change = item.decision.change
+    check = permissions.check_independence(actor, change)
+    if not check.ok:
+        raise NotAllowed(" ".join(check.reasons) or "You are not independent of this change.")
+    if item.reviewed_at is not None:
+        raise Conflict("This decision was already reviewed.", code="duplicate")
+    item.verdict, item.comment, item.reviewer = verdict, comment, actor
+    item.reviewed_at = timezone.now()
+    item.save(update_fields=["verdict", "comment", "reviewer", "reviewed_at"])
+    audit.append(
+        actor=actor,
+        verb="monitoring.decision_reviewed",
+        obj=item.decision,
+        data={"verdict": verdict, "change": change.reference, "stratum": item.stratum},
+    )
+    check_override_rate(item.system_id)
+    return item
+
+
+def estimate(rows, population: int, confidence: float = 0.95) -> dict:
+    """Estimates from review items: ``rows`` are dicts with ``stratum``, ``probability``,
+    ``verdict`` ('' when not reviewed yet) and ``label`` (the grader's)."""
+    sampled: dict[str, int] = defaultdict(int)
+    reviewed: dict[str, int] = defaultdict(int)
+    for r in rows:
+        sampled[r["stratum"]] += 1
+        reviewed[r["stratum"]] += bool(r["verdict"])
+    weighted = []
+    for r in rows:
+        if r["verdict"]:
+            share = reviewed[r["stratum"]] / sampled[r["stratum"]]
+            weighted.append((r, r["probability"] * share))
+
+    def ht(predicate) -> dict:
+        return stats.ht_rate(
+            ((1.0 if predicate(r) else 0.0, pi) for r, pi in weighted), population, confidence
+        )
+
+    agree = sum(HUMAN_LABEL.get(r["verdict"]) == r["label"] for r, _ in weighted)
+    return {
+        "population": population,
+        "sampled": len(rows),
+        "reviewed": len(weighted),
+        "override_rate": ht(lambda r: r["verdict"] == "override"),
+        "compliance": ht(lambda r: r["verdict"] == "agree_new"),
+        "grader_agreement": ht(lambda r: HUMAN_LABEL.get(r["verdict"]) == r["label"]),
+        "grader_agreement_unweighted": (agree / len(weighted)) if weighted else None,
+    }
+
+
+def estimates(system_id: int) -> dict:
+    population = Decision.objects.filter(
+        system_id=system_id, graded_at__isnull=False, is_probe=False, change__isnull=False
+    ).count()
+    rows = [
+        {"stratum": s, "probability": p, "verdict": v, "label": lab}
+        for s, p, v, lab in ReviewItem.objects.filter(system_id=system_id).values_list(
+            "stratum", "probability", "verdict", "decision__label"
+        )
+    ]
+    return estimate(rows, population)
+
+
+def check_override_rate(system_id: int):
+    """Open an incident when the override rate's interval lies above the system's bound."""
+    from .services import incident_open
+
+    config = config_for(system_id)
+    result = estimates(system_id)["override_rate"]
+    low = result["ci"][0]
+    if (
+        low is None
+        or result["n"] < settings.MONITORING_MIN_REVIEWS
+        or low <= config.max_override_rate
+    ):
+        return None
+    from changes.models import AISystem
+
+    system = AISystem.objects.get(pk=system_id)
+    return incident_open(
+        system=system,
+        change=None,
+        kind="override_rate",
+        key=f"override:{system_id}",
+        environment="",
+        summary=(
+            f"Reviewers override {result['estimate']:.1%} of {system.name}'s live decisions "
+            f"(95% interval from {low:.1%}), above the bound of {config.max_override_rate:.0%}."
+        ),
+        details=result,
+    )

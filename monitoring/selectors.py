@@ -1,0 +1,80 @@
+"""Reads for the monitoring pages."""
+
+from __future__ import annotations
+
+from .models import Incident, ReviewItem
+
+
+def open_incidents(system):
+    return (
+        Incident.objects.filter(system=system)
+        .exclude(state="resolved")
+        .select_related("change", "owner")
+    )
+
+
+def next_review_item(system, user):
+    """The oldest unreviewed sampled decision of a change ``user`` is independent of."""
+    from changes import permissions
+
+    independent: dict[int, bool] = {}  # per change: the check costs a few queries
+    for item in (
+        ReviewItem.objects.filter(system=system, reviewed_at__isnull=True)
+        .select_related("decision__change__system", "decision__change__author")
+        .order_by("id")[:200]
+    ):
+        change = item.decision.change
+        if change.pk not in independent:
+            independent[change.pk] = permissions.check_independence(user, change).ok
+        if independent[change.pk]:
+            return item
+    return None
+
+
+def rollback_target(incident) -> dict | None:
+    """Base = the protocol live now, proposed = the version before it (the live change's
+    base): the query string of the new-change form."""
+    from .live import live
+
+    if not incident.environment:
+        return None
+    current = live(incident.system, incident.environment)
+    if current.change is None:
+        return None
+    return {
+        "system": incident.system_id,
+        "base": current.change.proposed_protocol_id,
+        "proposed": current.previous_protocol_id,
+    }
+
+
+def rollout_blockers(
+    change, *, environment: str | None = None, min_decisions: int = 0
+) -> list[str]:
+    """Why the next stage of ``change``'s rollout must wait, in words (empty: nothing).
+
+    For the staged-rollout gate (not wired here: the gate lives in the workflow app): any
+    open incident on the change or on its system's protocol, and, with ``min_decisions``,
+    too little graded live evidence in ``environment`` (the stage just completed).
+    """
+    from django.db.models import Q, Sum
+
+    from .models import Rollup
+
+    reasons = [
+        f"INC-{i.pk} is {i.get_state_display().lower()}: {i.summary}"
+        for i in Incident.objects.filter(Q(change=change) | Q(system=change.system, change=None))
+        .exclude(state="resolved")
+        .order_by("id")
+    ]
+    if min_decisions and environment:
+        graded = (
+            Rollup.objects.filter(change=change, environment=environment).aggregate(n=Sum("n"))["n"]
+            or 0
+        )
+        if graded < min_decisions:
+            reasons.append(
+                f"Only {graded} graded live decision(s) in {environment}; "
+                f"{min_decisions} are needed before the next stage."
+            )
+    return reasons

@@ -1,0 +1,447 @@
+"""Writes of the monitoring app: ingestion tokens, decision batches, incidents, reviews."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from changes import audit, permissions
+from changes.errors import NotAllowed, ValidationFailed
+
+from . import ingest
+from .live import known_environments, live
+from .models import Decision, Incident, IncidentEvent, IngestToken
+
+TOKEN_PREFIX = "pcm_ing_"
+MAX_REPORTED_ERRORS = 1000
+
+
+# ---------------------------------------------------------------------------- tokens
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def can_manage_tokens(user, system) -> bool:
+    """Admins, and members of the system's owning team."""
+    if permissions.can_manage_systems(user):
+        return True
+    return system.owner_team_id in permissions.team_ids(user)
+
+
+@transaction.atomic
+def ingest_token_create(
+    *, actor, system, name: str, rate_per_minute: int = 600
+) -> tuple[IngestToken, str]:
+    """Create a token for ``system``; returns it with the secret (shown once, never stored)."""
+    if not can_manage_tokens(actor, system):
+        raise NotAllowed("Only admins and the system's owning team create ingestion tokens.")
+    name = (name or "").strip()
+    if not name or len(name) > 100 or "\x00" in name:
+        raise ValidationFailed("name: required, at most 100 characters.")
+    if not 1 <= int(rate_per_minute) <= 100_000:
+        raise ValidationFailed("rate_per_minute: between 1 and 100000.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = IngestToken.objects.create(
+        system=system,
+        name=name,
+        prefix=secret[: len(TOKEN_PREFIX) + 4],
+        secret_sha256=hash_secret(secret),
+        rate_per_minute=rate_per_minute,
+        created_by=actor,
+    )
+    audit.append(
+        actor=actor,
+        verb="monitoring.token_created",
+        obj=token,
+        data={"system": system.name, "name": name, "prefix": token.prefix},
+    )
+    return token, secret
+
+
+@transaction.atomic
+def ingest_token_revoke(*, actor, token: IngestToken) -> IngestToken:
+    """Revoke a token at once (its next request is 401); audited. Idempotent."""
+    if not can_manage_tokens(actor, token.system):
+        raise NotAllowed("Only admins and the system's owning team revoke ingestion tokens.")
+    token = IngestToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        audit.append(
+            actor=actor,
+            verb="monitoring.token_revoked",
+            obj=token,
+            data={"system": token.system.name, "prefix": token.prefix},
+        )
+    return token
+
+
+def token_for_secret(secret: str) -> IngestToken | None:
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    return (
+        IngestToken.objects.select_related("system")
+        .filter(secret_sha256=hash_secret(secret), revoked_at__isnull=True)
+        .first()
+    )
+
+
+def token_take(token: IngestToken, *, now=None) -> bool:
+    """Count one request against the token's per-minute budget; False when spent.
+
+    Two conditional UPDATEs, so concurrent web processes share the count: first take a slot
+    in the current window, else start a new window if the old one is over.
+    """
+    now = now or timezone.now()
+    window_start = now - timedelta(seconds=60)
+    rows = IngestToken.objects.filter(
+        pk=token.pk,
+        window_started_at__gt=window_start,
+        window_count__lt=F("rate_per_minute"),
+    ).update(window_count=F("window_count") + 1)
+    if rows:
+        return True
+    return bool(
+        IngestToken.objects.filter(pk=token.pk)
+        .filter(Q(window_started_at__isnull=True) | Q(window_started_at__lte=window_start))
+        .update(window_started_at=now, window_count=1)
+    )
+
+
+# ---------------------------------------------------------------------------- ingestion
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    truncated: int = 0
+    unapproved: int = 0
+    errors: list[dict] = field(default_factory=list)
+    errors_omitted: int = 0
+    incidents: list[int] = field(default_factory=list)
+
+    def error(self, line: int, reason: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"line": line, "reason": reason})
+        else:
+            self.errors_omitted += 1
+
+    def as_dict(self) -> dict:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "truncated": self.truncated,
+            "unapproved": self.unapproved,
+            "errors": self.errors,
+            "errors_omitted": self.errors_omitted,
+            "incidents": self.incidents,
+        }
+
+
+def decisions_ingest(*, token: IngestToken, records) -> IngestReport:
+    """Validate and store ``records`` ((line, bytes | error) pairs) in batches.
+
+    Each batch is one transaction: existing idempotency keys are skipped (a replayed batch
+    stores nothing twice, and the unique constraint backs this under races), the live
+    protocol of each environment is looked up once per request, and decisions served under
+    another hash are flagged and open (or bump) an "unapproved protocol" incident.
+    """
+    system = token.system
+    environments = known_environments(system)
+    lives = {env: live(system, env) for env in environments}
+    report = IngestReport()
+    batch: list[tuple[int, ingest.Valid]] = []
+    size = settings.MONITORING_INGEST_BATCH
+    now = timezone.now()
+    limits = ingest.Limits.at(now)
+    for line, raw in records:
+        if isinstance(raw, Exception):
+            report.error(line, str(raw))
+            continue
+        try:
+            valid = ingest.validate(raw, environments=environments, now=now, limits=limits)
+        except ValueError as error:
+            report.error(line, str(error))
+            continue
+        batch.append((line, valid))
+        if len(batch) >= size:
+            _store_batch(token, batch, lives, report)
+            batch = []
+            now = timezone.now()
+            limits = ingest.Limits.at(now)
+    if batch:
+        _store_batch(token, batch, lives, report)
+    if report.accepted:
+        from . import tasks
+
+        transaction.on_commit(lambda: tasks.enqueue_grading(system.pk))
+    return report
+
+
+def _store_batch(token, batch, lives, report: IngestReport) -> None:
+    system = token.system
+    seen: dict[str, tuple[int, ingest.Valid]] = {}
+    for line, valid in batch:
+        if valid.idempotency_key in seen:
+            report.duplicates += 1
+            continue
+        seen[valid.idempotency_key] = (line, valid)
+    received = timezone.now()
+    with transaction.atomic():
+        existing = set(
+            Decision.objects.filter(system=system, idempotency_key__in=list(seen)).values_list(
+                "idempotency_key", flat=True
+            )
+        )
+        rows = []
+        flagged: dict[tuple[str, str], int] = {}
+        for key, (_line, v) in seen.items():
+            if key in existing:
+                report.duplicates += 1
+                continue
+            current = lives[v.environment]
+            unapproved = v.protocol_sha256 != current.protocol_sha256
+            if unapproved:
+                flagged[(v.environment, v.protocol_sha256)] = (
+                    flagged.get((v.environment, v.protocol_sha256), 0) + 1
+                )
+            change_id = None if unapproved or current.change is None else current.change.pk
+            rows.append(
+                (
+                    system.pk, change_id, token.pk, key, v.environment, v.protocol_sha256,
+                    v.timestamp, received, v.input_text, v.output_text, v.output_truncated,
+                    v.reasoning, v.model_label, v.is_probe, unapproved, "", "",
+                )
+            )  # fmt: skip
+        inserted = _insert(rows)
+        report.duplicates += len(rows) - inserted
+        report.truncated += sum(1 for r in rows if r[10])
+        report.accepted += inserted
+        report.unapproved += sum(flagged.values())
+        for (env, digest), count in flagged.items():
+            incident = incident_open(
+                system=system,
+                change=lives[env].change,
+                kind="unapproved_protocol",
+                key=f"unapproved:{system.pk}:{env}:{digest}",
+                environment=env,
+                summary=(
+                    f"Unapproved protocol in {env}: decisions were served under protocol "
+                    f"{digest[:12]}…, but the live approved protocol is "
+                    f"{(lives[env].protocol_sha256 or 'none')[:12]}."
+                ),
+                details={"protocol_sha256": digest, "live": lives[env].protocol_sha256},
+                count=count,
+            )
+            if incident.pk not in report.incidents:
+                report.incidents.append(incident.pk)
+
+
+DECISION_COLUMNS = (
+    "system_id", "change_id", "token_id", "idempotency_key", "environment", "protocol_sha256",
+    "timestamp", "received_at", "input_text", "output_text", "output_truncated", "reasoning",
+    "model_label", "is_probe", "unapproved", "label", "grade_error",
+)  # fmt: skip
+
+
+def _insert(rows: list[tuple]) -> int:
+    """Insert decision rows; returns how many were stored.
+
+    PostgreSQL: ``COPY`` (several times faster than INSERT for thousands of rows) inside a
+    savepoint; if a concurrent request stored one of the keys meanwhile, the COPY fails as a
+    whole and the rows go again as ``INSERT ... ON CONFLICT DO NOTHING``. Elsewhere: the ORM's
+    bulk insert with the same conflict rule.
+    """
+    if not rows:
+        return 0
+    if connection.vendor == "postgresql":
+        try:
+            with transaction.atomic():
+                cursor = connection.cursor().cursor
+                columns = ", ".join(DECISION_COLUMNS)
+                with cursor.copy(f"COPY monitoring_decision ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return len(rows)
+        except IntegrityError:
+            pass
+    objects = [Decision(**dict(zip(DECISION_COLUMNS, row, strict=True))) for row in rows]
+    keys = [o.idempotency_key for o in objects]
+    before = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
+    Decision.objects.bulk_create(objects, ignore_conflicts=True)
+    after = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
+    return after - before
+
+
+# ---------------------------------------------------------------------------- incidents
+
+
+def incident_open(
+    *,
+    system,
+    change,
+    kind: str,
+    key: str,
+    environment: str,
+    summary: str,
+    details: dict,
+    count: int = 1,
+    actor=None,
+) -> Incident:
+    """Open the incident ``key`` or, if one is already open, add to its occurrences.
+
+    A new incident writes ``incident.opened`` to the audit log; repeats only bump a counter
+    (so a flood of bad decisions is one incident, not thousands of events).
+    """
+    with transaction.atomic():
+        current = (
+            Incident.objects.select_for_update().filter(key=key).exclude(state="resolved").first()
+        )
+        if current is not None:
+            Incident.objects.filter(pk=current.pk).update(occurrences=F("occurrences") + count)
+            return current
+        incident = Incident.objects.create(
+            system=system,
+            change=change,
+            kind=kind,
+            key=key,
+            environment=environment,
+            summary=summary,
+            details=details,
+            occurrences=count,
+            opened_at=timezone.now(),
+        )
+        IncidentEvent.objects.create(incident=incident, actor=actor, what="opened", note=summary)
+        audit.append(
+            actor=actor,
+            verb="incident.opened",
+            obj=incident,
+            data={
+                "system": system.name,
+                "kind": kind,
+                "environment": environment,
+                "summary": summary,
+            },
+        )
+        return incident
+
+
+INCIDENT_MOVES = {"acknowledge": ("open", "acknowledged"), "resolve": (None, "resolved")}
+
+
+@transaction.atomic
+def incident_transition(*, actor, incident: Incident, action: str, note: str = "") -> Incident:
+    """acknowledge (takes ownership) or resolve, with a note; audited."""
+    if action not in INCIDENT_MOVES:
+        raise ValidationFailed("action: acknowledge or resolve.")
+    if not can_manage_tokens(actor, incident.system) and not permissions.can_deploy(actor):
+        raise NotAllowed("Only the system's team, engineers or admins handle incidents.")
+    incident = Incident.objects.select_for_update().get(pk=incident.pk)
+    source, target = INCIDENT_MOVES[action]
+    if incident.state == "resolved" or (source and incident.state != source):
+        raise ValidationFailed(f"The incident is {incident.state}; cannot {action} it.")
+    incident.state = target
+    incident.owner = incident.owner or actor
+    if target == "resolved":
+        incident.resolved_at = timezone.now()
+    incident.save(update_fields=["state", "owner", "resolved_at"])
+    IncidentEvent.objects.create(incident=incident, actor=actor, what=target, note=note[:2000])
+    audit.append(actor=actor, verb=f"incident.{target}", obj=incident, data={"note": note[:2000]})
+    return incident
+
+
+# ---------------------------------------------------------------------------- monitors
+
+
+def monitor_errors(spec) -> list[str]:
+    """What is wrong with a monitor's graders, in words (the suite grader validation)."""
+    from evaluations import graders
+
+    from .grading import LIVE_KINDS
+
+    if not isinstance(spec, dict) or set(spec) != {"new", "legacy"}:
+        return ["graders: a mapping with exactly the keys new and legacy"]
+    problems = []
+    for side in ("new", "legacy"):
+        for path, message in graders.grader_errors(spec[side]):
+            where = ".".join(str(p) for p in (side, *path))
+            problems.append(f"graders.{where}: {message}")
+        if not problems and not graders.side_kinds(spec[side]) <= LIVE_KINDS:
+            problems.append(f"graders.{side}: judge graders are not available on live traffic")
+    return problems
+
+
+@transaction.atomic
+def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05):
+    """Declare how the change's protocol is recognised in live outputs.
+
+    While the change is editable its author (or an engineer of the owning team) sets it; it
+    is then fixed: a deployed change's monitor changes only through a new change. An admin
+    may add the monitor of a deployed change that has none (audited).
+    """
+    from evaluations import graders as g
+
+    from .models import Monitor
+
+    existing = Monitor.objects.filter(change=change).first()
+    editable = permissions.can_edit_change(actor, change)
+    if not editable and not (existing is None and permissions.can_manage_systems(actor)):
+        raise NotAllowed("The monitor is set while the change is editable, by its author.")
+    problems = monitor_errors(graders)
+    if problems:
+        raise ValidationFailed(problems[0], reasons=problems)
+    if not 0 < float(alpha) < 0.5:
+        raise ValidationFailed("alpha: between 0 and 0.5.")
+    normalised = {side: g.normalise_side(graders[side]) for side in ("new", "legacy")}
+    monitor, _ = Monitor.objects.update_or_create(
+        change=change,
+        defaults={
+            "graders": normalised,
+            "evaluated_condition": (evaluated_condition or "")[:60],
+            "alpha": float(alpha),
+            "created_by": actor,
+        },
+    )
+    audit.append(
+        actor=actor,
+        verb="monitoring.monitor_set",
+        obj=change,
+        data={"graders": normalised, "evaluated_condition": monitor.evaluated_condition},
+    )
+    return monitor
+
+
+# ---------------------------------------------------------------------------- retention
+
+
+def decisions_prune(*, older_than_days: int | None = None, chunk: int = 5000, now=None) -> int:
+    """Delete graded decisions received more than ``older_than_days`` ago (default
+    ``MONITORING_RETENTION_DAYS``), in chunks. Kept: ungraded decisions (not yet counted),
+    sampled ones (their review is evidence), and the rollups the charts read."""
+    days = settings.MONITORING_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 1:
+        raise ValidationFailed("older_than_days: at least 1.")
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    removed = 0
+    while True:
+        ids = list(
+            Decision.objects.filter(
+                received_at__lt=cutoff, graded_at__isnull=False, review__isnull=True
+            ).values_list("pk", flat=True)[:chunk]
+        )
+        if not ids:
+            return removed
+        removed += Decision.objects.filter(pk__in=ids).delete()[0]

@@ -1,0 +1,50 @@
+"""Celery tasks of the monitoring app, on their own ``monitoring`` queue (thin wrappers)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+def enqueue_grading(system_id: int) -> None:
+    """Wake a grader; a lost wake-up is harmless (beat's sweep grades what is left)."""
+    try:
+        grade_pending.apply_async(
+            args=[system_id], queue=settings.MONITORING_TASK_QUEUE, retry=False
+        )
+    except Exception:  # noqa: BLE001 - broker down: the sweep picks the decisions up
+        logger.warning("grading wake-up for system %s not sent; the sweep will grade it", system_id)
+
+
+@shared_task(
+    name="monitoring.grade_pending",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT_DB_ERRORS,
+    retry_backoff=1,
+    max_retries=5,
+)
+def grade_pending(system_id: int | None = None) -> int:
+    from . import grading
+
+    return grading.grade_pending(system_id=system_id)
+
+
+@shared_task(name="monitoring.prune_decisions", acks_late=True, expires=3600)
+def prune_decisions() -> int:
+    from . import services
+
+    return services.decisions_prune()
+
+
+@shared_task(name="monitoring.run_probes", acks_late=True, expires=3600)
+def run_probes() -> int:
+    from . import probes
+
+    return probes.probe_all()
