@@ -30,7 +30,7 @@ help:
 	@echo "make test   - run the whole test suite (PYTEST_ARGS=... to pass pytest options)"
 	@echo "make test-fast - unit and API tiers only (no browser, worker, fuzz, reliability, load)"
 	@echo "make bench  - run bench/ and write bench/RESULTS.md"
-	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make lint   - ruff check, ruff format --check and the import contracts (.importlinter)"
 	@echo "make fmt    - ruff format and ruff check --fix"
 
 $(PY):
@@ -71,6 +71,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
