@@ -1,15 +1,7 @@
 """What an attestation says: the facts (the signed predicate) and the PDF built from them.
 
-Two halves, on purpose:
-
-* ``gather_facts`` reads the records, inside the transaction that approved or deployed the
-  change, and returns plain JSON. It runs at issue time so the attestation describes that
-  moment (state, sign-offs, the audit trail up to the cited chain head) even if the worker
-  renders it later, after the change has moved on.
-* ``pdf_context`` / ``render_html`` turn those facts into the PDF's HTML without touching the
-  database. User text is only ever escaped by the template, or rendered through
-  ``changes.markdown.render_markdown`` (sanitised by nh3); charts come from
-  ``evaluations.charts``, which escapes every name it draws.
+Why two halves (facts read at issue time, HTML built without the database): docs/ARCHITECTURE.md,
+section "The attestation document".
 """
 
 from __future__ import annotations
