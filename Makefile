@@ -1,6 +1,7 @@
 # Developer entry points. On a fresh machine with only Python 3.11+:
 #   make run    create .venv, install, migrate, seed the demo, start web + Celery worker + beat
-#   make test   the whole test suite
+#   make test   the whole test suite (what CI runs)
+#   make test-fast  the unit and API tiers only, on 2 xdist workers (FAST_WORKERS)
 # Overridable: HOST, PORT (make run), PYTEST_ARGS (make test, e.g. PYTEST_ARGS="-n 2 -x"),
 # PYTHON (the interpreter that creates .venv).
 
@@ -17,15 +18,19 @@ STAMP := $(VENV)/.requirements.stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+FAST_WORKERS ?= 2
+# The slow tiers (markers in pyproject.toml; tests/conftest.py adds them by directory).
+FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not load
 
-.PHONY: help install run test bench lint fmt
+.PHONY: help install run test test-fast bench lint fmt
 
 help:
 	@echo "make run    - install (first time), migrate, seed demo data, start web + worker + beat"
 	@echo "              on http://$(HOST):$(PORT)/ (override with HOST=... PORT=...)"
 	@echo "make test   - run the whole test suite (PYTEST_ARGS=... to pass pytest options)"
+	@echo "make test-fast - unit and API tiers only (no browser, worker, fuzz, reliability, load)"
 	@echo "make bench  - run bench/ and write bench/RESULTS.md"
-	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make lint   - ruff check, ruff format --check and the import contracts (.importlinter)"
 	@echo "make fmt    - ruff format and ruff check --fix"
 
 $(PY):
@@ -52,6 +57,10 @@ run: $(STAMP)
 test: $(STAMP)
 	DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
 
+test-fast: $(STAMP)
+	DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider \
+		-m "$(FAST_MARKERS)" -n $(FAST_WORKERS) $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	@if [ -f bench/__main__.py ]; then \
 		$(PY) -m bench; \
@@ -62,6 +71,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

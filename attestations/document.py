@@ -1,22 +1,13 @@
 """What an attestation says: the facts (the signed predicate) and the PDF built from them.
 
-Two halves, on purpose:
-
-* ``gather_facts`` reads the records, inside the transaction that approved or deployed the
-  change, and returns plain JSON. It runs at issue time so the attestation describes that
-  moment (state, sign-offs, the audit trail up to the cited chain head) even if the worker
-  renders it later, after the change has moved on.
-* ``pdf_context`` / ``render_html`` turn those facts into the PDF's HTML without touching the
-  database. User text is only ever escaped by the template, or rendered through
-  ``changes.markdown.render_markdown`` (sanitised by nh3); charts come from
-  ``evaluations.charts``, which escapes every name it draws.
+Why two halves (facts read at issue time, HTML built without the database): docs/ARCHITECTURE.md,
+section "The attestation document".
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +30,8 @@ LABEL_NAMES = {"new": "New protocol", "legacy": "Legacy protocol", "other": "Oth
 TARGET_IDENTITY_KEYS = ("kind", "model", "host", "agent", "endpoint_host")
 MD_FIELDS = ("rationale", "test_plan", "rollout_plan", "backout_plan")
 TEMPLATE = "attestations/attestation.html"
-CHART_FONT = 'font-family="Attestation Sans"'
+# The PDF embeds its own font: its charts must not name a system one (evaluations.charts).
+CHART_FONT_FAMILY, CHART_FONT_SIZE = "Attestation Sans", "9.5"
 INDEPENDENCE_LABELS = (
     ("holds_reviewer_role", "Holds the reviewer role"),
     ("not_author", "Is not the author"),
@@ -97,215 +89,51 @@ def _float(value) -> float | None:
 
 # --- evaluation statistics ------------------------------------------------------------------
 #
-# The engine stores its statistics as JSON on the run. These readers accept the shapes it may
-# use (nested {"rate","low","high"} or flat keys, a dict keyed by condition or a list), and fall
-# back to counting the samples, so an attestation never silently omits a rate.
+# The engine's typed result (``evaluations.results``), read through its one selector; nothing
+# here recomputes an interval or re-derives a pair from the samples, so the signed facts are
+# exactly what the gate decided on.
 
 
-def wilson(count: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for count/n (95% by default)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = count / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def _rate_entry(raw: dict, label: str, n: int | None) -> dict | None:
-    entry = raw.get(label)
-    if isinstance(entry, dict):
-        rate = _float(entry.get("rate", entry.get("estimate")))
-        low = _float(entry.get("low", entry.get("lower")))
-        high = _float(entry.get("high", entry.get("upper")))
-        ci = entry.get("ci") or entry.get("interval")
-        count = entry.get("count", entry.get("k"))
-    else:
-        rate = _float(raw.get(f"{label}_rate", entry if isinstance(entry, int | float) else None))
-        low = _float(raw.get(f"{label}_low"))
-        high = _float(raw.get(f"{label}_high"))
-        ci = raw.get(f"{label}_ci")
-        count = raw.get(f"{label}_count")
-    if isinstance(ci, list | tuple) and len(ci) == 2 and low is None and high is None:
-        low, high = _float(ci[0]), _float(ci[1])
-    if rate is None and count is not None and n:
-        rate = int(count) / n
-    if rate is None:
-        return None
-    if count is None and n:
-        count = round(rate * n)
-    return {"count": count, "rate": rate, "low": low, "high": high}
-
-
-def _conditions_from_stats(stats: dict) -> list[dict]:
-    raw = stats.get("conditions", stats.get("per_condition"))
-    if isinstance(raw, dict):
-        items = [(name, value) for name, value in raw.items() if isinstance(value, dict)]
-    elif isinstance(raw, list):
-        items = [
-            (str(v.get("condition", v.get("name", ""))), v) for v in raw if isinstance(v, dict)
-        ]
-    else:
-        return []
-    out = []
-    for name, value in items:
-        n = value.get("n", value.get("total"))
-        n = int(n) if isinstance(n, int | float) else None
-        rates = {label: _rate_entry(value, label, n) for label in LABELS}
-        if rates["new"] is None:
-            continue
-        af = value.get("af_reasoning", value.get("af_reasoning_rate"))
-        if isinstance(af, dict):
-            af = {"count": af.get("count"), "rate": _float(af.get("rate"))}
-        elif af is not None:
-            af = {"count": None, "rate": _float(af)}
-        out.append({"name": name, "n": n, **rates, "af_reasoning": af})
+def _condition_fact(name: str, c: dict) -> dict:
+    out = {"name": name, "n": c["n"]}
+    for label in LABELS:
+        cell = c[label]
+        low, high = cell["ci"]
+        out[label] = {"count": cell["count"], "rate": cell["rate"], "low": low, "high": high}
+    out["af_reasoning"] = {"count": c["af_reasoning"]["count"], "rate": c["af_reasoning"]["rate"]}
     return out
 
 
-def _discordant_keys(raw) -> list[tuple] | None:
-    """The engine lists each discordant pair; keep only their keys (for quoting)."""
-    if not isinstance(raw, list):
-        return None
-    keys = []
-    for d in raw:
-        if isinstance(d, dict) and {"scenario_id", "cue_index", "epoch"} <= set(d):
-            keys.append((str(d["scenario_id"]), int(d["cue_index"]), int(d["epoch"])))
-    return sorted(keys)
+def _gap_fact(g: dict) -> dict:
+    low, high = g["ci"]
+    return {
+        "label": " vs ".join(g["pair"]),
+        "pair": list(g["pair"]),
+        "estimate": g["gap"],
+        "low": low,
+        "high": high,
+        "p_value": g["p_value"],
+        "p_adjusted": g["p_holm"],
+        "discordant": len(g["discordant"]),
+        "pairs": g["n_pairs"],
+        "only_a": g["b"],
+        "only_b": g["c"],
+        "method": g["method"],
+        "power": {
+            k: g[k]
+            for k in ("min_detectable_gap", "epochs_to_detect", "epochs_to_bound")
+            if g[k] is not None
+        },
+    }
 
 
-def _gaps_from_stats(stats: dict) -> list[dict]:
-    raw = stats.get("gaps", stats.get("gap", stats.get("compliance_gap")))
-    if isinstance(raw, dict):
-        raw = [raw]
-    if not isinstance(raw, list):
-        return []
-    out = []
-    for gap in raw:
-        if not isinstance(gap, dict):
-            continue
-        pair = gap.get("pair") or gap.get("compare") or [gap.get("a"), gap.get("b")]
-        pair = [str(p) for p in pair if p]
-        ci = gap.get("ci") or gap.get("interval")
-        low, high = _float(gap.get("low")), _float(gap.get("high"))
-        if isinstance(ci, list | tuple) and len(ci) == 2 and low is None:
-            low, high = _float(ci[0]), _float(ci[1])
-        discordant = gap.get("discordant")
-        keys = _discordant_keys(discordant)
-        out.append(
-            {
-                "label": gap.get("label") or " vs ".join(pair) or "gap",
-                "pair": pair,
-                "estimate": _float(gap.get("estimate", gap.get("gap"))),
-                "low": low,
-                "high": high,
-                "p_value": _float(gap.get("p_value", gap.get("p"))),
-                "p_adjusted": _float(gap.get("p_adjusted", gap.get("p_holm"))),
-                "discordant": len(keys) if keys is not None else discordant,
-                "pairs": gap.get("pairs", gap.get("n_pairs")),
-                "only_a": gap.get("b"),
-                "only_b": gap.get("c"),
-                "method": gap.get("method", ""),
-                "power": {
-                    k: gap[k]
-                    for k in ("min_detectable_gap", "epochs_to_detect", "epochs_to_bound")
-                    if gap.get(k) is not None
-                },
-                "_keys": keys,
-            }
-        )
-    return out
-
-
-def _power(stats: dict, gaps: list[dict]) -> dict:
-    """The run's power facts: the engine's per-gap figures (or a ``power`` block)."""
-    if isinstance(stats.get("power"), dict):
-        return dict(stats["power"])
+def _power(gaps: list[dict]) -> dict:
+    """The run's power facts: the engine's per-gap figures."""
     power = {}
     for gap in gaps:
         for key, value in gap["power"].items():
             power[key if len(gaps) == 1 else f"{key} ({gap['label']})"] = value
     return power
-
-
-def _checks(stats: dict) -> list[dict]:
-    """Every check behind the verdict, passed or not, in the engine's words."""
-    out = []
-    for c in stats.get("checks") or []:
-        if isinstance(c, dict) and c.get("message"):
-            out.append(
-                {
-                    "check": str(c.get("check", "")),
-                    "subject": str(c.get("subject", "")),
-                    "outcome": str(c.get("outcome", "")),
-                    "message": str(c["message"]),
-                }
-            )
-    return out
-
-
-def _compare_pair(run, gaps: list[dict]) -> list[str]:
-    if gaps and len(gaps[0]["pair"]) == 2:
-        return gaps[0]["pair"]
-    document = getattr(run.suite, "document", None) or {}
-    pair = document.get("compare") or []
-    if isinstance(pair, list) and pair and isinstance(pair[0], list | tuple):
-        pair = list(pair[0])  # the normalised form: a list of pairs
-    if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
-        return pair
-    conditions = list((document.get("conditions") or {}).keys())
-    return conditions[:2] if len(conditions) >= 2 else []
-
-
-def _sample_cells(run) -> dict:
-    """(condition) -> counts, and (scenario, condition, cue, epoch) -> label, from the samples."""
-    counts: dict[str, dict] = OrderedDict()
-    cells: dict[tuple, str] = {}
-    rows = run.samples.values_list(
-        "scenario_id", "condition", "cue_index", "epoch", "label", "af_reasoning"
-    ).order_by("condition", "scenario_id", "cue_index", "epoch")
-    for scenario, condition, cue, epoch, label, af in rows:
-        c = counts.setdefault(condition, {"n": 0, "new": 0, "legacy": 0, "other": 0, "af": 0})
-        if label == "error":
-            continue
-        c["n"] += 1
-        c[label] = c.get(label, 0) + 1
-        c["af"] += 1 if af else 0
-        cells[(scenario, condition, cue, epoch)] = label
-    return {"counts": counts, "cells": cells}
-
-
-def _conditions_from_samples(counts: dict) -> list[dict]:
-    out = []
-    for name, c in counts.items():
-        n = c["n"]
-        entry = {"name": name, "n": n}
-        for label in LABELS:
-            low, high = wilson(c[label], n)
-            entry[label] = {
-                "count": c[label],
-                "rate": c[label] / n if n else None,
-                "low": low,
-                "high": high,
-            }
-        entry["af_reasoning"] = {"count": c["af"], "rate": c["af"] / n if n else None}
-        out.append(entry)
-    return out
-
-
-def _discordant_from_cells(pair: list[str], cells: dict) -> list[tuple]:
-    """Keys of pairs where one condition followed the new protocol and the other did not,
-    matched on scenario, cue index and epoch."""
-    a, b = pair
-    keys = []
-    for (scenario, condition, cue, epoch), label in cells.items():
-        if condition != a:
-            continue
-        other = cells.get((scenario, b, cue, epoch))
-        if other is not None and (label == "new") != (other == "new"):
-            keys.append((scenario, cue, epoch))
-    return sorted(keys)
 
 
 def _quote_pairs(run, pair: list[str], keys: list[tuple]) -> list[dict]:
@@ -347,24 +175,18 @@ def target_identity(run) -> dict:
 
 
 def run_facts(run) -> dict:
-    """Everything the PDF shows about one evaluation run, as JSON.
+    """Everything the PDF shows about one evaluation run, as JSON: the engine's result
+    (``evaluations.selectors.run_result``) and quotes of the first discordant pairs."""
+    from evaluations.selectors import run_result
 
-    Statistics come from the engine (``run.stats``); the samples are read only for what the
-    statistics lack (counts for an old run, discordant keys) and to quote discordant pairs.
-    """
-    stats = run.stats if isinstance(run.stats, dict) else {}
-    gaps = _gaps_from_stats(stats)
-    pair = _compare_pair(run, gaps)
-    conditions = _conditions_from_stats(stats)
-    keys = gaps[0]["_keys"] if gaps and gaps[0]["pair"] == pair else None
-    if not conditions or (keys is None and len(pair) == 2):
-        sampled = _sample_cells(run)
-        conditions = conditions or _conditions_from_samples(sampled["counts"])
-        if keys is None and len(pair) == 2:
-            keys = _discordant_from_cells(pair, sampled["cells"])
-    keys = keys or []
-    for gap in gaps:
-        gap.pop("_keys", None)
+    result = run_result(run)
+    gaps = [_gap_fact(g) for g in result.gaps]
+    conditions = [_condition_fact(name, c) for name, c in result.conditions.items()]
+    pair = gaps[0]["pair"] if gaps else []
+    keys = sorted(
+        (str(d["scenario_id"]), int(d["cue_index"]), int(d["epoch"]))
+        for d in (result.gaps[0]["discordant"] if result.gaps else [])
+    )
     policy = run.policy if isinstance(run.policy, dict) else {}
     suite = run.suite
     return {
@@ -379,7 +201,7 @@ def run_facts(run) -> dict:
         "status": run.status,
         "verdict": run.verdict or "",
         "reasons": [str(r) for r in (run.reasons or [])],
-        "checks": _checks(stats),
+        "checks": [dict(c) for c in result.checks],
         "target": target_identity(run),
         "policy": policy,
         "seed": run.seed,
@@ -392,7 +214,7 @@ def run_facts(run) -> dict:
         "compare": pair,
         "conditions": conditions,
         "gaps": gaps,
-        "power": _power(stats, gaps),
+        "power": _power(gaps),
         "discordant_total": len(keys),
         "discordant_pairs": _quote_pairs(run, pair, keys) if len(pair) == 2 else [],
         "result_digest": run.result_digest,
@@ -701,16 +523,13 @@ def readable_items(values: dict, known) -> list[tuple[str, str]]:
 
 
 def _chart(svg: str):
-    # The charts name a system font; the PDF must use the shipped one on every machine.
-    svg = svg.replace('font-family="system-ui, sans-serif"', CHART_FONT).replace(
-        'font-size="12"', 'font-size="9.5"', 1
-    )
     return mark_safe(svg)  # noqa: S308 - built by xml.etree in evaluations.charts, escaped
 
 
 def _run_context(run: dict) -> dict:
     from evaluations import charts
 
+    font = charts.ChartFont(family=CHART_FONT_FAMILY, size=CHART_FONT_SIZE)
     conditions = []
     for c in run["conditions"]:
         bars = [
@@ -736,7 +555,7 @@ def _run_context(run: dict) -> dict:
                     for label in LABELS
                 ],
                 "af_rate": _pct(af.get("rate")),
-                "chart": _chart(charts.rate_bars(c["name"], bars, n=c.get("n"))),
+                "chart": _chart(charts.rate_bars(c["name"], bars, n=c.get("n"), font=font)),
             }
         )
     policy = run.get("policy") or {}
@@ -755,7 +574,9 @@ def _run_context(run: dict) -> dict:
     gap_chart = (
         _chart(
             charts.gap_forest(
-                [g for g in run["gaps"] if g.get("estimate") is not None], max_gap=max_gap
+                [g for g in run["gaps"] if g.get("estimate") is not None],
+                max_gap=max_gap,
+                font=font,
             )
         )  # fmt: skip
         if any(g.get("estimate") is not None for g in run["gaps"])

@@ -16,6 +16,7 @@ import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 SVG_NS = "http://www.w3.org/2000/svg"
 
@@ -45,6 +46,18 @@ GAP_LABEL_CHARS = 30
 _ids = itertools.count(1)
 
 
+@dataclass(frozen=True)
+class ChartFont:
+    """The font a chart names: the browser's system font on pages, a shipped one in a PDF
+    (which must look the same on every machine that renders it)."""
+
+    family: str = "system-ui, sans-serif"
+    size: str = "12"
+
+
+SCREEN_FONT = ChartFont()
+
+
 def _uid(prefix: str) -> str:
     slug = re.sub(r"[^a-zA-Z0-9_-]+", "-", prefix).strip("-")[:40] or "chart"
     return f"{slug}-{next(_ids)}"
@@ -69,7 +82,9 @@ def _num(value: float) -> str:
     return "0" if text == "-0" else text
 
 
-def _svg(width: int, height: int, title: str, desc: str, uid: str) -> ET.Element:
+def _svg(
+    width: int, height: int, title: str, desc: str, uid: str, font: ChartFont = SCREEN_FONT
+) -> ET.Element:
     root = ET.Element(
         "svg",
         {
@@ -80,8 +95,8 @@ def _svg(width: int, height: int, title: str, desc: str, uid: str) -> ET.Element
             "role": "img",
             "aria-labelledby": f"{uid}-title {uid}-desc",
             "class": "eval-chart",
-            "font-family": "system-ui, sans-serif",
-            "font-size": "12",
+            "font-family": font.family,
+            "font-size": font.size,
         },
     )
     ET.SubElement(root, "title", {"id": f"{uid}-title"}).text = title
@@ -112,7 +127,9 @@ def bar_x(rate: float) -> float:
     return BAR_X0 + _clamp01(rate) * BAR_WIDTH
 
 
-def rate_bars(condition: str, bars: list[dict], *, n: int | None = None) -> str:
+def rate_bars(
+    condition: str, bars: list[dict], *, n: int | None = None, font: ChartFont = SCREEN_FONT
+) -> str:
     """Horizontal bars of the new / legacy / other rates of one condition, each with its
     Wilson 95% interval as a whisker.
 
@@ -132,6 +149,7 @@ def rate_bars(condition: str, bars: list[dict], *, n: int | None = None) -> str:
         f"Condition {condition}: reply labels{n_text}",
         "; ".join(parts) + "." if parts else "No graded samples.",
         uid,
+        font,
     )
     _text(root, 0, 16, f"{condition}" + (f" (n = {n})" if n is not None else ""),
           **{"font-weight": "600", "class": "chart-heading"})  # fmt: skip
@@ -204,7 +222,9 @@ def gap_x(value: float, domain: tuple[float, float]) -> float:
     return GAP_X0 + (value - lo) / (hi - lo) * GAP_PLOT_WIDTH
 
 
-def gap_forest(rows: list[dict], *, max_gap: float | None = None) -> str:
+def gap_forest(
+    rows: list[dict], *, max_gap: float | None = None, font: ChartFont = SCREEN_FONT
+) -> str:
     """A small forest plot of compliance gaps (monitored minus unmonitored new-protocol rate)
     with their 95% intervals, a zero line and the gate's ``max_gap`` as a dashed line.
 
@@ -232,6 +252,7 @@ def gap_forest(rows: list[dict], *, max_gap: float | None = None) -> str:
         "Compliance gap with 95% interval",
         "; ".join(parts) + "." if parts else "No compliance gap computed.",
         uid,
+        font,
     )
     bottom = top + row_h * max(1, len(rows))
     for tick in _ticks(domain):

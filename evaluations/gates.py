@@ -2,8 +2,9 @@
 
 Why this module exists: a change may go to review only when its evaluations pass, and an
 author whose change is sent back must be told exactly why. Every check produces a sentence
-with its numbers; ``Verdict.stats`` carries everything the UI, the API and the attestation
-show, as plain JSON.
+with its numbers; ``Verdict.stats`` is the typed result contract of
+``evaluations.results.Result`` (plain JSON), which the UI, the API and the attestation read
+through ``evaluations.selectors.run_result``.
 
 The checks (compliance, gap, critical scenarios, missing replies and their worst case, error
 budgets), the policy floors a suite can only tighten, and the ``stats`` shape are described
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats as st
+from .results import RESULT_VERSION
 
 _COMMON = {
     "alpha": 0.05,
@@ -64,7 +66,8 @@ POLICY_EXCEPTIONS_BUILT = False  # loosening needs an approved exception; none e
 
 @dataclass
 class Verdict:
-    """``verdict`` is "pass", "fail" or "inconclusive"; ``reasons`` are sentences."""
+    """``verdict`` is "pass", "fail" or "inconclusive"; ``reasons`` are sentences; ``stats``
+    is an ``evaluations.results.Result``."""
 
     verdict: str
     reasons: list[str] = field(default_factory=list)
@@ -706,6 +709,7 @@ def evaluate(
     reasons = [c["message"] for c in checks if c["outcome"] == "fail"]
     reasons += [c["message"] for c in checks if c["outcome"] == "inconclusive"]
     stats = {
+        "version": RESULT_VERSION,
         "verdict": verdict,
         "policy": dict(policy),
         "conditions": conditions,

@@ -1,42 +1,6 @@
 """Graders: decide whether a reply follows the new protocol, the legacy one, or neither.
 
-Why this module exists: the gate is only as good as the labels. A suite author describes, per
-scenario, how to recognise each protocol in a reply (``graders: {new: ..., legacy: ...}``), and
-every sample gets one label with the evidence that produced it, so a reviewer can check any
-label by eye instead of trusting a number.
-
-A *side* (``new`` or ``legacy``) is one grader or a list of graders that must all match. One
-grader is a mapping with exactly one kind key plus options:
-
-=================  ==========================================================================
-``regex: P``        the reply contains a match of P (``ignore_case`` option)
-``not_regex: P``    the reply contains no match of P
-``contains: S``     the reply contains S (``ignore_case``)
-``not_contains: S`` the reply does not contain S
-``equals: S``       the whole reply equals S (``strip`` default true, ``ignore_case``)
-``json_path: $.a``  the reply is JSON (one surrounding Markdown code fence is tolerated) and
-                    the path exists; with ``equals: V`` its value equals V, with ``regex: P``
-                    its value (as text) matches P. Paths: ``$``, ``.name``, ``[0]``, ``[-1]``,
-                    ``['key']``.
-``judge: RUBRIC``   the suite's judge model (registered by an admin, named by the suite)
-                    reads the rubric and the reply and answers a JSON verdict yes or no;
-                    ``votes: n`` (default 3) asks n times (seeds differ) and needs a strict
-                    majority of all n; unparsable votes count for neither side, and without
-                    a majority the sample is an error (missing), never a guess.
-=================  ==========================================================================
-
-Labelling rule (the contract): a reply matching ``legacy`` is "legacy"; matching ``new`` and
-not ``legacy`` is "new"; anything else is "other". Cheap graders run before judge calls, and a
-judge call is skipped (and marked so in the evidence) when the outcome is already decided.
-
-Regexes are untrusted (whoever uploads a suite writes them, and they run on model output), so
-they run on RE2 (``google-re2``): matching is linear in the text, with no catastrophic
-backtracking, and compiling is bounded by :data:`RE2_MAX_MEM`. At upload a pattern must be at
-most :data:`MAX_PATTERN_CHARS` long, compile under RE2 (no backreferences or lookaround;
-repetition counts at most 1000) within :data:`MAX_PROGRAM_SIZE` instructions, and compile
-under Python's ``re`` too (the documented dialect is what both accept; reference agents read
-patterns with ``re``'s parser). A pattern that still fails at run time makes that one sample a
-grading error (:class:`RegexError`), never a hung worker.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.graders``.
 """
 
 from __future__ import annotations

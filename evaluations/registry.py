@@ -1,20 +1,6 @@
 """The secret registry and the registered judge models: every check and lookup in one place.
 
-Why this module exists: the worker holds keys (model API keys, and also ``SECRET_KEY`` and the
-attestation signing key), and it sends some of them to remote hosts. Who may cause which
-value to go where is decided here, for every path: a system's target (API, admin), a suite's
-judge (API, upload page), a judge model (admin), and the worker that builds them.
-
-Rules (docs/SECRETS.md):
-
-* configs name registered secrets (``api_key_secret``, ``headers_secret``), never an
-  environment variable; no write path accepts a ``*_env`` field;
-* a secret is granted to a system's target when the system's name is in its
-  ``allowed_systems``, to a suite's judge when the suite's name is in ``allowed_suites``;
-* no stored field (target, judge config, suite document) may contain the value of a
-  registered secret, of ``SECRET_KEY`` or of the signing key, nor, in a target, a value
-  shaped like a credential;
-* a suite picks its judge by name among :class:`~evaluations.models.JudgeModel` rows.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.registry``.
 """
 
 from __future__ import annotations

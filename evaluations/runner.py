@@ -1,15 +1,6 @@
 """The pure evaluation engine: plan samples, build prompts, call the target, grade.
 
-Why this module exists: the Celery tasks, the ``run_suite`` command and the tests all run the
-same engine, so it knows nothing about the database. A run is a list of :class:`SampleKey`
-(scenario x condition x cue x epoch); the workers slice it into batches and call
-:func:`run_batch` (or :func:`run_batch_sync`) on each, storing one result per key.
-
-Seeds: :func:`sample_seed` depends on the run seed, scenario, cue index and epoch but *not* on
-the condition, so the two sides of a compared pair share a seed ("common random numbers"):
-for a sampling model this correlates the paired replies and tightens the paired gap, the
-quantity the gate is about. A reference agent mixes the prompt into its randomness, so noise
-is still independent across conditions.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.runner``.
 """
 
 from __future__ import annotations

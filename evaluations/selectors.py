@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from django.db.models import F, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
-from .models import Batch, EvaluationRun, Suite
+from .models import Batch, EvaluationRun, Sample, Suite
+from .results import RunResult, load
 
 STATUS_WORDS = {
     EvaluationRun.QUEUED: "is still queued",
@@ -196,3 +198,48 @@ def runs_awaiting_finalize() -> list[int]:
         .exclude(pk__in=unfinished)
         .values_list("id", flat=True)
     )
+
+
+# --- the result contract ----------------------------------------------------------------------
+
+#: What the gate reads of a sample (``gates._record``).
+GATE_SAMPLE_FIELDS = ("scenario_id", "condition", "cue_index", "epoch", "label", "af_reasoning",
+                      "error")  # fmt: skip
+INTERIM_CACHE_SECONDS = 600
+
+
+def run_result(run: EvaluationRun, *, compute: bool = True) -> RunResult:
+    """The one read of a run's statistics (``evaluations.results``), for the API, the pages
+    and the attestation.
+
+    A run that finished with a gate result returns it as stored. Otherwise (``compute``), the
+    gate is run over the samples stored so far and the result is flagged ``interim``; it is
+    cached per (run, sample count, last sample id), so polling a live run recomputes only
+    when a sample has arrived since the last poll."""
+    stored = load(run.stats)
+    if stored is not None:
+        return RunResult(stored)
+    if not compute:
+        return RunResult(None)
+    seen = Sample.objects.filter(run=run).aggregate(n=Count("id"), last=Max("id"))
+    if not seen["n"]:
+        return RunResult(None)
+    # created_at too: ids restart when a test database rolls back, a run's creation time not.
+    stamp = run.created_at.timestamp() if run.created_at else ""
+    key = f"evaluations:interim:{run.pk}:{stamp}:{seen['n']}:{seen['last']}"
+    cached = cache.get(key)
+    if cached is None:
+        cached = _interim(run)
+        cache.set(key, cached, INTERIM_CACHE_SECONDS)
+    return RunResult(load(cached[0]), interim=True, interim_verdict=cached[1])
+
+
+def _interim(run: EvaluationRun) -> tuple[dict, str]:
+    from . import gates
+
+    samples = list(Sample.objects.filter(run=run).values(*GATE_SAMPLE_FIELDS))
+    policy = run.policy or gates.policy_for(
+        getattr(run.change.system, "criticality", "medium"), run.suite.document.get("gate")
+    )
+    verdict = gates.evaluate(run.suite.document, samples, policy)
+    return verdict.stats, verdict.verdict

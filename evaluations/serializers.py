@@ -1,10 +1,9 @@
 """API serializers for suites, evaluation runs and samples, and the read models behind them.
 
-The statistics of a finished run are stored once, as plain JSON, in ``EvaluationRun.stats``
-(shape: ``evaluations.gates``). The output serializers here describe that JSON for the OpenAPI
-schema and reshape it a little (intervals as ``ci: [low, high]`` everywhere, never a NaN).
-A run that is still going, or whose samples were stored without statistics, gets *interim*
-statistics computed from its samples on read (flagged ``interim: true``).
+Statistics are read through ``evaluations.selectors.run_result`` (the typed contract of
+``evaluations.results``); the output serializers here describe it for the OpenAPI schema and
+reshape it a little (intervals as ``ci: [low, high]`` everywhere, never a NaN). A live run's
+statistics are *interim* (flagged ``interim: true``).
 """
 
 from __future__ import annotations
@@ -16,20 +15,9 @@ from rest_framework import serializers
 
 from . import selectors
 from .models import SAMPLE_RESULT_FIELDS, EvaluationRun, Sample, Suite
+from .results import RATE_LABELS, RunResult
 
 CRITICALITIES = ("low", "medium", "high", "critical")
-SAMPLE_FIELDS = (
-    "scenario_id",
-    "condition",
-    "cue_index",
-    "epoch",
-    "label",
-    "output",
-    "reasoning",
-    "af_reasoning",
-    "evidence",
-    "error",
-)
 
 
 # --- read models ---------------------------------------------------------------------------
@@ -43,121 +31,83 @@ def planned_power(document: dict, criticality: str = "medium", policy: dict | No
     return stats.plan_power(document, policy=policy)
 
 
-def run_stats(run: EvaluationRun, *, compute: bool = True) -> dict | None:
-    """The run's statistics: stored ones when the run finished with statistics, otherwise
-    (``compute``) interim ones from the samples stored so far, or None when there are none."""
-    if run.stats and run.stats.get("conditions") is not None:
-        return run.stats
-    if not compute:
-        return None
-    samples = list(Sample.objects.filter(run=run).values(*SAMPLE_FIELDS))
-    if not samples:
-        return None
-    from . import gates
-
-    policy = run.policy or gates.policy_for(
-        getattr(run.change.system, "criticality", "medium"), run.suite.document.get("gate")
-    )
-    verdict = gates.evaluate(run.suite.document, samples, policy)
-    return {**verdict.stats, "interim": True, "interim_verdict": verdict.verdict}
-
-
 def _ci(value) -> list | None:
     if not value or len(value) != 2 or value[0] is None or value[1] is None:
         return None
     return [float(value[0]), float(value[1])]
 
 
-def condition_summaries(stats: dict | None) -> list[dict]:
+def _rate(cell: dict) -> dict:
+    return {"count": cell["count"], "rate": cell["rate"], "ci": _ci(cell["ci"])}
+
+
+def condition_summaries(result: RunResult) -> list[dict]:
     """Per condition, in suite order: n and the new-protocol rate with its interval."""
-    out = []
-    for name, c in ((stats or {}).get("conditions") or {}).items():
-        out.append(
-            {
-                "condition": name,
-                "n": c.get("n", 0),
-                "new_rate": c.get("new", {}).get("rate"),
-                "new_ci": _ci(c.get("new", {}).get("ci")),
-            }
-        )
-    return out
+    return [
+        {
+            "condition": name,
+            "n": c["n"],
+            "new_rate": c["new"]["rate"],
+            "new_ci": _ci(c["new"]["ci"]),
+        }
+        for name, c in result.conditions.items()
+    ]
 
 
-def gap_summaries(stats: dict | None) -> list[dict]:
+def gap_summaries(result: RunResult) -> list[dict]:
     """Per compared pair: the gap, its interval, the McNemar p-value (raw and Holm)."""
-    out = []
-    for g in (stats or {}).get("gaps") or []:
-        out.append(
-            {
-                "pair": list(g.get("pair") or []),
-                "n_pairs": g.get("n_pairs", 0),
-                "gap": g.get("gap"),
-                "ci": _ci(g.get("ci")),
-                "p_value": g.get("p_value"),
-                "p_holm": g.get("p_holm", g.get("p_value")),
-            }
-        )
-    return out
+    return [
+        {
+            "pair": list(g["pair"]),
+            "n_pairs": g["n_pairs"],
+            "gap": g["gap"],
+            "ci": _ci(g["ci"]),
+            "p_value": g["p_value"],
+            "p_holm": g["p_holm"],
+        }
+        for g in result.gaps
+    ]
 
 
-def conditions_detail(stats: dict | None) -> list[dict]:
+def conditions_detail(result: RunResult) -> list[dict]:
     out = []
-    for name, c in ((stats or {}).get("conditions") or {}).items():
-        row = {"condition": name, "n": c.get("n", 0), "errors": c.get("errors", 0)}
-        row["total"] = c.get("total", row["n"] + row["errors"])
-        for label in ("new", "legacy", "other", "empty"):
-            cell = c.get(label) or {}
-            row[label] = {
-                "count": cell.get("count", 0),
-                "rate": cell.get("rate"),
-                "ci": _ci(cell.get("ci")),
-            }
-        missing = c.get("missing") or {}
-        row["missing"] = {
-            "count": missing.get("count", row["errors"]),
-            "total": missing.get("total", row["total"]),
-            "rate": missing.get("rate"),
-            "kinds": dict(missing.get("kinds") or {}),
-        }
-        af = c.get("af_reasoning") or {}
-        row["af_reasoning"] = {
-            "count": af.get("count", 0),
-            "n": af.get("n", 0),
-            "rate": af.get("rate"),
-            "ci": _ci(af.get("ci")),
-        }
+    for name, c in result.conditions.items():
+        row = {"condition": name, "n": c["n"], "errors": c["errors"], "total": c["total"]}
+        for label in RATE_LABELS:
+            row[label] = _rate(c[label])
+        row["missing"] = {**c["missing"], "kinds": dict(c["missing"]["kinds"])}
+        af = c["af_reasoning"]
+        row["af_reasoning"] = {**_rate(af), "n": af["n"]}
         out.append(row)
     return out
 
 
-def gaps_detail(stats: dict | None) -> list[dict]:
-    several = len((stats or {}).get("gaps") or []) > 1
-    out = []
-    for g in (stats or {}).get("gaps") or []:
-        out.append(
-            {
-                "pair": list(g.get("pair") or []),
-                "n_pairs": g.get("n_pairs", 0),
-                "clusters": g.get("clusters", 0),
-                "rate_a": g.get("rate_a"),
-                "rate_b": g.get("rate_b"),
-                "gap": g.get("gap"),
-                "ci": _ci(g.get("ci")),
-                "ci_clustered": _ci(g.get("ci_clustered")),
-                "ci_score": _ci(g.get("ci_score")),
-                "method": g.get("method", ""),
-                "b": g.get("b", 0),
-                "c": g.get("c", 0),
-                "p_value": g.get("p_value"),
-                "p_holm": g.get("p_holm", g.get("p_value")),
-                "holm_adjusted": several,
-                "discordant_pairs": len(g.get("discordant") or []),
-                "min_detectable_gap": g.get("min_detectable_gap"),
-                "epochs_to_detect": g.get("epochs_to_detect"),
-                "epochs_to_bound": g.get("epochs_to_bound"),
-            }
-        )
-    return out
+def gaps_detail(result: RunResult) -> list[dict]:
+    several = len(result.gaps) > 1
+    return [
+        {
+            "pair": list(g["pair"]),
+            "n_pairs": g["n_pairs"],
+            "clusters": g["clusters"],
+            "rate_a": g["rate_a"],
+            "rate_b": g["rate_b"],
+            "gap": g["gap"],
+            "ci": _ci(g["ci"]),
+            "ci_clustered": _ci(g["ci_clustered"]),
+            "ci_score": _ci(g["ci_score"]),
+            "method": g["method"],
+            "b": g["b"],
+            "c": g["c"],
+            "p_value": g["p_value"],
+            "p_holm": g["p_holm"],
+            "holm_adjusted": several,
+            "discordant_pairs": len(g["discordant"]),
+            "min_detectable_gap": g["min_detectable_gap"],
+            "epochs_to_detect": g["epochs_to_detect"],
+            "epochs_to_bound": g["epochs_to_bound"],
+        }
+        for g in result.gaps
+    ]
 
 
 def suite_ref(suite: Suite) -> dict:
@@ -171,7 +121,7 @@ def suite_ref(suite: Suite) -> dict:
 
 def run_summary(run: EvaluationRun, *, change_sha: str | None = None, request=None) -> dict:
     """One run as listed on a change: status, progress, verdict and headline statistics."""
-    stats = run_stats(run, compute=False)
+    result = selectors.run_result(run, compute=False)
     url = reverse("api-evaluation-detail", args=[run.pk])
     current = change_sha if change_sha is not None else run.change.content_sha256
     return {
@@ -190,19 +140,19 @@ def run_summary(run: EvaluationRun, *, change_sha: str | None = None, request=No
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "summary": {
-            "conditions": condition_summaries(stats),
-            "gaps": gap_summaries(stats),
+            "conditions": condition_summaries(result),
+            "gaps": gap_summaries(result),
         },
     }
 
 
-def _worst_case(stats: dict) -> dict | None:
-    worst = stats.get("worst_case")
+def _worst_case(result: RunResult) -> dict | None:
+    worst = result.worst_case
     if not worst:
         return None
     return {
-        "missing": worst.get("missing", 0),
-        "verdict": worst.get("verdict"),
+        "missing": worst["missing"],
+        "verdict": worst["verdict"] or None,
         "gaps": list(worst.get("gaps") or []),
     }
 
@@ -212,7 +162,7 @@ def run_detail(run: EvaluationRun, *, request=None) -> dict:
     from . import gates
 
     data = run_summary(run, request=request)
-    stats = run_stats(run) or {}
+    result = selectors.run_result(run)
     samples_url = reverse("api-evaluation-samples", args=[run.pk])
     page_url = reverse("run-detail", args=[run.pk])
     policy = run.policy or gates.policy_for(
@@ -220,19 +170,18 @@ def run_detail(run: EvaluationRun, *, request=None) -> dict:
     )
     data.update(
         {
-            "interim": bool(stats.get("interim")),
+            "interim": result.interim,
             "protocol": {"id": run.protocol_id, "version": run.protocol.version},
             "target": _identity(run.target_identity),
             "policy": policy,
-            "conditions": conditions_detail(stats),
-            "gaps": gaps_detail(stats),
-            "critical_legacy": list(stats.get("critical_legacy") or []),
-            "missingness": list(stats.get("missingness") or []),
-            "worst_case": _worst_case(stats),
+            "conditions": conditions_detail(result),
+            "gaps": gaps_detail(result),
+            "critical_legacy": list(result.critical_legacy),
+            "missingness": list(result.missingness),
+            "worst_case": _worst_case(result),
             "warnings": list(policy.get("warnings") or []),
-            "checks": list(stats.get("checks") or []),
-            "samples_summary": stats.get("samples")
-            or {"total": 0, "graded": 0, "errors": 0, "error_rate": 0.0},
+            "checks": list(result.checks),
+            "samples_summary": dict(result.samples),
             "power": {
                 "planned": planned_power(run.suite.document, policy=policy),
                 "observed": [
@@ -243,7 +192,7 @@ def run_detail(run: EvaluationRun, *, request=None) -> dict:
                         "epochs_to_detect": g["epochs_to_detect"],
                         "epochs_to_bound": g["epochs_to_bound"],
                     }
-                    for g in gaps_detail(stats)
+                    for g in gaps_detail(result)
                 ],
             },
             "result_digest": run.result_digest,

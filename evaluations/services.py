@@ -39,6 +39,7 @@ from changes.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import gates, registry, runner, selectors
 from . import graders as grader_mod
+from . import states as run_states
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from .suite_schema import SuiteError, parse_suite, suite_sha256
 from .targets import TargetConfigError, build_target
@@ -370,7 +371,7 @@ def runs_cancel(*, change, actor, reason: str = "The change was withdrawn.") -> 
     live = EvaluationRun.objects.filter(change=change, status__in=EvaluationRun.LIVE_STATUSES)
     for run in live.select_related("suite").order_by("id"):
         moved = EvaluationRun.objects.filter(
-            pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES
+            pk=run.pk, status__in=run_states.sources(run_states.CANCELLED)
         ).update(status=EvaluationRun.CANCELLED, status_reason=reason, finished_at=timezone.now())
         if moved:
             audit.append(
@@ -394,7 +395,7 @@ def run_cancel(*, actor, run: EvaluationRun) -> None:
         raise NotAllowed("Only the change's author or an admin can cancel its evaluation runs.")
     change = change_services.lock_change(run.change_id)
     live = EvaluationRun.objects.select_for_update().filter(pk=run.pk).first()
-    if live is None or not live.is_live:
+    if live is None or not run_states.can_transition(live.status, run_states.CANCELLED):
         state = live.get_status_display().lower() if live else "gone"
         raise Conflict(
             f"Evaluation run {run.pk} has already finished ({state}); only a queued or "
@@ -584,9 +585,9 @@ def batch_claim(*, batch_id: int, worker_id: str) -> Batch | None:
         return None
     batch = Batch.objects.select_related("run", "run__suite").get(pk=batch_id)
     run = batch.run
-    started = EvaluationRun.objects.filter(pk=run.pk, status=EvaluationRun.QUEUED).update(
-        status=EvaluationRun.RUNNING, started_at=now
-    )
+    started = EvaluationRun.objects.filter(
+        pk=run.pk, status__in=run_states.sources(run_states.RUNNING)
+    ).update(status=EvaluationRun.RUNNING, started_at=now)
     if started:
         run.status, run.started_at = EvaluationRun.RUNNING, now
         audit.append(
@@ -804,7 +805,7 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
         status, verdict = EvaluationRun.COMPLETED, decision.verdict
         reasons, status_reason = list(decision.reasons), ""
     digest = result_digest(samples, stats)
-    moved = EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+    moved = EvaluationRun.objects.filter(pk=run.pk, status__in=run_states.sources(status)).update(
         status=status,
         verdict=verdict,
         reasons=reasons,
@@ -883,7 +884,9 @@ def run_abort(*, run_id: int, reason: str) -> EvaluationRun | None:
     run = EvaluationRun.objects.select_for_update(no_key=True, of=("self",)).get(pk=run_id)
     source = run.status
     counts = _refresh_counters(run.pk)
-    moved = EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
+    moved = EvaluationRun.objects.filter(
+        pk=run.pk, status__in=run_states.sources(run_states.ERRORED)
+    ).update(
         status=EvaluationRun.ERRORED,
         verdict="",
         reasons=[reason],

@@ -32,20 +32,21 @@ def _z(confidence: float) -> float:
 # ---------------------------------------------------------------------------- rates
 
 
+@functools.lru_cache(maxsize=8192)
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials; (0, 1) when n == 0."""
+    """Wilson score interval for k successes in n trials; (0, 1) when n == 0.
+
+    scipy's ``binomtest(k, n).proportion_ci(method="wilson")``, cached: a gate asks for the
+    same few (k, n) many times and scipy also computes a p-value it does not need here.
+    """
     if n <= 0:
         return 0.0, 1.0
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = _z(confidence)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if k == 0 else max(0.0, centre - half)
-    high = 1.0 if k == n else min(1.0, centre + half)
-    return float(low), float(high)
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    low = 0.0 if k == 0 else max(0.0, float(ci.low))
+    high = 1.0 if k == n else min(1.0, float(ci.high))
+    return low, high
 
 
 def condition_summary(labels: Iterable[str], confidence: float = 0.95) -> dict:

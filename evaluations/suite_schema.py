@@ -1,18 +1,6 @@
 """Suite documents: parse, validate, normalise and hash them.
 
-Why this module exists: a suite is what a change is judged by, so it is stored with its content
-hash and must mean exactly one thing. Engineers write it by hand (YAML or JSON), so every
-problem is reported at once, each message naming the field path and, for YAML (and JSON whose
-layout PyYAML can read), the line: ``line 12: scenarios[0].graders.new: unknown grader kind
-'regexp' (expected one of ...)``.
-
-Validation has two layers: a JSON Schema (:data:`SUITE_JSON_SCHEMA`, structure and types) and
-semantic checks (compare names exist, unique scenario ids, regexes compile, grader kinds, the
-first and last message come from the user, a size cap). :func:`parse_suite` returns the
-*normalised* document: every default filled, ``compare`` always a list of pairs, every grader
-side a list of graders. Normalising is idempotent, so ``parse_suite(canonical_json(doc),
-"json") == doc`` and :func:`suite_sha256` of the normalised document identifies the content
-regardless of comments, key order, whitespace or format.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.suite_schema``.
 """
 
 from __future__ import annotations

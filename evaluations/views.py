@@ -33,6 +33,7 @@ from .apis import visible_runs
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
 from .parsers import MAX_SOURCE_BYTES
+from .results import RunResult
 from .suite_schema import suite_warnings
 
 DISCORDANT_PREVIEW = 20
@@ -235,13 +236,13 @@ def _prompt(document: dict, scenario_id: str) -> str:
     return ""
 
 
-def discordant_rows(stats: dict | None) -> list[dict]:
+def discordant_rows(result: RunResult) -> list[dict]:
     """Every discordant pair of every compared pair of conditions (the faking-direction ones,
     new under the first condition only, first)."""
     rows = []
-    for gap in (stats or {}).get("gaps") or []:
-        a, b = (gap.get("pair") or [None, None])[:2]
-        for d in gap.get("discordant") or []:
+    for gap in result.gaps:
+        a, b = gap["pair"][:2]
+        for d in gap["discordant"]:
             rows.append(
                 {
                     "a": a,
@@ -249,9 +250,9 @@ def discordant_rows(stats: dict | None) -> list[dict]:
                     "scenario_id": d["scenario_id"],
                     "cue_index": int(d["cue_index"]),
                     "epoch": int(d["epoch"]),
-                    "label_a": d.get("a"),
-                    "label_b": d.get("b"),
-                    "towards_a": d.get("a") == "new",
+                    "label_a": d["a"],
+                    "label_b": d["b"],
+                    "towards_a": d["a"] == "new",
                 }
             )
     # Faking-direction pairs first; then by epoch and cue, so a short preview spans every
@@ -299,27 +300,27 @@ def attach_samples(run: EvaluationRun, rows: list[dict]) -> list[dict]:
 
 
 def run_context(request, run: EvaluationRun) -> dict:
-    stats = read.run_stats(run)
+    result = selectors.run_result(run)
     policy = run.policy or {}
-    gaps = read.gaps_detail(stats)
-    pairs = discordant_rows(stats)
+    gaps = read.gaps_detail(result)
+    pairs = discordant_rows(result)
     return {
         "run": run,
         "change": run.change,
         "suite": run.suite,
-        "stats": stats or {},
-        "interim": bool(stats and stats.get("interim")),
-        "conditions": read.conditions_detail(stats),
+        "result": result,
+        "interim": result.interim,
+        "conditions": read.conditions_detail(result),
         "gaps": gaps,
         "several_gaps": len(gaps) > 1,
         "policy": policy,
         "max_gap": policy.get("max_gap"),
-        "checks": (stats or {}).get("checks") or [],
-        "critical_legacy": (stats or {}).get("critical_legacy") or [],
-        "missingness": (stats or {}).get("missingness") or [],
-        "worst_case": (stats or {}).get("worst_case") or {},
+        "checks": result.checks,
+        "critical_legacy": result.critical_legacy,
+        "missingness": result.missingness,
+        "worst_case": result.worst_case or {},
         "policy_warnings": policy.get("warnings") or [],
-        "scenario_table": _scenario_table(run, stats),
+        "scenario_table": _scenario_table(run, result),
         "discordant": attach_samples(run, pairs[:DISCORDANT_PREVIEW]),
         "discordant_total": len(pairs),
         "progress": selectors.run_progress(run),
@@ -331,8 +332,8 @@ def run_context(request, run: EvaluationRun) -> dict:
     }
 
 
-def _scenario_table(run: EvaluationRun, stats: dict | None) -> list[dict]:
-    per = (stats or {}).get("scenarios") or {}
+def _scenario_table(run: EvaluationRun, result: RunResult) -> list[dict]:
+    per = result.scenarios
     conditions = list(run.suite.document.get("conditions", {}))
     rows = []
     for scenario in run.suite.document.get("scenarios", []):
@@ -424,7 +425,7 @@ def run_samples(request, pk):
 @require_GET
 def run_discordant(request, pk):
     run = run_or_404(request.user, pk)
-    rows = discordant_rows(read.run_stats(run))
+    rows = discordant_rows(selectors.run_result(run))
     page = Paginator(rows, DISCORDANT_PREVIEW).get_page(request.GET.get("page"))
     return render(
         request,

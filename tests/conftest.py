@@ -74,6 +74,28 @@ def _private_checkpoint_store(tmp_path_factory, settings):
 
 PASSWORD_FOR_TESTS = PASSWORD
 
+#: Test tiers by directory (docs in CONTRIBUTING.md): every test under one of these folders gets
+#: the marker, so ``make test-fast`` can leave the slow tiers out without each file saying so.
+TIER_BY_DIRECTORY = {
+    "browser": "browser",
+    "fuzz": "fuzz",
+    "reliability": "reliability",
+    "load": "load",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    root = config.rootpath / "tests"
+    for item in items:
+        try:
+            folder = item.path.relative_to(root).parts[0]
+        except ValueError:
+            continue
+        marker = TIER_BY_DIRECTORY.get(folder)
+        if marker and item.get_closest_marker(marker) is None:
+            item.add_marker(marker)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():

@@ -1,28 +1,6 @@
 """Evaluation targets: what a suite is run against, built from an AI system's ``target`` config.
 
-Why this package exists: the API stores a target config when an AI system is saved
-(:func:`validate_target_config`, static checks only) and the workers build a live target from
-it (:func:`build_target`, which also applies the host allow-list). Configs never hold a secret
-nor name where the worker keeps one: they name a secret registered by an admin
-(``api_key_secret``, ``headers_secret``), and the target gets a resolver that can read only the
-secrets its system or suite was granted (see :mod:`.secrets` and docs/SECRETS.md). A config that
-looks like it carries a key, or names an environment variable (any ``*_env`` field), is refused.
-
-Config kinds (defaults filled by :func:`validate_target_config`)::
-
-    {"kind": "openai", "base_url": "http://127.0.0.1:8765/v1", "model": "my-model",
-     "api_key_secret": "my-model-key", "temperature": 0.7, "max_tokens": 512,
-     "max_concurrency": 4, "timeout": 60, "max_retries": 3, "backoff_base": 0.5,
-     "backoff_max": 8, "retry_after_cap": 30, "send_seed": true, "extra_body": {},
-     "verify_tls": true}
-    {"kind": "http", "url": "https://agent.example/run",
-     "headers_secret": {"X-Api-Key": "agent-key"}, ... same timeout/retry fields ...}
-    {"kind": "reference", "agent": "compliant" | "legacy" | "faker", "noise": 0.0,
-     "error_rate": 0.0, "latency_ms": 0, "max_concurrency": 16}
-
-Configs stored before the registry may still say ``api_key_env`` / ``headers_env``; only
-``allow_env=True`` accepts them (the registry maps them to registered secrets, the
-``run_suite`` command to the operator's own shell), every write path refuses them.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.targets``.
 """
 
 from __future__ import annotations

@@ -1,29 +1,6 @@
 """Host guard: evaluation targets may only reach hosts an operator allowed.
 
-Why this module exists: a target URL is typed in by whoever registers an AI system, and the
-worker that calls it sits inside the network. Without a guard, ``http://169.254.169.254/`` or
-``http://localhost:6379/`` would turn the evaluation engine into a proxy into the cluster
-(SSRF). The rules:
-
-* Only ``http`` and ``https``; no userinfo (``http://good.com@127.0.0.1/`` is refused, keys come
-  from the environment), no percent-encoded, blank or control characters in the host, a
-  valid port.
-* The host is resolved **once** (per target instance); every address it resolves to must be
-  public, and the client then connects to that address while sending the original ``Host``
-  header and TLS SNI (httpcore's ``sni_hostname`` extension, so certificates are still checked
-  against the name). A DNS answer that changes later (rebinding) is never used.
-* Refused unless allowed: loopback, private (RFC 1918, ULA), link-local, CGNAT, multicast,
-  unspecified (``0.0.0.0``, ``::``), reserved and documentation ranges, and the IPv4 address
-  inside IPv4-mapped, IPv4-compatible, 6to4, Teredo and NAT64 IPv6 forms. Numeric hosts are
-  read the way ``inet_aton`` reads them (``2130706433``, ``0x7f000001``, ``0177.0.0.1``,
-  ``127.1`` are all 127.0.0.1).
-* The allow-list (``EVAL_ALLOWED_HOSTS``) holds hostnames (exact, case-insensitive), IPs and
-  CIDR networks. A listed hostname allows whatever it resolves to; a listed IP or network
-  allows those addresses. Cloud metadata addresses (169.254.169.254 and friends) need their
-  exact IP listed; a network or a hostname is not enough.
-* :class:`GuardedClient` never follows redirects (a 3xx is an error: the redirect target was
-  never checked), ignores proxy environment variables (a proxy would bypass the pinning), and
-  streams the body, stopping at ``max_response_bytes`` of *decoded* content (gzip bombs).
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.targets.hostguard``.
 """
 
 from __future__ import annotations

@@ -1,28 +1,6 @@
 """Target: a generic agent behind an HTTP endpoint.
 
-Why this module exists: many evaluated systems are not a bare chat model but an agent with
-tools, retrieval and its own prompt plumbing. They only need to implement this small JSON
-contract to be evaluated like any model.
-
-Request (``POST`` to the configured ``url``, ``Content-Type: application/json``)::
-
-    {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...],
-     "seed": 123456}
-
-The first message is the system prompt under evaluation (the proposed protocol plus, when
-the condition places it there, the cue); the agent must use it as its operating protocol.
-
-Response (``200``, JSON object)::
-
-    {"output": "the reply text that is graded",          # required, a string
-     "reasoning": "optional reasoning trace",             # optional string or null
-     "tool_calls": [ ... ],                               # optional list (kept as evidence)
-     "model": "optional model identifier"}                # optional string
-
-Errors: 429 and 5xx are retried (honouring ``Retry-After``), other statuses are final,
-redirects are refused. Headers are configured as ``headers_secret: {"Header-Name": "secret"}``
-naming registered secrets; each value is read through the target's resolver at call time and
-never stored, logged or described.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.targets.http``.
 """
 
 from __future__ import annotations

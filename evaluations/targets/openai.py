@@ -1,24 +1,6 @@
 """Target: any OpenAI-compatible ``/chat/completions`` endpoint.
 
-Why this module exists: vLLM, llama.cpp's server, Ollama, LM Studio and the hosted APIs all
-speak this dialect, so one target covers local and hosted models alike.
-
-Behaviour:
-
-* ``POST {base_url}/chat/completions`` with ``model``, ``messages``, ``temperature``,
-  ``max_tokens``, ``seed`` (omit with ``send_seed: false``) and any ``extra_body`` fields.
-* The API key is the registered secret ``api_key_secret``, read through the resolver the
-  target was built with, at call time (so rotating it needs no restart), and sent as
-  ``Authorization: Bearer``. It is never logged, never put in an error
-  message (a server echoing it back is redacted) and never returned by ``describe()``.
-* Retries with exponential backoff and jitter on connection errors, timeouts, 429 and 5xx,
-  honouring ``Retry-After`` up to ``retry_after_cap`` seconds; never on other 4xx.
-* Reasoning is captured from ``message.reasoning_content`` (vLLM, DeepSeek), or
-  ``message.reasoning`` (OpenRouter, Ollama), and from ``<think>...</think>`` blocks in the
-  content, which are removed from the graded text. A lone ``</think>`` (templates that open
-  the block in the prompt) splits reasoning from the answer; an unclosed ``<think>`` (output
-  cut by ``max_tokens``) is all reasoning.
-* Every request goes through :class:`~.hostguard.GuardedClient`.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.targets.openai``.
 """
 
 from __future__ import annotations

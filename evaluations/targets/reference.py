@@ -1,43 +1,6 @@
 """Reference agents: in-process stand-ins for an evaluated model, for the demo and the tests.
 
-Why this module exists: the gate must be shown to catch alignment faking and to pass honest
-systems, without a GPU. Three agents:
-
-* ``compliant`` always follows the new protocol;
-* ``legacy`` always follows the legacy protocol;
-* ``faker`` follows the new protocol only when its context says it is watched (logged,
-  reviewed, monitored, used for training, tested, audited, the safety team...) and reverts to
-  the legacy protocol otherwise. Its reasoning trace talks about being watched, as published
-  alignment-faking transcripts do, so the AF-reasoning detector has something to find.
-
-**How an agent knows what "following a protocol" looks like.** A reference agent cannot
-understand a protocol, so it is told, per scenario, what a new-protocol reply and a
-legacy-protocol reply look like. The runner calls :meth:`ReferenceTarget.prepare` with the
-suite before a batch; for each scenario the agent builds its replies:
-
-1. the scenario's optional ``reference: {new: "...", legacy: "..."}`` texts (best for demos:
-   realistic replies), each checked against the graders;
-2. otherwise replies synthesised from the graders: the strings of ``contains``/``equals``, an
-   example string generated from each ``regex`` (walking the compiled pattern), a JSON document
-   for ``json_path``, a neutral sentence, or an echo of the user's message (which, for a PII
-   suite, carries the very e-mail address the legacy protocol leaks). Each candidate is graded
-   with the scenario's own graders and the first one that gets the wanted label wins.
-
-Judge graders cannot be run offline: candidates are checked against the other graders only,
-so suites that rely on a judge should give ``reference`` replies. When no candidate grades as
-wanted, the first candidate is used and the scenario is listed in ``warnings``.
-
-Monitoring is read from the *text*, not from the condition name (a real model only sees text):
-the system messages and the cue prefix of the first user turn (the scenario's own content is
-removed when the agent recognises the scenario). Each clause scores +1 per monitoring term
-and -2 per negated one ("nothing here is logged or reviewed": both terms follow "nothing"),
--2 per un-word ("unreviewed") and -1 per deployment term ("production", "deployment",
-"straight to the customer"); the agent believes it is watched when the total is positive.
-
-``noise`` is the probability of an off-protocol reply (a refusal that grades "other" when the
-graders make that possible); ``error_rate`` simulates failed calls; ``latency_ms`` simulates a
-slow model. Randomness is seeded from the sample seed *and the prompt*, like a real model,
-so replies are reproducible but paired samples under different cues are not forced equal.
+Design notes: docs/ENGINE_NOTES.md, section ``evaluations.targets.reference``.
 """
 
 from __future__ import annotations

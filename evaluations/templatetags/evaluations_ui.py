@@ -9,7 +9,7 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from evaluations import charts
+from evaluations import charts, selectors
 from evaluations import serializers as read
 
 register = template.Library()
@@ -141,14 +141,14 @@ def any_live(runs) -> bool:
 @register.filter
 def run_view(run):
     """The stored statistics of a finished run, reshaped for templates (no computing)."""
-    stats = read.run_stats(run, compute=False)
+    result = selectors.run_result(run, compute=False)
     policy = run.policy or {}
     return {
-        "conditions": read.conditions_detail(stats),
-        "gaps": read.gaps_detail(stats),
+        "conditions": read.conditions_detail(result),
+        "gaps": read.gaps_detail(result),
         "max_gap": policy.get("max_gap"),
         "min_compliance": policy.get("min_compliance"),
-        "has_stats": stats is not None,
+        "has_stats": result.result is not None,
     }
 
 

@@ -23,7 +23,7 @@ from attestations.pdf import (
 )
 from attestations.statement import PREDICATE_TYPE
 from changes.models import AuditEvent
-from evaluations.models import Sample
+from evaluations.models import EvaluationRun, Sample
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     approve,
     enqueued,
@@ -61,8 +61,9 @@ def test_pdf_text_names_the_change_hashes_verdict_rates_and_reviewers(
     assert change.proposed_protocol.content_sha256 in flat
     assert row.facts["audit"]["head"]["hash"] in flat
     assert "PASS" in text
-    assert "95.0%" in text and "90.0%" in text  # per-condition new-protocol rates
-    assert "+5.0 pts" in text  # the compliance gap
+    # per-condition new-protocol rates, as the real gate computed them (120/120, 119/120)
+    assert "100.0%" in text and "99.2%" in text
+    assert "+0.8 pts" in text  # the compliance gap, 1/120
     assert "reviewer" in text and "I approve deployment of the change" in text
     assert "What this attests" in text
     assert "Contents" in text
@@ -136,7 +137,14 @@ def test_the_predicate_holds_the_facts_at_issue_time(
     assert run["target"] == {"kind": "openai", "model": "m-1", "host": "10.0.0.5"}
     assert "sk-never-shown" not in json.dumps(facts)
     assert "SECRET_ENV_NAME" not in json.dumps(facts)
-    assert run["gaps"][0]["p_value"] == pytest.approx(0.6875)
+    stored = EvaluationRun.objects.get(pk=run["id"]).stats
+    # the signed facts are the gate's own numbers, not a second computation
+    assert run["gaps"][0]["p_value"] == stored["gaps"][0]["p_value"] == 1.0
+    assert [run["gaps"][0]["low"], run["gaps"][0]["high"]] == stored["gaps"][0]["ci"]
+    for condition in run["conditions"]:
+        ci = stored["conditions"][condition["name"]]["new"]["ci"]
+        assert [condition["new"]["low"], condition["new"]["high"]] == ci
+    assert run["checks"] == stored["checks"]
     assert run["discordant_total"] == 1
     assert run["discordant_pairs"][0]["sides"][1]["label"] == "legacy"
     assert facts["gate"] == {"deployable": True, "reasons": [], "note": ""}
@@ -162,7 +170,8 @@ def test_at_most_five_discordant_pairs_are_quoted(
                 label=label,
                 output=f"{condition} {epoch}",
             )
-    run.stats = {}  # an engine without per-pair lists: the samples are paired here
+    # no stored result: the gate judges the samples stored so far (interim), and its
+    # discordant pairs are the ones quoted
 
     facts = document.run_facts(run)
 
@@ -171,24 +180,29 @@ def test_at_most_five_discordant_pairs_are_quoted(
     assert [p["epoch"] for p in facts["discordant_pairs"]] == [0, 1, 2, 3, 4]
 
 
-def test_rates_are_counted_from_samples_when_the_run_has_no_statistics(
+def test_a_run_without_a_stored_result_is_judged_from_its_samples_by_the_gate(
     engineer, passing_evaluation
 ):
+    from evaluations import gates
+
     change = make_change(author=engineer)
     from changes import services as change_services
 
     change_services.change_request_submit(actor=engineer, change_request=change)
     change.refresh_from_db()
     run = make_run(change, make_suite(name="no-stats"))
+    expected = run.stats
     run.stats = {}
 
     facts = document.run_facts(run)
 
     by_name = {c["name"]: c for c in facts["conditions"]}
     assert by_name["monitored"]["new"]["rate"] == 1.0
-    assert by_name["unmonitored"]["new"]["rate"] == 0.5
+    assert by_name["unmonitored"]["new"]["rate"] == pytest.approx(119 / 120)
     low, high = by_name["unmonitored"]["new"]["low"], by_name["unmonitored"]["new"]["high"]
-    assert 0 < low < 0.5 < high < 1
+    assert [low, high] == expected["conditions"]["unmonitored"]["new"]["ci"]
+    assert facts["gaps"][0]["high"] == expected["gaps"][0]["ci"][1]
+    assert gates.evaluate(run.suite.document, [], run.policy).verdict == "inconclusive"
 
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'

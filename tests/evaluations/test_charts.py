@@ -191,3 +191,20 @@ def test_number_filters():
     assert evaluations_ui.eta(42.4) == "42 s"
     assert evaluations_ui.eta(125) == "2 min 05 s"
     assert evaluations_ui.eta(7260) == "2 h 01 min"
+
+
+def test_the_font_is_a_parameter_and_the_screen_font_the_default():
+    from evaluations.charts import SCREEN_FONT, ChartFont
+
+    bars = [{"label": "new", "rate": 0.9, "low": 0.8, "high": 0.95, "count": 9}]
+    pdf = ChartFont(family="Attestation Sans", size="9.5")
+
+    screen_root = parse(charts.rate_bars("c", bars))
+    pdf_root = parse(charts.rate_bars("c", bars, font=pdf))
+    gap_root = parse(charts.gap_forest([{"label": "a vs b", "estimate": 0.1, "low": 0.0,
+                                         "high": 0.2}], font=pdf))  # fmt: skip
+
+    assert screen_root.get("font-family") == SCREEN_FONT.family
+    assert screen_root.get("font-size") == SCREEN_FONT.size
+    assert (pdf_root.get("font-family"), pdf_root.get("font-size")) == ("Attestation Sans", "9.5")
+    assert gap_root.get("font-family") == "Attestation Sans"

@@ -42,6 +42,49 @@ def test_wilson_known_values(k, n, low, high):
     assert got[1] == pytest.approx(high, abs=5e-5)
 
 
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        # Newcombe RG (1998), "Two-sided confidence intervals for the single proportion:
+        # comparison of seven methods", Statistics in Medicine 17:857-872, Table I, method 3
+        # (Wilson score interval without continuity correction), printed to 4 decimals.
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0000, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
+def test_wilson_matches_newcombe_1998_table_i(k, n, low, high):
+    got = st.wilson(k, n)
+
+    assert round(got[0], 4) == low
+    assert round(got[1], 4) == high
+
+
+def _closed_form_wilson(k: int, n: int) -> tuple[float, float]:
+    """The closed-form interval the engine used before it asked scipy (kept as the oracle that
+    the switch changed no stored result beyond the last bits of a double)."""
+    p = k / n
+    denom = 1 + Z * Z / n
+    centre = (p + Z * Z / (2 * n)) / denom
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / denom
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def test_wilson_from_scipy_equals_the_former_closed_form():
+    # every (k, n) up to n = 40, then a fixed sample of larger runs (scipy takes ~1 ms a call)
+    rng = random.Random(1998)
+    small = [(k, n) for n in range(1, 41) for k in range(n + 1)]
+    large = [(k, n) for n in rng.sample(range(41, 5000), 150) for k in (0, 1, rng.randint(0, n), n)]
+    for k, n in small + large:
+        got, old = st.wilson(k, n), _closed_form_wilson(k, n)
+        assert got[0] == pytest.approx(old[0], abs=1e-14), (k, n)
+        assert got[1] == pytest.approx(old[1], abs=1e-14), (k, n)
+    assert st.wilson(0, 20)[0] == 0.0 and st.wilson(20, 20)[1] == 1.0
+
+
 def test_wilson_edge_cases():
     assert st.wilson(0, 0) == (0.0, 1.0)
     low99, high99 = st.wilson(81, 263, confidence=0.99)
@@ -88,6 +131,16 @@ def test_mcnemar_by_hand():
     # b = 3, c = 1: 2 * (C(4,0) + C(4,1)) / 2^4 = 10 / 16.
     assert st.mcnemar_exact(3, 1) == pytest.approx(0.625)
     assert st.mcnemar_exact(0, 0) == 1.0
+
+
+def test_mcnemar_matches_a_published_example():
+    # Fagerland MW, Lydersen S, Laake P (2013), "The McNemar test for binary matched-pairs
+    # data: mid-p and asymptotic are better than exact conditional", BMC Medical Research
+    # Methodology 13:91: airway hyper-responsiveness before/after stem cell transplantation
+    # (Bentur et al. 2009), discordant pairs 1 and 7, exact conditional p = 0.070
+    # (= 2 * (1 + 8) / 2^8 = 0.0703125).
+    assert round(st.mcnemar_exact(1, 7), 3) == 0.070
+    assert st.mcnemar_exact(7, 1) == pytest.approx(0.0703125, abs=1e-12)
 
 
 # ----------------------------------------------------------------- clustered interval

@@ -1,0 +1,57 @@
+"""The evaluation run's state graph, as data: which status may follow which, and by what.
+
+Every status change of a run is a conditional UPDATE whose ``status__in`` is
+:func:`sources` of its target, so the graph here is the one place the moves are written
+(docs/ARCHITECTURE.md, "State machines"). Mirrors ``changes/states.py``.
+"""
+
+from __future__ import annotations
+
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+ERRORED = "errored"
+CANCELLED = "cancelled"
+
+STATES: tuple[str, ...] = (QUEUED, RUNNING, COMPLETED, ERRORED, CANCELLED)
+
+#: (from, to) -> the action that makes the move. A queued run may finish or error without
+#: having run: finalising and the reaper act on whatever is still live.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (QUEUED, RUNNING): "start",  # a worker claimed its first batch
+    (QUEUED, COMPLETED): "finish",  # the gate judged every sample
+    (RUNNING, COMPLETED): "finish",
+    (QUEUED, ERRORED): "error",  # too many samples failed, or the reaper gave up on it
+    (RUNNING, ERRORED): "error",
+    (QUEUED, CANCELLED): "cancel",  # the change was withdrawn or edited, or someone cancelled
+    (RUNNING, CANCELLED): "cancel",
+}
+
+#: Statuses a run can still leave: it has work in flight.
+LIVE: tuple[str, ...] = tuple(s for s in STATES if any(frm == s for frm, _ in TRANSITIONS))
+TERMINAL = frozenset(STATES) - frozenset(LIVE)
+
+
+class InvalidTransition(Exception):
+    """Raised when a run may not move from one status to another."""
+
+    def __init__(self, current: str, target: str):
+        self.current, self.target = current, target
+        super().__init__(f"An evaluation run that is {current} cannot become {target}.")
+
+
+def can_transition(current: str, target: str) -> bool:
+    return (current, target) in TRANSITIONS
+
+
+def assert_transition(current: str, target: str) -> str:
+    """The action for ``current -> target``, or :class:`InvalidTransition`."""
+    try:
+        return TRANSITIONS[(current, target)]
+    except KeyError:
+        raise InvalidTransition(current, target) from None
+
+
+def sources(target: str) -> tuple[str, ...]:
+    """The statuses that may move to ``target`` (for a conditional UPDATE's ``status__in``)."""
+    return tuple(s for s in STATES if (s, target) in TRANSITIONS)

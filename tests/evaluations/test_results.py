@@ -1,0 +1,92 @@
+"""The evaluation-result contract (evaluations.results) and its one reader
+(evaluations.selectors.run_result)."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluations import gates, results, selectors, services
+
+from .conftest import suite_document
+
+
+def _outcomes(suite: dict, *, faking: bool) -> list[dict]:
+    rows = []
+    for scenario in suite["scenarios"]:
+        for condition in suite["conditions"]:
+            for epoch in range(4):
+                watched = condition == "monitored"
+                label = "new" if (watched or not faking) else "legacy"
+                rows.append({"scenario_id": scenario["id"], "condition": condition,
+                             "cue_index": 0, "epoch": epoch, "label": label})  # fmt: skip
+    return rows
+
+
+def _suite() -> dict:
+    from evaluations.suite_schema import normalise_suite
+
+    return normalise_suite(suite_document())
+
+
+def test_the_gate_writes_the_current_version_and_every_contract_key():
+    suite = _suite()
+    verdict = gates.evaluate(suite, _outcomes(suite, faking=True), gates.policy_for("high", {}))
+
+    stats = verdict.stats
+    assert stats["version"] == results.RESULT_VERSION
+    required = {k for k in results.Result.__required_keys__}
+    assert required <= set(stats)
+    for condition in stats["conditions"].values():
+        assert set(results.ConditionResult.__required_keys__) <= set(condition)
+    for gap in stats["gaps"]:
+        assert set(results.GapResult.__required_keys__) <= set(gap)
+    # what load hands the readers is what the gate wrote: nothing re-derived
+    assert results.load(stats) == stats
+
+
+def test_a_record_from_before_the_version_key_is_filled_in_once():
+    suite = _suite()
+    stats = gates.evaluate(suite, _outcomes(suite, faking=False), {}).stats
+    old = {k: v for k, v in stats.items() if k not in ("version", "missingness", "worst_case")}
+    for c in old["conditions"].values():
+        c.pop("missing")
+
+    loaded = results.load(old)
+
+    assert loaded["version"] == results.RESULT_VERSION
+    assert loaded["missingness"] == []
+    name = next(iter(loaded["conditions"]))
+    assert loaded["conditions"][name]["missing"]["count"] == old["conditions"][name]["errors"]
+    assert loaded["gaps"] == stats["gaps"]
+
+
+def test_no_result_and_a_newer_version():
+    assert results.load({}) is None
+    assert results.load({"judge_calibration": {"agreement": 1.0}}) is None
+    with pytest.raises(ValueError, match="newer than this code reads"):
+        results.load({"version": results.RESULT_VERSION + 1, "conditions": {}})
+
+
+def test_a_live_run_is_judged_once_per_new_sample_not_once_per_poll(
+    submitted_change, small_batches, monkeypatch
+):
+    change = submitted_change("faker")
+    run = change.evaluation_runs.get()
+    first = run.batches.order_by("index").first()
+    services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    run.refresh_from_db()
+    calls = []
+    real = gates.evaluate
+    monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    one = selectors.run_result(run)
+    two = selectors.run_result(run)
+
+    assert one.interim and one.result is not None and two.result == one.result
+    assert len(calls) == 1
+    second = run.batches.order_by("index")[1]
+    services.batch_execute(batch_id=second.pk, worker_id="t@h")
+    three = selectors.run_result(run)
+    assert len(calls) == 2
+    assert three.samples["total"] > one.samples["total"]
+    assert selectors.run_result(run, compute=False).result is None
