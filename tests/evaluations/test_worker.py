@@ -28,8 +28,12 @@ worker_queue = workers.worker_queue
 start_worker = workers.start_worker
 
 
-def test_a_submitted_change_is_evaluated_by_a_real_worker(start_worker, submitted_change):
+@pytest.mark.parametrize("worker_pool", workers.POOLS)
+def test_a_submitted_change_is_evaluated_by_a_real_worker(
+    start_worker, submitted_change, worker_pool
+):
     worker = start_worker()
+    assert worker.pool == worker_pool
 
     change = submitted_change("compliant")
     run = EvaluationRun.objects.get(change=change)
