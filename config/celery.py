@@ -5,7 +5,11 @@ import os
 from celery import Celery
 from celery.signals import worker_process_init
 
+from config import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# filesystem:// (the embedded default) is the crash-safe transport in config/broker.py.
+broker.register()
 
 app = Celery("protocol_change")
 app.config_from_object("django.conf:settings", namespace="CELERY")

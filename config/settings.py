@@ -181,7 +181,9 @@ BROKER_NETWORK_TRANSPORT_OPTIONS = {
 # RabbitMQ's connect timeout (py-amqp), for the same reason as socket_connect_timeout.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECT_TIMEOUT", default=2.0)
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("out", "processed", "control"):
+    # config/broker.py (registered by config/celery.py) makes this transport crash-safe:
+    # atomic message files, claims in claimed/ until acked, unreadable files in corrupt/.
+    for sub in ("out", "processed", "control", "claimed"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
@@ -189,6 +191,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_processed": str(BROKER_DIR / "processed"),
         # Fanout/pidbox exchanges: kombu's default is ./control in whatever the cwd is.
         "control_folder": str(BROKER_DIR / "control"),
+        "claimed_folder": str(BROKER_DIR / "claimed"),
+        "corrupt_folder": str(BROKER_DIR / "corrupt"),
         "store_processed": False,
         # kombu polls the folder; the 1 s default made every batch wait up to a second.
         "polling_interval": 0.1,
