@@ -125,9 +125,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves STATIC_ROOT. Pre-compressing (gzip + brotli) 500 files takes minutes on a
+# small machine; `make run` (scripts/dev.py) turns it off with STATIC_COMPRESS=false, since a
+# browser on the same machine gains nothing from it.
+_STATIC_BACKEND = (
+    "whitenoise.storage.CompressedStaticFilesStorage"
+    if env.bool("STATIC_COMPRESS", default=True)
+    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"

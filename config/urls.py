@@ -1,4 +1,4 @@
-"""URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin."""
+"""URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin, error handlers."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -21,3 +21,9 @@ urlpatterns = [
     path("attestations/", include("attestations.urls")),
     path("", include("changes.urls")),
 ]
+
+# Styled pages for people, {"detail", "code"} JSON under /api/ (config/error_views.py).
+handler400 = "config.error_views.bad_request"
+handler403 = "config.error_views.permission_denied"
+handler404 = "config.error_views.page_not_found"
+handler500 = "config.error_views.server_error"
