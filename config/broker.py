@@ -324,6 +324,12 @@ class Transport(filesystem.Transport):
     Channel = Channel
     global_state = virtual.BrokerState()
 
+    @property
+    def default_connection_params(self):
+        # A folder has no host: without this kombu warns "No hostname was supplied" on every
+        # connection (each web request that sends a wake-up printed it).
+        return {"port": self.default_port, "hostname": None}
+
 
 def register() -> None:
     """Make ``filesystem://`` resolve to this transport in this process."""

@@ -216,3 +216,12 @@ def test_filesystem_urls_resolve_to_the_crash_safe_transport():
     with Connection("filesystem://", transport_options=_options(Path("/nonexistent"))) as conn:
         assert conn.transport_cls == "filesystem"
         assert isinstance(conn.transport, broker.Transport)
+
+
+def test_a_connection_does_not_warn_about_a_missing_hostname(caplog, tmp_path):
+    """kombu warned "No hostname was supplied" on every connection to a folder."""
+    _folders(tmp_path)
+    with caplog.at_level("WARNING"), _connection(tmp_path) as conn:
+        conn.connect()
+        conn.info()
+    assert "hostname" not in caplog.text
