@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from queue import Empty
 
+from kombu import transport as kombu_transport
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
@@ -334,3 +335,5 @@ class Transport(filesystem.Transport):
 def register() -> None:
     """Make ``filesystem://`` resolve to this transport in this process."""
     TRANSPORT_ALIASES["filesystem"] = "config.broker:Transport"
+    # kombu caches what a name resolved to; forget the stock class if it was looked up first.
+    kombu_transport._transport_cache.pop("filesystem", None)

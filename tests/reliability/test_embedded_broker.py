@@ -220,8 +220,8 @@ def test_filesystem_urls_resolve_to_the_crash_safe_transport():
 
 def test_a_connection_does_not_warn_about_a_missing_hostname(caplog, tmp_path):
     """kombu warned "No hostname was supplied" on every connection to a folder."""
-    _folders(tmp_path)
-    with caplog.at_level("WARNING"), _connection(tmp_path) as conn:
-        conn.connect()
+    broker.register()
+    with caplog.at_level("WARNING"), Connection("filesystem://") as conn:
+        assert isinstance(conn.transport, broker.Transport)
         conn.info()
     assert "hostname" not in caplog.text
