@@ -1,9 +1,10 @@
 """The Celery application. The broker only carries wake-ups; run state lives in the database."""
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, worker_process_init
 
 from config import broker
 
@@ -22,3 +23,23 @@ def _freeze_startup_heap(**_kwargs) -> None:
     from config.heap import freeze_startup_heap
 
     freeze_startup_heap()
+
+
+#: Periodic housekeeping (beat, every 15-60 s): its "sending", "received" and "succeeded" lines
+#: buried the console. The tasks log themselves when they actually do something, and their
+#: warnings and errors still show.
+HOUSEKEEPING_TASKS = ("evaluations.reap_expired_leases", "attestations.requeue_stalled")
+
+
+class QuietHousekeeping(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in HOUSEKEEPING_TASKS)
+
+
+@after_setup_logger.connect
+def _quiet_housekeeping(logger=None, **_kwargs) -> None:
+    for handler in getattr(logger, "handlers", []):
+        handler.addFilter(QuietHousekeeping())
