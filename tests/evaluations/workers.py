@@ -111,7 +111,10 @@ def start_worker(worker_queue, tmp_path, request):
     """
     workers: list[Worker] = []
     callspec = getattr(request.node, "callspec", None)
-    worker_pool = callspec.params.get("worker_pool", "prefork") if callspec else "prefork"
+    # TEST_WORKER_POOL runs every worker test under another pool (`TEST_WORKER_POOL=threads
+    # pytest -m worker`); a test parametrized with worker_pool picks its own.
+    default_pool = os.environ.get("TEST_WORKER_POOL", "prefork")
+    worker_pool = callspec.params.get("worker_pool", default_pool) if callspec else default_pool
 
     def start(*, concurrency: int = 2, pool: str | None = None, **extra_env) -> Worker:
         env = dict(os.environ)

@@ -225,3 +225,27 @@ def test_a_connection_does_not_warn_about_a_missing_hostname(caplog, tmp_path):
         assert isinstance(conn.transport, broker.Transport)
         conn.info()
     assert "hostname" not in caplog.text
+
+
+def test_unacked_messages_go_back_once_on_a_clean_close_and_on_reject(tmp_path):
+    _folders(tmp_path)
+    _publish(str(tmp_path), "r", 2)
+    names_before = _files(tmp_path / "out")
+
+    with _connection(tmp_path) as conn:
+        channel = conn.default_channel
+        first = channel.basic_get("hammer")
+        second = channel.basic_get("hammer")
+        assert _files(tmp_path / "out") == []
+        second.reject(requeue=True)  # the very file goes back, under its own name
+        assert _files(tmp_path / "out") == names_before[1:]
+        # `first` is neither acked nor rejected: closing the channel restores it.
+    assert first is not None
+    assert _files(tmp_path / "out") == names_before, "both back, once each, in their order"
+    assert _files(tmp_path / "claimed") == [], "the claim folder is gone with its channel"
+
+    with _connection(tmp_path) as conn:
+        channel = conn.default_channel
+        message = channel.basic_get("hammer")
+        message.ack()
+        assert _files(tmp_path / "out") == names_before[1:]
