@@ -4,7 +4,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init
+from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from config import broker
 
@@ -15,6 +15,20 @@ broker.register()
 app = Celery("protocol_change")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_init.connect
+def _refuse_green_pools(sender=None, **_kwargs) -> None:
+    # Evaluation batches run on asyncio. gevent and eventlet run every task on one OS thread,
+    # so one task's running event loop is visible to the next ("Cannot run the event loop
+    # while another loop is running") and every batch would fail: refuse to start instead.
+    pool = getattr(sender, "pool_cls", None)
+    name = f"{getattr(pool, '__module__', '')}.{getattr(pool, '__name__', pool)}".lower()
+    if "gevent" in name or "eventlet" in name:
+        raise SystemExit(
+            "This worker cannot run with the gevent or eventlet pool: evaluation batches use "
+            "asyncio. Use --pool prefork (the default), threads or solo."
+        )
 
 
 @worker_process_init.connect

@@ -27,8 +27,8 @@ from django.db import connection
 from evaluations.models import EvaluationRun
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Every Celery pool the worker must run under. Not gevent: its greenlets share one OS
-#: thread, so asyncio (and Django's async-safety check) sees another greenlet's running loop.
+#: Every Celery pool the worker runs under. Not gevent (it refuses to start, see config/celery.py):
+#: its greenlets share one OS thread, so one task's running event loop is seen by the next.
 POOLS = ["prefork", "threads", "solo"]
 CELERY = ROOT / ".venv" / "bin" / "celery"
 
