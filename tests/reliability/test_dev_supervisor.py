@@ -146,3 +146,70 @@ def test_a_sigkilled_worker_is_restarted_and_the_run_in_flight_completes(
     assert stack.returncode == 0, console.read_text()[-3000:]
     assert "[dev] stopped" in console.read_text()
     assert not json.loads(state_file.read_text())["children"]["worker"]["running"]
+
+
+def _dev_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dev_supervisor", ROOT / "scripts" / "dev.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FakeProc:
+    def __init__(self, pid: int, status=None):
+        self.pid, self.status = pid, status
+
+    def poll(self):
+        return self.status
+
+
+class _FakeChild:
+    """Stands in for dev.Child: a process that dies as soon as it is started."""
+
+    def __init__(self, name: str):
+        self.name, self.restarts, self.started_at, self.pids = name, 0, 0.0, iter(range(100, 200))
+        self.proc = _FakeProc(next(self.pids), status=-9)
+
+    def start(self):
+        self.proc = _FakeProc(next(self.pids), status=-9)
+        self.started_at = time.monotonic()
+
+    def poll(self):
+        return self.proc.poll()
+
+    def kill(self):
+        pass
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_a_doubling_backoff(tmp_path, monkeypatch):
+    dev = _dev_module()
+    lines: list[str] = []
+    monkeypatch.setattr(dev, "say", lines.append)
+    clock = [1000.0]
+    monkeypatch.setattr(dev.time, "monotonic", lambda: clock[0])
+    child = _FakeChild("worker")
+    supervisor = dev.Supervisor([child], tmp_path / "supervisor.json")
+
+    delays = []
+    for _ in range(7):
+        supervisor.tick()  # notices the death, schedules the restart
+        delays.append(supervisor.restart_at["worker"] - clock[0])
+        clock[0] = supervisor.restart_at["worker"]
+        supervisor.tick()  # restarts it (and it dies again at once)
+
+    assert delays == [1, 2, 4, 8, 16, 30, 30]
+    assert child.restarts == 7
+    assert "worker (pid 100) was killed by SIGKILL: restarting it in 1s" in lines[0]
+    state = json.loads((tmp_path / "supervisor.json").read_text())
+    assert state["restarts"] == 7 and state["children"]["worker"]["restarts"] == 7
+
+    # A child that then ran for over a minute starts again from the first backoff.
+    child.proc.status = None
+    clock[0] += 120
+    supervisor.tick()
+    child.proc.status = 1
+    supervisor.tick()
+    assert supervisor.restart_at["worker"] - clock[0] == 1
+    assert "exited with status 1" in lines[-1]
