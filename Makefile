@@ -20,7 +20,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 FAST_WORKERS ?= 2
 # The slow tiers (markers in pyproject.toml; tests/conftest.py adds them by directory).
-FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not load
+FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not load and not soak
 
 .PHONY: help install run test test-fast bench lint fmt
 
@@ -40,13 +40,16 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when requirements.lock changes (uv is used when present, pip otherwise).
+# pip's own output stays visible (one line per package, progress bars on a terminal): a first
+# install takes minutes and a silent one looks hung.
 $(STAMP): requirements.lock | $(PY)
-	@echo "Installing the locked dependencies into $(VENV) ..."
+	@echo "Installing the locked dependencies into $(VENV) (first run: a few minutes) ..."
 	@if command -v uv >/dev/null 2>&1; then \
 		uv pip install --python $(PY) -r requirements.lock; \
 	else \
-		$(PY) -m pip install --disable-pip-version-check --quiet -r requirements.lock; \
+		$(PY) -m pip install --disable-pip-version-check --no-input -r requirements.lock; \
 	fi
+	@echo "Dependencies installed."
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -165,6 +165,8 @@ CONTENT_SECURITY_POLICY = {
 # API tokens (changes/tokens.py, docs/api-tokens.md): hashed, scoped, expiring after at most
 # this many days, revoked on password change.
 API_TOKEN_TTL_DAYS = env.int("API_TOKEN_TTL_DAYS", default=90)
+# Not the "AXES: BEGIN version ..." banner in every process's output (manage.py, web, worker).
+AXES_VERBOSE = False
 
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 SESSION_COOKIE_HTTPONLY = True
@@ -178,9 +180,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves STATIC_ROOT. Pre-compressing (gzip + brotli) 500 files takes minutes on a
+# small machine; `make run` (scripts/dev.py) turns it off with STATIC_COMPRESS=false, since a
+# browser on the same machine gains nothing from it.
+_STATIC_BACKEND = (
+    "whitenoise.storage.CompressedStaticFilesStorage"
+    if env.bool("STATIC_COMPRESS", default=True)
+    else "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
@@ -243,7 +253,9 @@ BROKER_NETWORK_TRANSPORT_OPTIONS = {
 # RabbitMQ's connect timeout (py-amqp), for the same reason as socket_connect_timeout.
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECT_TIMEOUT", default=2.0)
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("out", "processed", "control"):
+    # config/broker.py (registered by config/celery.py) makes this transport crash-safe:
+    # atomic message files, claims in claimed/ until acked, unreadable files in corrupt/.
+    for sub in ("out", "processed", "control", "claimed"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
@@ -251,6 +263,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_processed": str(BROKER_DIR / "processed"),
         # Fanout/pidbox exchanges: kombu's default is ./control in whatever the cwd is.
         "control_folder": str(BROKER_DIR / "control"),
+        "claimed_folder": str(BROKER_DIR / "claimed"),
+        "corrupt_folder": str(BROKER_DIR / "corrupt"),
         "store_processed": False,
         # kombu polls the folder; the 1 s default made every batch wait up to a second.
         "polling_interval": 0.1,

@@ -1,4 +1,4 @@
-"""URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin."""
+"""URL map: web UI, API v1, OpenAPI schema and docs, health probes, admin, error handlers."""
 
 from csp.decorators import csp_update
 from django.contrib import admin
@@ -33,3 +33,9 @@ urlpatterns = [
     path("monitoring/", include("monitoring.urls")),
     path("", include("changes.urls")),
 ]
+
+# Styled pages for people, {"detail", "code"} JSON under /api/ (config/error_views.py).
+handler400 = "config.error_views.bad_request"
+handler403 = "config.error_views.permission_denied"
+handler404 = "config.error_views.page_not_found"
+handler500 = "config.error_views.server_error"

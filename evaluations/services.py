@@ -423,7 +423,7 @@ def _key_list(key) -> list:
 
 
 class _BatchExecutor:
-    """Runs batches in one long-lived event loop per worker process.
+    """Runs batches in one long-lived event loop (one per thread: see _PerThreadExecutor).
 
     Why not ``runner.run_batch_sync`` (a new loop, client and connections per batch): a worker
     runs batch after batch against the same target, and rebuilding the HTTP client for each
@@ -518,7 +518,35 @@ class _BatchExecutor:
         self._loop = None
 
 
-_EXECUTOR = _BatchExecutor()
+class _PerThreadExecutor:
+    """One :class:`_BatchExecutor` (its own event loop and clients) per thread.
+
+    Why: an event loop runs on one thread at a time. Under ``--pool threads`` (or any pool
+    that runs tasks on several threads of one process) a shared loop made every concurrent
+    batch fail with "This event loop is already running". Each pool thread is long-lived, so
+    each keeps its loop and keep-alive connections batch after batch, as a prefork child does.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def _executor(self) -> _BatchExecutor:
+        executor = getattr(self._local, "executor", None)
+        if executor is None:
+            executor = self._local.executor = _BatchExecutor()
+        return executor
+
+    def run(self, run: EvaluationRun, keys: list) -> list:
+        return self._executor().run(run, keys)
+
+    def close(self) -> None:
+        """Closes the calling thread's loop and clients (other threads keep theirs)."""
+        executor = getattr(self._local, "executor", None)
+        if executor is not None:
+            executor.close()
+
+
+_EXECUTOR = _PerThreadExecutor()
 
 
 def _clean_text(value) -> str:

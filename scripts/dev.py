@@ -7,18 +7,22 @@
    in its own process group, their output prefixed with ``[web]``, ``[worker]``, ``[beat]``
    and copied to ``var/log/<name>.log``.
 3. Prints the URL and the demo logins once ``/healthz`` answers.
-4. Ctrl-C (or SIGTERM) stops all three; when one of them dies, the others are stopped too and
-   the exit status is non-zero.
+4. Supervises them: a child that dies (a crash, an OOM kill, a SIGKILL) is started again
+   after a backoff (1 s, 2 s, 4 s ... 30 s; reset once it has run for a minute), with a
+   ``[dev]`` line saying which and why; the others keep running. Only Ctrl-C (or SIGTERM)
+   stops the stack. Restarts are counted in ``var/log/supervisor.json`` (the soak test reads it).
 
 Run with the project's virtualenv Python: ``.venv/bin/python scripts/dev.py [--host H --port P]``.
-Environment variables (``DATABASE_URL``, ``CELERY_BROKER_URL``, ...) pass through; ``DEBUG``
-defaults to true here so that errors are readable (static files are served by WhiteNoise).
+Environment variables (``DATABASE_URL``, ``CELERY_BROKER_URL``, ...) pass through. ``DEBUG``
+defaults to false, as in production (styled error pages, static files from WhiteNoise); only
+the TLS-only settings (secure cookies, HSTS) are relaxed, since the demo is served over HTTP.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -64,17 +68,28 @@ def manage(*args: str, env: dict, capture: bool = False) -> str:
 
 
 class Child:
-    """One supervised process in its own process group, its output prefixed and logged."""
+    """One supervised process in its own process group, its output prefixed and logged.
+
+    ``start()`` may be called again after the process died: the supervisor restarts it.
+    """
 
     def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path, on_line=None):
         self.name = name
         self.argv = argv
+        self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.on_line = on_line
+        self.restarts = 0
+        self.proc: subprocess.Popen | None = None
+        self.reader: threading.Thread | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            argv,
+            self.argv,
             cwd=ROOT,
-            env=env,
+            env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -82,12 +97,12 @@ class Child:
             bufsize=1,
             start_new_session=True,  # Ctrl-C reaches only the supervisor, which forwards it
         )
-        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self.reader.start()
 
-    def _pump(self) -> None:
+    def _pump(self, proc: subprocess.Popen) -> None:
         with self.log_path.open("a", encoding="utf-8") as log:
-            for line in self.proc.stdout:
+            for line in proc.stdout:
                 line = line.rstrip("\n")
                 log.write(line + "\n")
                 log.flush()
@@ -106,8 +121,73 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL to the whole process group, children included."""
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def describe_exit(status: int) -> str:
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-status).name}"
+        return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+class Supervisor:
+    """Restarts children that die, with backoff; records restarts in a JSON state file."""
+
+    BACKOFF_FIRST = 1.0
+    BACKOFF_MAX = 30.0
+    STABLE_AFTER = 60.0  # a child that ran this long starts again from the first backoff
+
+    def __init__(self, children: list[Child], state_path: Path):
+        self.children = children
+        self.state_path = state_path
+        self.backoff = {c.name: self.BACKOFF_FIRST for c in children}
+        self.restart_at: dict[str, float] = {}
+        self.events: list[dict] = []
+
+    def write_state(self) -> None:
+        state = {
+            "supervisor_pid": os.getpid(),
+            "children": {
+                c.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts,
+                         "running": c.proc is not None and c.proc.poll() is None}
+                for c in self.children
+            },
+            "restarts": sum(c.restarts for c in self.children),
+            "events": self.events[-100:],
+        }  # fmt: skip
+        temp = self.state_path.with_suffix(".tmp")
+        temp.write_text(json.dumps(state, indent=2))
+        os.replace(temp, self.state_path)
+
+    def tick(self) -> None:
+        """One supervision step: notice deaths, schedule restarts, start those that are due."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.name in self.restart_at:
+                if now >= self.restart_at[child.name]:
+                    del self.restart_at[child.name]
+                    child.restarts += 1
+                    child.start()
+                    say(f"[dev] {child.name} restarted (pid {child.proc.pid}, "
+                        f"restart #{child.restarts})")  # fmt: skip
+                    self.write_state()
+                continue
+            status = child.poll()
+            if status is None:
+                continue
+            child.kill()  # what the dead leader left behind in its group (prefork children)
+            if now - child.started_at >= self.STABLE_AFTER:
+                self.backoff[child.name] = self.BACKOFF_FIRST
+            delay = self.backoff[child.name]
+            self.backoff[child.name] = min(delay * 2, self.BACKOFF_MAX)
+            self.restart_at[child.name] = now + delay
+            self.events.append({"child": child.name, "status": status, "at": time.time()})
+            say(f"[dev] {child.name} (pid {child.proc.pid}) {describe_exit(status)}: "
+                f"restarting it in {delay:g}s; the others keep running")  # fmt: skip
+            self.write_state()
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -120,26 +200,26 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def wait_for_http(url: str, timeout: float, children: list[Child]) -> bool:
+def wait_for_http(url: str, timeout: float, tick, stopping: threading.Event) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            return False
+    while time.monotonic() < deadline and not stopping.is_set():
+        tick()  # keep supervising while waiting
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local URL
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(0.5)
+        stopping.wait(0.5)
     return False
 
 
 def collectstatic(env: dict) -> None:
     """``collectstatic`` when a static source or the lock changed since the last run.
 
-    Compressing the collected files (WhiteNoise, brotli) costs half a minute; a stamp in
-    STATIC_ROOT skips it when nothing changed."""
+    With DEBUG off, WhiteNoise serves only collected files. Without pre-compression
+    (STATIC_COMPRESS=false, set above) it copies ~500 files in a few seconds; a stamp in
+    STATIC_ROOT skips even that when nothing changed."""
     static_root = Path(env.get("STATIC_ROOT", ROOT / "staticfiles"))
     stamp = static_root / ".make-run-stamp"
     sources = [ROOT / "requirements.lock", ROOT / "config" / "settings.py"]
@@ -159,12 +239,21 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--worker-pool", default="prefork", choices=["prefork", "threads", "solo"])
     parser.add_argument("--skip-setup", action="store_true", help="no migrate/seed/collectstatic")
     args = parser.parse_args()
 
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    env.setdefault("DEBUG", "true")
+    # Production-like: DEBUG off (styled error pages, JSON errors under /api/). The demo is
+    # plain HTTP, so the TLS-only settings that DEBUG=false turns on are relaxed.
+    env.setdefault("DEBUG", "false")
+    env.setdefault("STATIC_COMPRESS", "false")  # collectstatic in seconds, not minutes
+    if env["DEBUG"].lower() in ("0", "false", "no", "off", ""):
+        env.setdefault("SESSION_COOKIE_SECURE", "false")
+        env.setdefault("CSRF_COOKIE_SECURE", "false")
+        env.setdefault("SECURE_HSTS_SECONDS", "0")
+        env.setdefault("SECURE_SSL_REDIRECT", "false")
     env["PYTHONUNBUFFERED"] = "1"
     var_dir = Path(env.get("VAR_DIR", ROOT / "var"))
     log_dir = var_dir / "log"
@@ -198,19 +287,15 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, request_stop)
 
-    worker_ready = threading.Event()
-
     def watch_worker(line: str) -> None:
-        if " ready." in line and not worker_ready.is_set():
-            worker_ready.set()
+        if " ready." in line:
             say("[dev] Celery worker is ready")
 
     bind = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     web_argv = [PY, "-m", "gunicorn", "config.wsgi:application", "--bind", bind]
     web_argv += f"--workers {args.web_workers} --threads 4 --timeout 120".split()
     web_argv += ["--access-logfile", str(log_dir / "access.log"), "--error-logfile", "-"]
-    # prefork, as in production: the evaluation executor keeps one event loop per process.
-    worker_argv = [PY, "-m", "celery", "-A", "config", "worker", "--pool", "prefork"]
+    worker_argv = [PY, "-m", "celery", "-A", "config", "worker", "--pool", args.worker_pool]
     worker_argv += f"--concurrency {args.worker_concurrency} --loglevel INFO".split()
     worker_argv += ["--hostname", "dev-worker@%h", "--without-mingle", "--without-gossip"]
     # The default queue and live-decision grading (docs/MONITORING.md).
@@ -222,6 +307,8 @@ def main() -> int:
         Child("worker", worker_argv, env, log_dir, on_line=watch_worker),
         Child("beat", beat_argv, env, log_dir),
     ]
+    for child in children:
+        child.start()
     say(f"[dev] started web (pid {children[0].proc.pid}), worker (pid {children[1].proc.pid}), "
         f"beat (pid {children[2].proc.pid}); logs in {log_dir}")  # fmt: skip
 
@@ -229,7 +316,9 @@ def main() -> int:
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     url = f"http://{shown_host}:{args.port}/"
-    if wait_for_http(url + "healthz", timeout=60, children=children):
+    supervisor = Supervisor(children, log_dir / "supervisor.json")
+    supervisor.write_state()
+    if wait_for_http(url + "healthz", timeout=60, tick=supervisor.tick, stopping=stopping):
         logins = [line for line in seed_output.splitlines() if LOGIN_LINE.match(line.strip())]
         token = [line for line in seed_output.splitlines() if line.startswith("Pipeline API")]
         rule = "=" * 72
@@ -241,13 +330,8 @@ def main() -> int:
         banner += ["  Web, Celery worker and beat are running. Ctrl-C stops all three.", rule]
         say("\n".join(banner))
 
-    exit_code = 0
     while not stopping.is_set():
-        dead = [c for c in children if c.poll() is not None]
-        if dead:
-            exit_code = dead[0].poll() or 1
-            say(f"[dev] {dead[0].name} exited with status {dead[0].poll()}: stopping the others")
-            break
+        supervisor.tick()
         stopping.wait(0.5)
 
     for child in children:
@@ -262,8 +346,11 @@ def main() -> int:
             child.proc.wait()
         child.kill()  # whatever the main process left behind in its group
         child.reader.join(timeout=2)
+    supervisor.write_state()
+    restarts = ", ".join(f"{c.name} {c.restarts}" for c in children)
+    say(f"[dev] restarts during this run: {restarts}")
     say("[dev] stopped")
-    return exit_code
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ sharing a broker never take each other's messages; every subprocess is killed in
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 
 import pytest
@@ -28,8 +30,12 @@ worker_queue = workers.worker_queue
 start_worker = workers.start_worker
 
 
-def test_a_submitted_change_is_evaluated_by_a_real_worker(start_worker, submitted_change):
+@pytest.mark.parametrize("worker_pool", workers.POOLS)
+def test_a_submitted_change_is_evaluated_by_a_real_worker(
+    start_worker, submitted_change, worker_pool
+):
     worker = start_worker()
+    assert worker.pool == worker_pool
 
     change = submitted_change("compliant")
     run = EvaluationRun.objects.get(change=change)
@@ -108,3 +114,12 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     )
     assert change.state == states.AWAITING_REVIEW
     assert audit.verify_chain()[1] is None
+
+
+def test_a_gevent_worker_refuses_to_start_instead_of_failing_every_batch(start_worker):
+    pytest.importorskip("gevent")
+    worker = start_worker(pool="gevent")
+    with contextlib.suppress(subprocess.TimeoutExpired):  # still running: reported below
+        worker.proc.wait(timeout=60)
+    assert worker.proc.returncode == 1, worker.output()
+    assert "cannot run with the gevent or eventlet pool" in worker.output()

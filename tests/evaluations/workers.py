@@ -27,6 +27,9 @@ from django.db import connection
 from evaluations.models import EvaluationRun
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Every Celery pool the worker runs under. Not gevent (it refuses to start, see config/celery.py):
+#: its greenlets share one OS thread, so one task's running event loop is seen by the next.
+POOLS = ["prefork", "threads", "solo"]
 CELERY = ROOT / ".venv" / "bin" / "celery"
 
 
@@ -52,15 +55,18 @@ class Worker:
     (``<task id>@<node name>:<pid>``), so a test can tell which batches a dead worker held.
     """
 
-    def __init__(self, log_path: Path, queue: str, env: dict, *, concurrency: int = 2):
+    def __init__(
+        self, log_path: Path, queue: str, env: dict, *, concurrency: int = 2, pool: str = "prefork"
+    ):
         self.log_path = log_path
+        self.pool = pool
         # Short and fixed, so ``lease_owner`` (<= 100 chars) always holds it whole.
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}@tests"
         self.started_at = time.monotonic()
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in kill()
         cmd = [
             str(CELERY if CELERY.exists() else "celery"), "-A", "config", "worker",
-            "--pool", "prefork", "-c", str(concurrency), "-Q", queue, "-n", self.name,
+            "--pool", pool, "-c", str(concurrency), "-Q", queue, "-n", self.name,
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
@@ -97,11 +103,20 @@ def worker_queue(settings):
 
 
 @pytest.fixture
-def start_worker(worker_queue, tmp_path):
-    """``start_worker(**env)`` -> a running Worker on this test's queue and database."""
-    workers: list[Worker] = []
+def start_worker(worker_queue, tmp_path, request):
+    """``start_worker(**env)`` -> a running Worker on this test's queue and database.
 
-    def start(*, concurrency: int = 2, **extra_env) -> Worker:
+    The pool is prefork unless the test is parametrized with ``worker_pool`` (see POOLS), so
+    a test runs under every pool with ``@pytest.mark.parametrize("worker_pool", POOLS)``.
+    """
+    workers: list[Worker] = []
+    callspec = getattr(request.node, "callspec", None)
+    # TEST_WORKER_POOL runs every worker test under another pool (`TEST_WORKER_POOL=threads
+    # pytest -m worker`); a test parametrized with worker_pool picks its own.
+    default_pool = os.environ.get("TEST_WORKER_POOL", "prefork")
+    worker_pool = callspec.params.get("worker_pool", default_pool) if callspec else default_pool
+
+    def start(*, concurrency: int = 2, pool: str | None = None, **extra_env) -> Worker:
         env = dict(os.environ)
         env.update(
             DJANGO_SETTINGS_MODULE="config.settings_test",
@@ -111,7 +126,9 @@ def start_worker(worker_queue, tmp_path):
         )
         env.update({k: str(v) for k, v in extra_env.items()})
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        worker = Worker(log_path, worker_queue, env, concurrency=concurrency)
+        worker = Worker(
+            log_path, worker_queue, env, concurrency=concurrency, pool=pool or worker_pool
+        )
         workers.append(worker)
         return worker
 
