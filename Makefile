@@ -1,6 +1,6 @@
 # Developer entry points. On a fresh machine with only Python 3.11+:
 #   make run    create .venv, install, migrate, seed the demo, start web + Celery worker + beat
-#   make test   the whole test suite (what CI runs)
+#   make test   the whole test suite (what CI runs): fast tiers on xdist, then the slow tiers
 #   make test-fast  the unit and API tiers only, on 2 xdist workers (FAST_WORKERS)
 # Overridable: HOST, PORT (make run), PYTEST_ARGS (make test, e.g. PYTEST_ARGS="-n 2 -x"),
 # PYTHON (the interpreter that creates .venv).
@@ -21,6 +21,10 @@ PYTEST_ARGS ?=
 FAST_WORKERS ?= 2
 # The slow tiers (markers in pyproject.toml; tests/conftest.py adds them by directory).
 FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not load and not soak
+SLOW_MARKERS := (browser or worker or fuzz or reliability) and not load and not soak
+# JUnit XML files go here when set (CI sets it): junit-fast.xml and junit-slow.xml.
+JUNIT_DIR ?=
+PYTEST := DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider
 
 .PHONY: help install run test test-fast bench lint fmt
 
@@ -57,12 +61,20 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) scripts/dev.py --host $(HOST) --port $(PORT)
 
+# Everything: the unit and API tiers on xdist workers, then the tiers that start browsers,
+# Celery workers, servers or fuzzers, one at a time (they time real processes). Both always
+# run; the exit status is the first failure's.
 test: $(STAMP)
-	DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider $(PYTEST_ARGS)
+	@rc=0; \
+	$(PYTEST) -m "$(FAST_MARKERS)" -n $(FAST_WORKERS) \
+		$(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/junit-fast.xml) $(PYTEST_ARGS) || rc=$$?; \
+	$(PYTEST) -m "$(SLOW_MARKERS)" \
+		$(if $(JUNIT_DIR),--junitxml=$(JUNIT_DIR)/junit-slow.xml) $(PYTEST_ARGS) \
+		|| { r=$$?; [ $$rc -ne 0 ] || rc=$$r; }; \
+	exit $$rc
 
 test-fast: $(STAMP)
-	DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider \
-		-m "$(FAST_MARKERS)" -n $(FAST_WORKERS) $(PYTEST_ARGS)
+	$(PYTEST) -m "$(FAST_MARKERS)" -n $(FAST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@if [ -f bench/__main__.py ]; then \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -48,5 +49,13 @@ def test_the_fast_target_leaves_out_every_slow_tier_and_make_test_keeps_them():
     registered = (ROOT / "pyproject.toml").read_text()
     for tier in ("browser", "worker", "fuzz", "reliability", "load"):
         assert f'"{tier}: ' in registered
+    # make test runs the fast tiers, then the slow ones: together every marker combination
+    # but load and soak (left to their own commands), each exactly once.
+    slow = re.search(r"^SLOW_MARKERS := (.+)$", makefile, re.M).group(1)
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "-m" not in test_recipe  # the whole suite, as CI runs it (pyproject skips only load)
+    assert '-m "$(FAST_MARKERS)"' in test_recipe and '-m "$(SLOW_MARKERS)"' in test_recipe
+    tiers = ("browser", "worker", "fuzz", "reliability", "load", "soak")
+    for bits in itertools.product((False, True), repeat=len(tiers)):
+        marks = dict(zip(tiers, bits, strict=True))
+        runs = sum(bool(eval(expr, {}, marks)) for expr in (fast, slow))  # noqa: S307
+        assert runs == (0 if marks["load"] or marks["soak"] else 1), marks
