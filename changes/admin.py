@@ -13,9 +13,18 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 
-from . import audit, hooks, roles, services
+from . import audit, env_services, hooks, roles, services
 from .errors import DomainError
-from .models import AISystem, AuditEvent, ChangeRequest, Deployment, ProtocolVersion, Review, Team
+from .models import (
+    AISystem,
+    AuditEvent,
+    ChangeRequest,
+    Deployment,
+    Environment,
+    ProtocolVersion,
+    Review,
+    Team,
+)
 
 
 class NulSafeFilters:
@@ -278,6 +287,38 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     def get_actions(self, request):
         return {}  # not even the bulk "delete selected"
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(SafeLookupsAdmin):
+    """Promotion paths per system (docs/ENVIRONMENTS.md); saved through the service, so the
+    blackout windows are validated and the edit is audited. Never deleted: history names it."""
+
+    list_display = ("system", "name", "order", "requires_previous", "required_approvals")
+    list_filter = ("system",)
+    fields = (
+        "system", "name", "order", "required_approvals", "requires_previous",
+        "blackout_windows", "time_zone", "requires_staged_rollout",
+    )  # fmt: skip
+
+    def has_add_permission(self, request):
+        return roles.is_admin(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("system", "name") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        fields = {k: getattr(obj, k) for k in env_services.ENV_FIELDS}
+        saved = env_services.environment_save(
+            actor=request.user, system=obj.system, name=obj.name, **fields
+        )
+        _adopt(obj, saved)
 
 
 # Last: every admin registered by now, from apps listed before this one, gets the guard.

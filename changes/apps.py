@@ -8,4 +8,7 @@ class ChangesConfig(AppConfig):
     verbose_name = "Protocol changes"
 
     def ready(self):
-        from . import audit_auth  # noqa: F401  (connects login/logout/failure auditing)
+        from . import (
+            audit_auth,  # noqa: F401  (connects login/logout/failure auditing)
+            env_services,  # noqa: F401  (default environments for new systems)
+        )

@@ -321,18 +321,14 @@ KNOWN_ENVIRONMENTS = ("staging", "production")
 
 
 def environment_choices(system=None) -> list[tuple[str, str]]:
-    """staging, production, then every other environment this system was deployed to."""
-    from .models import Deployment
+    """The system's environments in promotion order (configured by an admin)."""
+    from .env_models import Environment
 
-    names = list(KNOWN_ENVIRONMENTS)
-    if system is not None:
-        used = (
-            Deployment.objects.filter(change__system=system)
-            .order_by("environment")
-            .values_list("environment", flat=True)
-            .distinct()
-        )
-        names += [name for name in used if name not in names]
+    if system is None:
+        return [(name, name.capitalize()) for name in KNOWN_ENVIRONMENTS]
+    names = (
+        Environment.objects.filter(system=system).order_by("order").values_list("name", flat=True)
+    )
     return [(name, name.capitalize() if name in KNOWN_ENVIRONMENTS else name) for name in names]
 
 

@@ -139,8 +139,13 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
     return reasons
 
 
-def gate(change: ChangeRequest) -> dict:
-    reasons = gate_reasons(change)
+def gate(change: ChangeRequest, environment=None) -> dict:
+    """The gate for one environment (default: the last on the system's promotion path), with
+    the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
+    from .env_selectors import environment_gate
+
+    env_gate = environment_gate(change, environment)
+    reasons = env_gate["reasons"] if env_gate["environment"] else gate_reasons(change)
     return {
         "deployable": not reasons,
         "reasons": reasons,
@@ -148,6 +153,7 @@ def gate(change: ChangeRequest) -> dict:
         "content_sha256": change.content_sha256,
         "approvals": len(valid_approvals(change)),
         "approvals_required": _required(change),
+        **env_gate,
     }
 
 
