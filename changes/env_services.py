@@ -108,11 +108,10 @@ def deploy(
     if environment is None and envs:
         environment = envs[-1].name
     env = _environment(change.system, environment)
-    live = (
-        LiveVersion.objects.select_for_update(of=("self",))
-        .select_related("protocol", "deployment__change")
-        .get_or_create(environment=env)[0]
-    )
+    locked = LiveVersion.objects.select_for_update().get_or_create(environment=env)[0]
+    # Re-read after the lock: joined rows fetched with the locking statement can predate
+    # the commit that the lock waited for (PostgreSQL re-checks only the locked row).
+    live = LiveVersion.objects.select_related("protocol", "deployment__change").get(pk=locked.pk)
     approvals = len(valid_approvals(change))
     now = timezone.now()
     pairs = env_selectors.environment_reasons(
