@@ -208,3 +208,38 @@ def replay(system) -> dict[str, int | None]:
     for dep in Deployment.objects.filter(change__system=system).order_by("created_at", "id"):
         live[dep.environment] = dep.protocol_id
     return live
+
+
+def change_status(change: ChangeRequest) -> list[dict]:
+    """Per environment, for the change page: deployed there (when, by whom) or why not yet."""
+    from .selectors import valid_approvals
+
+    envs = environments_of(change.system)
+    done = deployed_environments(change)
+    approvals = len(valid_approvals(change))
+    out = []
+    for env in envs:
+        live = getattr(env, "live", None) or live_row(env)
+        pairs = [] if env.name in done else environment_reasons(
+            change, env, envs, live, approvals=approvals
+        )  # fmt: skip
+        out.append(
+            {
+                "name": env.name,
+                "deployment": done.get(env.name),
+                "live_version": live.protocol.version if live.protocol_id else None,
+                "deployable": env.name not in done and not pairs,
+                "reasons": [r for _, r in pairs],
+                "stale": any(c == "stale_base" for c, _ in pairs),
+            }
+        )
+    return out
+
+
+def system_timeline(system, limit: int = 30):
+    """The newest deployments of ``system`` across its environments, for the system page."""
+    return (
+        Deployment.objects.filter(change__system=system)
+        .select_related("change", "protocol", "previous_protocol", "deployed_by")
+        .order_by("-created_at", "-id")[:limit]
+    )

@@ -62,7 +62,7 @@ class ProtocolChoiceField(forms.ModelChoiceField):
 
 
 def live_protocol_of(system_id) -> ProtocolVersion | None:
-    """The live version of the system (production first, then any environment)."""
+    """The live version of the system (the furthest environment on its path running one)."""
     if not system_id:
         return None
     from .selectors import live_protocol
@@ -70,7 +70,7 @@ def live_protocol_of(system_id) -> ProtocolVersion | None:
     system = AISystem.objects.filter(pk=system_id).first()
     if system is None:
         return None
-    return live_protocol(system, "production") or live_protocol(system)
+    return live_protocol(system)
 
 
 class ChangeRequestForm(forms.Form):

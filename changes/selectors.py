@@ -9,7 +9,6 @@ from .models import (
     AISystem,
     AuditEvent,
     ChangeRequest,
-    Deployment,
     ProtocolVersion,
     Review,
     Team,
@@ -208,11 +207,12 @@ def audit_events(
 
 
 def live_protocol(system: AISystem, environment: str | None = None) -> ProtocolVersion | None:
-    """The protocol version running on ``system`` (in ``environment``, or anywhere): the
-    proposed version of its most recent deployment. None when it was never deployed here."""
-    deployments = Deployment.objects.filter(change__system=system)
+    """The protocol version live on ``system`` in ``environment`` (default: the furthest
+    environment on its path that runs anything), from the live registry."""
+    from .env_models import LiveVersion
+
+    rows = LiveVersion.objects.filter(environment__system=system, protocol__isnull=False)
     if environment:
-        deployments = deployments.filter(environment=environment)
-    latest = deployments.select_related("change__proposed_protocol").order_by("-created_at", "-id")
-    first = latest.first()
-    return first.change.proposed_protocol if first else None
+        rows = rows.filter(environment__name=environment)
+    row = rows.select_related("protocol").order_by("-environment__order").first()
+    return row.protocol if row else None

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import permissions, selectors, services, states
+from .. import env_selectors, permissions, selectors, services, states
 from ..errors import DomainError, NotAllowed
 from ..forms import DeployForm, ReviewForm, WithdrawForm
 from ..states import InvalidTransition
@@ -77,7 +77,8 @@ def change_deploy_confirm(request, pk):
     if not form.is_valid():
         messages.error(request, "Choose the environment to deploy to.")
         return redirect("change-detail", pk=change.pk)
-    gate = selectors.gate(change)
+    env = env_selectors.environment_named(change.system, form.cleaned_data["environment"])
+    gate = selectors.gate(change, env)
     context = {
         "change": change,
         "environment": form.cleaned_data["environment"],

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import diff, hooks, permissions, roles, selectors, services, states
+from .. import diff, env_selectors, hooks, permissions, roles, selectors, services, states
 from ..errors import DomainError
 from ..filters import parse_id
 from ..forms import (
@@ -126,8 +126,24 @@ def change_detail(request, pk):
         "deployments": list(change.deployments.select_related("deployed_by")),
         "goes_backwards": is_older(change.proposed_protocol, change.base_protocol),
         "deploy_environments": environment_choices(change.system),
+        **_environment_context(request.user, change),
     }
     return render(request, "changes/change_detail.html", context)
+
+
+def _environment_context(user, change) -> dict:
+    """Per-environment status, other open changes, rollback and rebase (docs/ENVIRONMENTS.md)."""
+    status = env_selectors.change_status(change)
+    done = change.state in (states.DEPLOYED, states.CLOSED)
+    return {
+        "env_status": status,
+        "fully_deployed": done,
+        "any_deployable": any(row["deployable"] for row in status),
+        "open_changes": env_selectors.open_changes(change, limit=10),
+        "can_rollback": done and permissions.can_create_change(user, change.system),
+        "can_rebase": any(row["stale"] for row in status)
+        and permissions.can_edit_change(user, change),
+    }
 
 
 def _form_context(form, formset, *, change=None):
