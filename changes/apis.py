@@ -519,7 +519,7 @@ class ChangeGateApi(_ChangeOperation):
     def get(self, request, pk):
         change, name = self.change(), request.query_params.get("environment")
         env = env_services._environment(change.system, name) if name is not None else None
-        return Response(s.GateSerializer(selectors.gate(change, env)).data)
+        return Response(s.GateSerializer(selectors.gate(change, env, user=request.user)).data)
 
 
 class ChangeDeployApi(_ChangeOperation):

@@ -46,10 +46,14 @@ def history(env: Environment):
     )
 
 
-def open_changes(change: ChangeRequest, limit: int = 50) -> list[dict]:
-    """Other open (not deployed, not finished) changes on the same system: possible conflicts."""
+def open_changes(change: ChangeRequest, user, limit: int = 50) -> list[dict]:
+    """Other open (not deployed, not finished) changes on the same system that ``user`` may
+    see: possible conflicts. No user, no list (a draft's title must not leak)."""
+    from .selectors import visible_changes
+
     rows = (
-        ChangeRequest.objects.filter(system_id=change.system_id, state__in=OPEN_STATES)
+        visible_changes(user)
+        .filter(system_id=change.system_id, state__in=OPEN_STATES)
         .exclude(pk=change.pk)
         .order_by("-id")
         .values("id", "title", "state", "base_protocol__version", "author__username")[:limit]
@@ -155,7 +159,7 @@ def environment_reasons(
     return reasons
 
 
-def environment_gate(change: ChangeRequest, env: Environment | None = None) -> dict:
+def environment_gate(change: ChangeRequest, env: Environment | None = None, user=None) -> dict:
     """The gate for one environment (default: the last one on the path) plus conflicts."""
     from .selectors import valid_approvals
 
@@ -171,7 +175,7 @@ def environment_gate(change: ChangeRequest, env: Environment | None = None) -> d
         "reasons": [r for _, r in pairs],
         "codes": sorted({c for c, _ in pairs}),
         "live_version": live.protocol.version if live.protocol_id else None,
-        "open_changes": open_changes(change),
+        "open_changes": open_changes(change, user),
     }
 
 

@@ -138,12 +138,12 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
     return reasons
 
 
-def gate(change: ChangeRequest, environment=None) -> dict:
+def gate(change: ChangeRequest, environment=None, user=None) -> dict:
     """The gate for one environment (default: the last on the system's promotion path), with
     the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
     from .env_selectors import environment_gate
 
-    env_gate = environment_gate(change, environment)
+    env_gate = environment_gate(change, environment, user=user)
     reasons = env_gate["reasons"] if env_gate["environment"] else gate_reasons(change)
     return {
         "deployable": not reasons,

@@ -451,7 +451,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     def _gate(self, obj) -> dict:
         cached = getattr(obj, "_api_gate", None)
         if cached is None:
-            cached = obj._api_gate = selectors.gate(obj)
+            request = self.context.get("request")
+            cached = obj._api_gate = selectors.gate(obj, user=getattr(request, "user", None))
         return cached
 
     @extend_schema_field(ReviewSummarySerializer)

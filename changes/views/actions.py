@@ -78,7 +78,7 @@ def change_deploy_confirm(request, pk):
         messages.error(request, "Choose the environment to deploy to.")
         return redirect("change-detail", pk=change.pk)
     env = env_selectors.environment_named(change.system, form.cleaned_data["environment"])
-    gate = selectors.gate(change, env)
+    gate = selectors.gate(change, env, user=request.user)
     context = {
         "change": change,
         "environment": form.cleaned_data["environment"],

@@ -105,7 +105,7 @@ def available_actions(user, change) -> dict:
 def change_detail(request, pk):
     change = change_or_404(request.user, pk)
     reviews = list(change.reviews.select_related("reviewer").order_by("created_at", "id"))
-    gate = selectors.gate(change)
+    gate = selectors.gate(change, user=request.user)
     valid_ids = {r.pk for r in selectors.valid_approvals(change)}
     eval_html, eval_failed = evaluation_panel(change, request)
     attest_html, attest_failed = attestation_panel(change, request)
@@ -139,7 +139,7 @@ def _environment_context(user, change) -> dict:
         "env_status": status,
         "fully_deployed": done,
         "any_deployable": any(row["deployable"] for row in status),
-        "open_changes": env_selectors.open_changes(change, limit=10),
+        "open_changes": env_selectors.open_changes(change, user, limit=10),
         "can_rollback": done and permissions.can_create_change(user, change.system),
         "can_rebase": any(row["stale"] for row in status)
         and permissions.can_edit_change(user, change),

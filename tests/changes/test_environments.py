@@ -473,3 +473,26 @@ def test_openapi_documents_the_environment_endpoints(api, engineer):
     schema = api(engineer).get("/api/schema/?format=json").json()
     assert "/api/v1/systems/{id}/environments/" in schema["paths"]
     assert "/api/v1/systems/{id}/environments/{env}/history/" in schema["paths"]
+
+
+def test_open_changes_list_only_what_the_asker_may_see(world, engineer, reviewer, pipeline, api):
+    # given an approved change and a private draft beside it on the same system
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    draft = services.change_request_create(
+        actor=engineer,
+        system=system,
+        base_protocol=v["v1"],
+        proposed_protocol=v["v3"],
+        **change_fields(title="Private draft SECRET-TITLE"),
+    )
+    url = reverse("api-change-gate", kwargs={"pk": change.pk})
+    # then the author's team sees the draft as a conflict, the pipeline does not
+    assert draft.reference in [
+        c["reference"] for c in api(engineer).get(url).json()["open_changes"]
+    ]
+    as_pipeline = api(pipeline).get(url)
+    assert as_pipeline.json()["open_changes"] == []
+    assert "SECRET-TITLE" not in as_pipeline.content.decode()
+    detail = api(pipeline).get(reverse("api-change-detail", kwargs={"pk": change.pk}))
+    assert "SECRET-TITLE" not in detail.content.decode()
