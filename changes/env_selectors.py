@@ -233,7 +233,8 @@ def change_status(change: ChangeRequest) -> list[dict]:
                 "deployment": done.get(env.name),
                 "live_version": live.protocol.version if live.protocol_id else None,
                 "deployable": env.name not in done and not pairs,
-                "reasons": [r for _, r in pairs],
+                # the gate card already lists state, approvals and evaluation
+                "reasons": [r for c, r in pairs if c != "gate_closed"],
                 "stale": any(c == "stale_base" for c, _ in pairs),
             }
         )
