@@ -527,8 +527,14 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
             "deployed_by": _person(d.deployed_by),
             "content_sha256": d.content_sha256,
             "at": iso(d.created_at),
+            # the live registry (docs/ENVIRONMENTS.md): what ran there before and after
+            "live_before": d.previous_protocol.version if d.previous_protocol_id else None,
+            "live_after": d.protocol.version if d.protocol_id else None,
+            "blackout_override": d.blackout_override,
         }
-        for d in change.deployments.select_related("deployed_by").order_by("created_at", "id")
+        for d in change.deployments.select_related(
+            "deployed_by", "previous_protocol", "protocol"
+        ).order_by("created_at", "id")
     ]
     diff_parts = [
         {

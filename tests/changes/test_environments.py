@@ -496,3 +496,25 @@ def test_open_changes_list_only_what_the_asker_may_see(world, engineer, reviewer
     assert "SECRET-TITLE" not in as_pipeline.content.decode()
     detail = api(pipeline).get(reverse("api-change-detail", kwargs={"pk": change.pk}))
     assert "SECRET-TITLE" not in detail.content.decode()
+
+
+def test_the_attestation_facts_name_the_live_version_before_and_after(world, engineer, reviewer):
+    from django.utils import timezone
+
+    from attestations import document
+
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    services.change_request_deploy(actor=engineer, change_request=change, environment="staging")
+    services.change_request_deploy(actor=engineer, change_request=change, environment="production")
+    change.refresh_from_db()
+    facts = document.gather_facts(
+        change,
+        reason="deployed",
+        version=9,
+        audit_head=AuditEvent.objects.order_by("id").last(),
+        issued_at=timezone.now(),
+    )
+    rows = [(d["environment"], d["live_before"], d["live_after"]) for d in facts["deployments"]]
+    assert rows == [("staging", None, "v2"), ("production", None, "v2")]
+    assert [d["blackout_override"] for d in facts["deployments"]] == [False, False]
