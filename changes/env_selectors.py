@@ -159,7 +159,9 @@ def environment_reasons(
     return reasons
 
 
-def environment_gate(change: ChangeRequest, env: Environment | None = None, user=None) -> dict:
+def environment_gate(
+    change: ChangeRequest, env: Environment | None = None, user=None, approvals: int | None = None
+) -> dict:
     """The gate for one environment (default: the last one on the path) plus conflicts."""
     from .selectors import valid_approvals
 
@@ -169,7 +171,9 @@ def environment_gate(change: ChangeRequest, env: Environment | None = None, user
         return {"environment": None, "reasons": [], "codes": [], "open_changes": []}
     live = next((e.live for e in envs if e.pk == env.pk and hasattr(e, "live")), None)
     live = live or live_row(env)
-    pairs = environment_reasons(change, env, envs, live, approvals=len(valid_approvals(change)))
+    if approvals is None:
+        approvals = len(valid_approvals(change))
+    pairs = environment_reasons(change, env, envs, live, approvals=approvals)
     return {
         "environment": env.name,
         "reasons": [r for _, r in pairs],

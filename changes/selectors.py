@@ -143,14 +143,15 @@ def gate(change: ChangeRequest, environment=None, user=None) -> dict:
     the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
     from .env_selectors import environment_gate
 
-    env_gate = environment_gate(change, environment, user=user)
+    approvals = len(valid_approvals(change))  # once: it costs several queries
+    env_gate = environment_gate(change, environment, user=user, approvals=approvals)
     reasons = env_gate["reasons"] if env_gate["environment"] else gate_reasons(change)
     return {
         "deployable": not reasons,
         "reasons": reasons,
         "state": change.state,
         "content_sha256": change.content_sha256,
-        "approvals": len(valid_approvals(change)),
+        "approvals": approvals,
         "approvals_required": _required(change),
         **env_gate,
     }
