@@ -289,8 +289,31 @@ class AuditEventAdmin(ReadOnlyAdmin):
         return {}  # not even the bulk "delete selected"
 
 
+class EnvironmentForm(forms.ModelForm):
+    """Reports an order already taken on the system's path on the form (the service would
+    refuse it too, but too late for a form error)."""
+
+    class Meta:
+        model = Environment
+        fields = (
+            "system", "name", "order", "required_approvals", "requires_previous",
+            "blackout_windows", "time_zone", "requires_staged_rollout",
+        )  # fmt: skip
+
+    def clean(self):
+        data = super().clean()
+        system = data.get("system") or getattr(self.instance, "system", None)
+        order = data.get("order")
+        if system is not None and order is not None:
+            taken = Environment.objects.filter(system=system, order=order)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error("order", f"{order} is already taken on {system.name}'s path.")
+        return data
+
+
 @admin.register(Environment)
 class EnvironmentAdmin(SafeLookupsAdmin):
+    form = EnvironmentForm
     """Promotion paths per system (docs/ENVIRONMENTS.md); saved through the service, so the
     blackout windows are validated and the edit is audited. Never deleted: history names it."""
 
