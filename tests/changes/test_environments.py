@@ -518,3 +518,66 @@ def test_the_attestation_facts_name_the_live_version_before_and_after(world, eng
     rows = [(d["environment"], d["live_before"], d["live_after"]) for d in facts["deployments"]]
     assert rows == [("staging", None, "v2"), ("production", None, "v2")]
     assert [d["blackout_override"] for d in facts["deployments"]] == [False, False]
+
+
+def test_staging_override_deploys_on_one_approval_while_production_waits_for_two(
+    team_a, engineer, reviewer, reviewer2, admin_user
+):
+    # given a high-criticality system (2 cross-team approvals) whose staging needs only 1
+    system, v = system_with(team_a, "v1", "v2", criticality="high")
+    env_services.environment_save(
+        actor=admin_user, system=system, name="staging", required_approvals=1
+    )
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    assert change.state == states.AWAITING_REVIEW  # one of two approvals
+    # when it deploys to staging: allowed, and the change stays awaiting review
+    services.change_request_deploy(actor=engineer, change_request=change, environment="staging")
+    change.refresh_from_db()
+    assert change.state == states.AWAITING_REVIEW and live(system, "staging") == v["v2"]
+    # production is refused until the second approval
+    with pytest.raises(Conflict) as refused:
+        services.change_request_deploy(
+            actor=engineer, change_request=change, environment="production"
+        )
+    assert any("1 of 2 required" in r for r in refused.value.reasons)
+    approve(change, engineer, reviewer2)
+    services.change_request_deploy(actor=engineer, change_request=change, environment="production")
+    change.refresh_from_db()
+    assert change.state == states.DEPLOYED and not change.retrospective_pending
+
+
+def test_emergency_rollback_deploys_on_one_approval_and_owes_a_retrospective(
+    team_a, engineer, reviewer, reviewer2
+):
+    system, v = system_with(team_a, "v1", "v2", criticality="high")
+    change = approve(
+        services.change_request_create(
+            actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+            **change_fields(),
+        ),
+        engineer, reviewer, reviewer2,
+    )  # fmt: skip
+    services.change_request_deploy(actor=engineer, change_request=change)
+    rollback = env_services.change_request_rollback(
+        actor=engineer, change_request=change, emergency=True
+    )
+    rollback = approve(rollback, engineer, reviewer)
+    assert rollback.state == states.APPROVED  # one approval is enough for an emergency
+    services.change_request_deploy(actor=engineer, change_request=rollback)
+    rollback.refresh_from_db()
+    assert rollback.state == states.DEPLOYED and rollback.retrospective_pending
+    assert live(system) == v["v1"]
+
+
+def test_stage_numbers_may_arrive_as_strings(world, engineer, reviewer, api):
+    # Argo Rollouts' jsonBody sends template args as strings (docs/ROLLOUTS.md)
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    env_services.change_request_set_stages(actor=engineer, change_request=change, stages=[50, 100])
+    approve(change, engineer, reviewer)
+    url = reverse("api-stage", kwargs={"pk": change.pk})
+    started = api(engineer).post(url, {"environment": "production", "stage": "1"}, format="json")
+    assert started.status_code == 201 and started.json()["number"] == 1
