@@ -160,7 +160,11 @@ def environment_reasons(
 
 
 def environment_gate(
-    change: ChangeRequest, env: Environment | None = None, user=None, approvals: int | None = None
+    change: ChangeRequest,
+    env: Environment | None = None,
+    user=None,
+    approvals: int | None = None,
+    blackout_override: bool = False,
 ) -> dict:
     """The gate for one environment (default: the last one on the path) plus conflicts."""
     from .selectors import valid_approvals
@@ -173,7 +177,9 @@ def environment_gate(
     live = live or live_row(env)
     if approvals is None:
         approvals = len(valid_approvals(change))
-    pairs = environment_reasons(change, env, envs, live, approvals=approvals)
+    pairs = environment_reasons(
+        change, env, envs, live, approvals=approvals, blackout_override=blackout_override
+    )
     return {
         "environment": env.name,
         "reasons": [r for _, r in pairs],

@@ -338,6 +338,9 @@ class DeployForm(forms.Form):
     environment = forms.ChoiceField(
         label="Environment", initial="production", help_text="Where the change goes live."
     )
+    blackout_override = forms.BooleanField(
+        required=False, help_text="Deploy inside a blackout window (one approval more)."
+    )
 
     def __init__(self, *args, system=None, **kwargs):
         super().__init__(*args, **kwargs)

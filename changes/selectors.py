@@ -138,13 +138,15 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
     return reasons
 
 
-def gate(change: ChangeRequest, environment=None, user=None) -> dict:
+def gate(change: ChangeRequest, environment=None, user=None, blackout_override=False) -> dict:
     """The gate for one environment (default: the last on the system's promotion path), with
     the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
     from .env_selectors import environment_gate
 
     approvals = len(valid_approvals(change))  # once: it costs several queries
-    env_gate = environment_gate(change, environment, user=user, approvals=approvals)
+    env_gate = environment_gate(
+        change, environment, user=user, approvals=approvals, blackout_override=blackout_override
+    )
     reasons = env_gate["reasons"] if env_gate["environment"] else gate_reasons(change)
     return {
         "deployable": not reasons,

@@ -78,8 +78,10 @@ def change_deploy_confirm(request, pk):
         messages.error(request, "Choose the environment to deploy to.")
         return redirect("change-detail", pk=change.pk)
     env = env_selectors.environment_named(change.system, form.cleaned_data["environment"])
-    gate = selectors.gate(change, env, user=request.user)
+    override = form.cleaned_data["blackout_override"]
+    gate = selectors.gate(change, env, user=request.user, blackout_override=override)
     context = {
+        "blackout_override": override,
         "change": change,
         "environment": form.cleaned_data["environment"],
         "gate": gate,
@@ -97,11 +99,15 @@ def change_deploy(request, pk):
         messages.error(request, "environment: choose one of the listed environments.")
         return redirect("change-detail", pk=change.pk)
     environment = form.cleaned_data["environment"]
+    override = form.cleaned_data["blackout_override"]
     return _run(
         request,
         change,
         lambda: services.change_request_deploy(
-            actor=request.user, change_request=change, environment=environment
+            actor=request.user,
+            change_request=change,
+            environment=environment,
+            blackout_override=override,
         ),
         f"{change.reference} deployed to {environment}.",
     )

@@ -9,6 +9,7 @@ from django.urls import reverse
 from changes import env_services, services, states
 from changes.models import ChangeRequest
 from tests.changes.env_support import approved, new_version, system_with
+from tests.factories import PASSWORD
 
 pytestmark = [
     pytest.mark.django_db,
@@ -115,3 +116,29 @@ def test_deploy_confirmation_judges_the_chosen_environment(
     assert "deploy to staging first" in prod
     staging = client.get(confirm, {"environment": "staging"}).content.decode()
     assert "Deploy v2 to staging</button>" in staging
+
+
+def test_deploy_in_a_blackout_through_the_ui_uses_the_override(
+    client, team_a, engineer, reviewer, reviewer2, admin_user
+):
+    system, v = system_with(team_a, "v1", "v2")
+    env_services.environment_save(
+        actor=admin_user, system=system, name="production",
+        blackout_windows=[{"start": "mon 00:00", "end": "sun 23:59"}],
+    )  # fmt: skip
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    services.review_submit(
+        actor=reviewer2, change_request=change, decision="approve", password=PASSWORD
+    )
+    client.force_login(engineer)
+    confirm = reverse("change-deploy-confirm", kwargs={"pk": change.pk})
+    closed = client.get(confirm, {"environment": "production"}).content.decode()
+    assert "blackout window" in closed and 'id="override-link"' in closed
+    opened = client.get(confirm, {"environment": "production", "blackout_override": "on"})
+    assert 'id="override-note"' in opened.content.decode()
+    client.post(
+        reverse("change-deploy", kwargs={"pk": change.pk}),
+        {"environment": "production", "blackout_override": "on"},
+    )
+    deployment = change.deployments.get()
+    assert deployment.blackout_override is True
