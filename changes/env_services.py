@@ -191,6 +191,9 @@ def stage_gate(change: ChangeRequest, environment: str, number: int) -> list[str
     live = env_selectors.live_row(env)
     if live.protocol_id != change.proposed_protocol_id:
         return [f"{env.name} no longer runs this change's version; the rollout is over."]
+    window = environments.in_blackout(env.blackout_windows, env.time_zone, timezone.now())
+    if window:  # a promotion is a deploy of more traffic: the same windows apply
+        return [f"{env.name} is in a blackout window ({window['start']} - {window['end']})."]
     return []
 
 

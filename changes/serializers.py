@@ -439,6 +439,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
             "reviews",
             "review_summary",
             "gate",
+            "rollback_of",  # the change this one rolls back (docs/ENVIRONMENTS.md)
+            "stages",
         ]
         read_only_fields = fields
 

@@ -581,3 +581,35 @@ def test_stage_numbers_may_arrive_as_strings(world, engineer, reviewer, api):
     url = reverse("api-stage", kwargs={"pk": change.pk})
     started = api(engineer).post(url, {"environment": "production", "stage": "1"}, format="json")
     assert started.status_code == 201 and started.json()["number"] == 1
+
+
+def test_the_change_document_says_it_is_a_rollback(world, engineer, reviewer, api):
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    services.change_request_deploy(actor=engineer, change_request=change)
+    rollback = env_services.change_request_rollback(actor=engineer, change_request=change)
+    body = api(engineer).get(reverse("api-change-detail", kwargs={"pk": rollback.pk})).json()
+    assert body["rollback_of"] == change.pk and body["stages"] == []
+
+
+def test_a_later_stage_waits_out_a_blackout(world, engineer, reviewer, admin_user, api):
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    env_services.change_request_set_stages(actor=engineer, change_request=change, stages=[5, 100])
+    approve(change, engineer, reviewer)
+    env_services.stage_start(
+        actor=engineer, change_request=change, environment="production", number=1
+    )
+    env_services.environment_save(
+        actor=admin_user, system=system, name="production",
+        blackout_windows=[{"start": "mon 00:00", "end": "sun 23:59"}],
+    )  # fmt: skip
+    before = counts()
+    url = reverse("api-stage", kwargs={"pk": change.pk})
+    refused = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
+    assert refused.status_code == 409
+    assert "production is in a blackout window" in refused.json()["reasons"][0]
+    assert counts() == before
