@@ -128,6 +128,8 @@ def change_detail(request, pk):
         "deploy_environments": environment_choices(change.system),
         **_environment_context(request.user, change),
     }
+    if context["any_deployable"] and permissions.can_deploy(request.user):
+        context["actions"]["deploy"] = True  # e.g. staging on its own approvals override
     return render(request, "changes/change_detail.html", context)
 
 

@@ -142,3 +142,18 @@ def test_deploy_in_a_blackout_through_the_ui_uses_the_override(
     )
     deployment = change.deployments.get()
     assert deployment.blackout_override is True
+
+
+def test_a_change_awaiting_review_offers_the_deploy_to_staging_under_its_override(
+    client, team_a, engineer, reviewer, admin_user
+):
+    system, v = system_with(team_a, "v1", "v2", criticality="high")
+    env_services.environment_save(
+        actor=admin_user, system=system, name="staging", required_approvals=1
+    )
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    assert change.state == states.AWAITING_REVIEW
+    client.force_login(engineer)
+    html = html_of(client, "change-detail", change.pk)
+    assert 'class="inline deploy-form"' in html and "Deploy…</button>" in html
+    assert 'disabled title="The deploy gate is closed"' not in html
