@@ -570,6 +570,9 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
             "submitted_at": iso(change.submitted_at),
             "deployed_at": iso(change.deployed_at),
             "retrospective_pending": change.retrospective_pending,
+            # docs/ENVIRONMENTS.md: the change it rolls back, its declared rollout stages
+            "rollback_of": f"CR-{change.rollback_of_id}" if change.rollback_of_id else None,
+            "stages": list(change.stages or []),
             "expected_changes": list(change.expected_changes or []),
             **{name: getattr(change, name) or "" for name in MD_FIELDS},
         },

@@ -518,6 +518,16 @@ def test_the_attestation_facts_name_the_live_version_before_and_after(world, eng
     rows = [(d["environment"], d["live_before"], d["live_after"]) for d in facts["deployments"]]
     assert rows == [("staging", None, "v2"), ("production", None, "v2")]
     assert [d["blackout_override"] for d in facts["deployments"]] == [False, False]
+    assert (facts["change"]["rollback_of"], facts["change"]["stages"]) == (None, [])
+    rollback = env_services.change_request_rollback(actor=engineer, change_request=change)
+    rollback_facts = document.gather_facts(
+        rollback,
+        reason="approved",
+        version=1,
+        audit_head=AuditEvent.objects.order_by("id").last(),
+        issued_at=timezone.now(),
+    )
+    assert rollback_facts["change"]["rollback_of"] == change.reference
 
 
 def test_staging_override_deploys_on_one_approval_while_production_waits_for_two(
