@@ -349,8 +349,14 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
             "deployed_by": _person(d.deployed_by),
             "content_sha256": d.content_sha256,
             "at": iso(d.created_at),
+            # the live registry (docs/ENVIRONMENTS.md): what ran there before and after
+            "live_before": d.previous_protocol.version if d.previous_protocol_id else None,
+            "live_after": d.protocol.version if d.protocol_id else None,
+            "blackout_override": d.blackout_override,
         }
-        for d in change.deployments.select_related("deployed_by").order_by("created_at", "id")
+        for d in change.deployments.select_related(
+            "deployed_by", "previous_protocol", "protocol"
+        ).order_by("created_at", "id")
     ]
     diff_parts = [
         {
@@ -386,6 +392,9 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
             "submitted_at": iso(change.submitted_at),
             "deployed_at": iso(change.deployed_at),
             "retrospective_pending": change.retrospective_pending,
+            # docs/ENVIRONMENTS.md: the change it rolls back, its declared rollout stages
+            "rollback_of": f"CR-{change.rollback_of_id}" if change.rollback_of_id else None,
+            "stages": list(change.stages or []),
             "expected_changes": list(change.expected_changes or []),
             **{name: getattr(change, name) or "" for name in MD_FIELDS},
         },

@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import models
 
-from . import audit, hooks, roles, services
+from . import audit, env_services, hooks, roles, services
 from .errors import DomainError
 from .limits import LimitedJSONFormField
 from .models import (
@@ -24,6 +24,7 @@ from .models import (
     AuditEvent,
     ChangeRequest,
     Deployment,
+    Environment,
     ProtocolVersion,
     Review,
     Team,
@@ -324,6 +325,61 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 
         for token in queryset.select_related("user"):
             tokens.revoke(token, reason="revoked by an admin", actor=request.user)
+
+
+class EnvironmentForm(forms.ModelForm):
+    """Reports an order already taken on the system's path on the form (the service would
+    refuse it too, but too late for a form error)."""
+
+    class Meta:
+        model = Environment
+        fields = (
+            "system", "name", "order", "required_approvals", "requires_previous",
+            "blackout_windows", "time_zone", "requires_staged_rollout",
+        )  # fmt: skip
+
+    def clean(self):
+        data = super().clean()
+        system = data.get("system") or getattr(self.instance, "system", None)
+        order = data.get("order")
+        if system is not None and order is not None:
+            taken = Environment.objects.filter(system=system, order=order)
+            if taken.exclude(pk=self.instance.pk).exists():
+                self.add_error("order", f"{order} is already taken on {system.name}'s path.")
+        return data
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(SafeLookupsAdmin):
+    form = EnvironmentForm
+    """Promotion paths per system (docs/ENVIRONMENTS.md); saved through the service, so the
+    blackout windows are validated and the edit is audited. Never deleted: history names it."""
+
+    list_display = ("system", "name", "order", "requires_previous", "required_approvals")
+    list_filter = ("system",)
+    fields = (
+        "system", "name", "order", "required_approvals", "requires_previous",
+        "blackout_windows", "time_zone", "requires_staged_rollout",
+    )  # fmt: skip
+
+    def has_add_permission(self, request):
+        return roles.is_admin(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return roles.is_admin(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("system", "name") if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        fields = {k: getattr(obj, k) for k in env_services.ENV_FIELDS}
+        saved = env_services.environment_save(
+            actor=request.user, system=obj.system, name=obj.name, **fields
+        )
+        _adopt(obj, saved)
 
 
 # Last: every admin registered by now, from apps listed before this one, gets the guard.

@@ -3,7 +3,7 @@ suffixes, and only the methods each resource supports (anything else is 405)."""
 
 from django.urls import path
 
-from . import apis
+from . import apis, env_apis
 
 LIST = {"get": "list"}
 LIST_CREATE = {"get": "list", "post": "create"}
@@ -54,6 +54,20 @@ urlpatterns = [
     path(
         "changes/<int:pk>/timeline/", apis.ChangeTimelineApi.as_view(), name="api-change-timeline"
     ),
+    path(
+        "systems/<int:pk>/environments/",
+        env_apis.SystemEnvironmentsApi.as_view(),
+        name="api-system-environments",
+    ),
+    path(
+        "systems/<int:pk>/environments/<slug:env>/history/",
+        env_apis.EnvironmentHistoryApi.as_view(),
+        name="api-environment-history",
+    ),
+    path("changes/<int:pk>/rollback/", env_apis.ChangeRollbackApi.as_view(), name="api-rollback"),
+    path("changes/<int:pk>/rebase/", env_apis.ChangeRebaseApi.as_view(), name="api-rebase"),
+    path("changes/<int:pk>/stages/", env_apis.ChangeStagesApi.as_view(), name="api-stages"),
+    path("changes/<int:pk>/stage/", env_apis.ChangeStageApi.as_view(), name="api-stage"),
     path("audit/events/", apis.AuditEventsApi.as_view(), name="api-audit-events"),
     path("audit/verify/", apis.AuditVerifyApi.as_view(), name="api-audit-verify"),
 ]

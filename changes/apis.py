@@ -34,7 +34,17 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from . import audit, checkpoints, diff, longpoll, permissions, selectors, services, tokens
+from . import (
+    audit,
+    checkpoints,
+    diff,
+    env_services,
+    longpoll,
+    permissions,
+    selectors,
+    services,
+    tokens,
+)
 from . import serializers as s
 from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
@@ -51,7 +61,8 @@ _ERROR_TEXT = {
     404: "No such object, or not visible to you; on a list, no such page (`page` past the "
     "end or not a positive integer) or no such `format`.",
     409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
-    "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`.",
+    "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`; "
+    "deploys also `stale_base`, `out_of_order`, `blackout`, `already_deployed`.",
     429: "Too many requests: too many waiting at once (`throttled`) or too many wrong "
     "passwords (`too_many_attempts`); retry after `Retry-After` seconds.",
 }
@@ -615,10 +626,17 @@ class ChangeGateApi(_ChangeOperation):
     @extend_schema(
         tags=["deploy"],
         summary="The deploy gate: every unmet condition, in words",
-        responses={200: s.GateSerializer, **errors(401, 404)},
+        parameters=[
+            OpenApiParameter(
+                "environment", str, required=False, description="Default: the last on the path."
+            )
+        ],
+        responses={200: s.GateSerializer, **errors(400, 401, 404)},
     )
     def get(self, request, pk):
-        return Response(s.GateSerializer(selectors.gate(self.change())).data)
+        change, name = self.change(), request.query_params.get("environment")
+        env = env_services._environment(change.system, name) if name is not None else None
+        return Response(s.GateSerializer(selectors.gate(change, env, user=request.user)).data)
 
 
 class ChangeDeployApi(_ChangeOperation):
@@ -635,7 +653,10 @@ class ChangeDeployApi(_ChangeOperation):
         change = self.change()
         data = parse(s.DeploySerializer, request.data, request)
         deployment = services.change_request_deploy(
-            actor=request.user, change_request=change, environment=data["environment"]
+            actor=request.user,
+            change_request=change,
+            environment=data["environment"],
+            blackout_override=data["blackout_override"],
         )
         return Response(s.DeploymentSerializer(deployment).data, status=status.HTTP_201_CREATED)
 

@@ -8,5 +8,9 @@ class ChangesConfig(AppConfig):
     verbose_name = "Protocol changes"
 
     def ready(self):
-        # Connect login/logout/failure auditing, and role, team and account-flag auditing.
-        from . import audit_auth, audit_roles, tokens  # noqa: F401
+        from . import (  # noqa: F401
+            audit_auth,  # login/logout/failure auditing
+            audit_roles,  # role, team and account-flag auditing
+            env_services,  # default environments for new systems
+            tokens,  # token revocation on password change
+        )

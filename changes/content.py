@@ -46,6 +46,8 @@ def content_document(change) -> dict:
         "sha256": change.proposed_protocol.content_sha256,
     }
     doc["suites"] = hooks.evaluation().suite_refs(change)
+    if getattr(change, "stages", None):  # only when declared: older hashes stay valid
+        doc["stages"] = list(change.stages)
     return doc
 
 

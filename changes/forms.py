@@ -62,7 +62,7 @@ class ProtocolChoiceField(forms.ModelChoiceField):
 
 
 def live_protocol_of(system_id) -> ProtocolVersion | None:
-    """The live version of the system (production first, then any environment)."""
+    """The live version of the system (the furthest environment on its path running one)."""
     if not system_id:
         return None
     from .selectors import live_protocol
@@ -70,7 +70,7 @@ def live_protocol_of(system_id) -> ProtocolVersion | None:
     system = AISystem.objects.filter(pk=system_id).first()
     if system is None:
         return None
-    return live_protocol(system, "production") or live_protocol(system)
+    return live_protocol(system)
 
 
 class ChangeRequestForm(forms.Form):
@@ -321,18 +321,14 @@ KNOWN_ENVIRONMENTS = ("staging", "production")
 
 
 def environment_choices(system=None) -> list[tuple[str, str]]:
-    """staging, production, then every other environment this system was deployed to."""
-    from .models import Deployment
+    """The system's environments in promotion order (configured by an admin)."""
+    from .env_models import Environment
 
-    names = list(KNOWN_ENVIRONMENTS)
-    if system is not None:
-        used = (
-            Deployment.objects.filter(change__system=system)
-            .order_by("environment")
-            .values_list("environment", flat=True)
-            .distinct()
-        )
-        names += [name for name in used if name not in names]
+    if system is None:
+        return [(name, name.capitalize()) for name in KNOWN_ENVIRONMENTS]
+    names = (
+        Environment.objects.filter(system=system).order_by("order").values_list("name", flat=True)
+    )
     return [(name, name.capitalize() if name in KNOWN_ENVIRONMENTS else name) for name in names]
 
 
@@ -341,6 +337,9 @@ class DeployForm(forms.Form):
 
     environment = forms.ChoiceField(
         label="Environment", initial="production", help_text="Where the change goes live."
+    )
+    blackout_override = forms.BooleanField(
+        required=False, help_text="Deploy inside a blackout window (one approval more)."
     )
 
     def __init__(self, *args, system=None, **kwargs):

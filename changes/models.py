@@ -156,6 +156,12 @@ class ChangeRequest(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
+    # Environments (docs/ENVIRONMENTS.md): a rollback names the change it undoes; ``stages``
+    # are the declared rollout percentages, strictly increasing, ending at 100.
+    rollback_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="rollbacks"
+    )
+    stages = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -252,6 +258,14 @@ class Deployment(models.Model):
     change = models.ForeignKey(ChangeRequest, on_delete=models.PROTECT, related_name="deployments")
     environment = models.CharField(max_length=50)
     content_sha256 = models.CharField(max_length=64)
+    # What the environment ran before and after (null on deployments older than the registry).
+    previous_protocol = models.ForeignKey(
+        ProtocolVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    protocol = models.ForeignKey(
+        ProtocolVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    blackout_override = models.BooleanField(default=False)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -360,3 +374,6 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.prefix}… ({self.user})"
+
+
+from .env_models import Environment, LiveVersion, RolloutStage  # noqa: E402, F401

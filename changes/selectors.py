@@ -9,7 +9,6 @@ from .models import (
     AISystem,
     AuditEvent,
     ChangeRequest,
-    Deployment,
     ProtocolVersion,
     Review,
     Team,
@@ -168,15 +167,24 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
     return reasons
 
 
-def gate(change: ChangeRequest) -> dict:
-    reasons = gate_reasons(change)
+def gate(change: ChangeRequest, environment=None, user=None, blackout_override=False) -> dict:
+    """The gate for one environment (default: the last on the system's promotion path), with
+    the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
+    from .env_selectors import environment_gate
+
+    approvals = len(valid_approvals(change))  # once: it costs several queries
+    env_gate = environment_gate(
+        change, environment, user=user, approvals=approvals, blackout_override=blackout_override
+    )
+    reasons = env_gate["reasons"] if env_gate["environment"] else gate_reasons(change)
     return {
         "deployable": not reasons,
         "reasons": reasons,
         "state": change.state,
         "content_sha256": change.content_sha256,
-        "approvals": len(valid_approvals(change)),
+        "approvals": approvals,
         "approvals_required": _required(change),
+        **env_gate,
     }
 
 
@@ -231,11 +239,12 @@ def audit_events(
 
 
 def live_protocol(system: AISystem, environment: str | None = None) -> ProtocolVersion | None:
-    """The protocol version running on ``system`` (in ``environment``, or anywhere): the
-    proposed version of its most recent deployment. None when it was never deployed here."""
-    deployments = Deployment.objects.filter(change__system=system)
+    """The protocol version live on ``system`` in ``environment`` (default: the furthest
+    environment on its path that runs anything), from the live registry."""
+    from .env_models import LiveVersion
+
+    rows = LiveVersion.objects.filter(environment__system=system, protocol__isnull=False)
     if environment:
-        deployments = deployments.filter(environment=environment)
-    latest = deployments.select_related("change__proposed_protocol").order_by("-created_at", "-id")
-    first = latest.first()
-    return first.change.proposed_protocol if first else None
+        rows = rows.filter(environment__name=environment)
+    row = rows.select_related("protocol").order_by("-environment__order").first()
+    return row.protocol if row else None

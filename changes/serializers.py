@@ -358,6 +358,15 @@ class ChangeSummarySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class OpenChangeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    title = serializers.CharField()
+    state = serializers.CharField()
+    base_version = serializers.CharField()
+    author = serializers.CharField()
+
+
 class GateSerializer(serializers.Serializer):
     deployable = serializers.BooleanField()
     reasons = serializers.ListField(
@@ -367,6 +376,17 @@ class GateSerializer(serializers.Serializer):
     content_sha256 = serializers.CharField()
     approvals = serializers.IntegerField(help_text="Valid independent approvals now.")
     approvals_required = serializers.IntegerField()
+    environment = serializers.CharField(
+        allow_null=True, help_text="The environment judged (default: the last on the path)."
+    )
+    codes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Machine codes of the reasons: stale_base, out_of_order, blackout, ...",
+    )
+    live_version = serializers.CharField(
+        allow_null=True, required=False, help_text="The protocol version live there now."
+    )
+    open_changes = OpenChangeSerializer(many=True, help_text="Other open changes on the system.")
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -439,6 +459,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
             "reviews",
             "review_summary",
             "gate",
+            "rollback_of",  # the change this one rolls back (docs/ENVIRONMENTS.md)
+            "stages",
         ]
         read_only_fields = fields
 
@@ -451,7 +473,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     def _gate(self, obj) -> dict:
         cached = getattr(obj, "_api_gate", None)
         if cached is None:
-            cached = obj._api_gate = selectors.gate(obj)
+            request = self.context.get("request")
+            cached = obj._api_gate = selectors.gate(obj, user=getattr(request, "user", None))
         return cached
 
     @extend_schema_field(ReviewSummarySerializer)
@@ -500,7 +523,17 @@ class ReviewCreateSerializer(serializers.Serializer):
 
 
 class DeploySerializer(serializers.Serializer):
-    environment = serializers.CharField(max_length=50, required=False, default="production")
+    environment = serializers.CharField(
+        max_length=50,
+        required=False,
+        default=None,
+        help_text="Default: the last environment on the system's path (e.g. production).",
+    )
+    blackout_override = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Deploy inside a blackout window; needs one approval more than usual.",
+    )
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
@@ -508,7 +541,10 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Deployment
-        fields = ["id", "change", "environment", "content_sha256", "deployed_by", "created_at"]
+        fields = [
+            "id", "change", "environment", "content_sha256", "deployed_by", "created_at",
+            "previous_protocol", "protocol", "blackout_override",
+        ]  # fmt: skip
         read_only_fields = fields
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, checkpoints, content, hooks, permissions, roles, states, throttle
+from . import audit, content, hooks, permissions, roles, states, throttle
 from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import (
     CRITICALITY_CHOICES,
@@ -22,7 +22,7 @@ from .models import (
     Review,
     Team,
 )
-from .selectors import gate_reasons, valid_approvals
+from .selectors import valid_approvals
 
 CRITICALITIES = {c for c, _ in CRITICALITY_CHOICES}
 CHANGE_TYPES = {c for c, _ in ChangeRequest.TYPE_CHOICES}
@@ -599,48 +599,25 @@ def change_request_confirm_emergency(*, actor, change_request: ChangeRequest) ->
 
 @transaction.atomic
 def change_request_deploy(
-    *, actor, change_request: ChangeRequest, environment: str = "production"
+    *,
+    actor,
+    change_request: ChangeRequest,
+    environment: str | None = None,
+    blackout_override: bool = False,
 ) -> Deployment:
-    """approved -> deployed, only when the gate has no unmet condition.
+    """Deploy to one environment of the system's path; approved -> deployed at the last one.
 
-    Writes ``change.deployed``; schedules an attestation. Refuses with 409 and the gate's
-    reasons otherwise.
+    The rules (unknown environment 400; out of order, stale base, blackout, gate closed 409)
+    and the live-registry lock live in ``changes.env_services.deploy``.
     """
-    if not permissions.can_deploy(actor):
-        raise NotAllowed("Only engineers and pipeline tokens deploy.")
-    environment = (environment or "").strip()
-    if not environment or len(environment) > 50:
-        raise ValidationFailed("environment: required, at most 50 characters.")
-    change = lock_change(change_request.pk)
-    reasons = gate_reasons(change)
-    if reasons:
-        raise Conflict("The deploy gate is closed.", code="gate_closed", reasons=reasons)
-    approvals = len(valid_approvals(change))
-    deployment = Deployment.objects.create(
-        change=change,
-        environment=environment,
-        content_sha256=change.content_sha256,
-        deployed_by=actor,
-    )
-    change.deployed_at = deployment.created_at
-    change.retrospective_pending = approvals < change.system.approvals_required
-    _move(
-        change,
-        states.DEPLOYED,
+    from .env_services import deploy
+
+    return deploy(
         actor=actor,
-        verb="change.deployed",
-        data={
-            "environment": environment,
-            "content_sha256": change.content_sha256,
-            "approvals": approvals,
-            "retrospective_pending": change.retrospective_pending,
-        },
-        fields=("deployed_at", "retrospective_pending"),
+        change_id=change_request.pk,
+        environment=environment,
+        blackout_override=blackout_override,
     )
-    hooks.attestation().issue(change, reason="deployed")
-    # Anchor the chain right after every deployment, not only on beat's schedule.
-    transaction.on_commit(lambda: checkpoints.enqueue_publish("deploy"))
-    return deployment
 
 
 @transaction.atomic

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import actions, audit_pages, changes, systems
+from .views import actions, audit_pages, changes, environments, systems
 
 urlpatterns = [
     path("", changes.dashboard, name="dashboard"),
@@ -21,6 +21,8 @@ urlpatterns = [
         name="change-deploy-confirm",
     ),
     path("changes/<int:pk>/review/", actions.change_review, name="change-review"),
+    path("changes/<int:pk>/rollback/", environments.change_rollback, name="change-rollback"),
+    path("changes/<int:pk>/rebase/", environments.change_rebase, name="change-rebase"),
     path("preview/markdown/", changes.markdown_preview, name="markdown-preview"),
     path("systems/", systems.system_list, name="system-list"),
     path("systems/<int:pk>/", systems.system_detail, name="system-detail"),

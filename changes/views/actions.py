@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import permissions, selectors, services, states
+from .. import env_selectors, permissions, selectors, services, states
 from ..errors import DomainError, NotAllowed
 from ..forms import DeployForm, ReviewForm, WithdrawForm
 from ..states import InvalidTransition
@@ -77,8 +77,11 @@ def change_deploy_confirm(request, pk):
     if not form.is_valid():
         messages.error(request, "Choose the environment to deploy to.")
         return redirect("change-detail", pk=change.pk)
-    gate = selectors.gate(change)
+    env = env_selectors.environment_named(change.system, form.cleaned_data["environment"])
+    override = form.cleaned_data["blackout_override"]
+    gate = selectors.gate(change, env, user=request.user, blackout_override=override)
     context = {
+        "blackout_override": override,
         "change": change,
         "environment": form.cleaned_data["environment"],
         "gate": gate,
@@ -96,11 +99,15 @@ def change_deploy(request, pk):
         messages.error(request, "environment: choose one of the listed environments.")
         return redirect("change-detail", pk=change.pk)
     environment = form.cleaned_data["environment"]
+    override = form.cleaned_data["blackout_override"]
     return _run(
         request,
         change,
         lambda: services.change_request_deploy(
-            actor=request.user, change_request=change, environment=environment
+            actor=request.user,
+            change_request=change,
+            environment=environment,
+            blackout_override=override,
         ),
         f"{change.reference} deployed to {environment}.",
     )

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import diff, hooks, permissions, roles, selectors, services, states
+from .. import diff, env_selectors, hooks, permissions, roles, selectors, services, states
 from ..errors import DomainError
 from ..filters import parse_id
 from ..forms import (
@@ -107,7 +107,7 @@ def available_actions(user, change) -> dict:
 def change_detail(request, pk):
     change = change_or_404(request.user, pk)
     reviews = list(change.reviews.select_related("reviewer").order_by("created_at", "id"))
-    gate = selectors.gate(change)
+    gate = selectors.gate(change, user=request.user)
     valid_ids = {r.pk for r in selectors.valid_approvals(change)}
     eval_html, eval_failed = evaluation_panel(change, request)
     attest_html, attest_failed = attestation_panel(change, request)
@@ -129,8 +129,26 @@ def change_detail(request, pk):
         "goes_backwards": is_older(change.proposed_protocol, change.base_protocol),
         "deploy_environments": environment_choices(change.system),
         "extra_panels": slot_panels("change", request, change=change),
+        **_environment_context(request.user, change),
     }
+    if context["any_deployable"] and permissions.can_deploy(request.user):
+        context["actions"]["deploy"] = True  # e.g. staging on its own approvals override
     return render(request, "changes/change_detail.html", context)
+
+
+def _environment_context(user, change) -> dict:
+    """Per-environment status, other open changes, rollback and rebase (docs/ENVIRONMENTS.md)."""
+    status = env_selectors.change_status(change)
+    done = change.state in (states.DEPLOYED, states.CLOSED)
+    return {
+        "env_status": status,
+        "fully_deployed": done,
+        "any_deployable": any(row["deployable"] for row in status),
+        "open_changes": env_selectors.open_changes(change, user, limit=10),
+        "can_rollback": done and permissions.can_create_change(user, change.system),
+        "can_rebase": any(row["stale"] for row in status)
+        and permissions.can_edit_change(user, change),
+    }
 
 
 def _form_context(form, formset, *, change=None):

@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from .. import diff, permissions, selectors, services
+from .. import diff, env_selectors, permissions, selectors, services
 from ..errors import DomainError
 from ..filters import parse_id
 from ..forms import ProtocolVersionForm
@@ -43,8 +43,9 @@ def system_detail(request, pk):
             "system": system,
             "protocols": protocols,
             "changes": changes,
-            "live": selectors.live_protocol(system, "production")
-            or selectors.live_protocol(system),
+            "live": selectors.live_protocol(system),
+            "registry": env_selectors.registry(system),
+            "env_timeline": env_selectors.system_timeline(system),
         },
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from changes import audit, hooks, services, states
+from changes import audit, env_services, hooks, services, states
 from changes.models import AuditEvent, ChangeRequest, Deployment, ProtocolVersion
 from tests.changes.test_ui_pages import change_in_state, login, system_with_versions
 from tests.factories import ProtocolFactory
@@ -96,14 +96,16 @@ def test_reviewers_get_no_confirmation_page(client, engineer, reviewer):
     assert client.get(url, {"environment": "production"}).status_code == 403
 
 
-def test_environments_used_through_the_api_are_offered_too(client, engineer, reviewer):
-    # given a change of the system already deployed to "canary" through the API
+def test_environments_an_admin_configures_are_offered_too(client, engineer, reviewer, admin_user):
+    # given a system whose admin added a "canary" environment to the path
     first = change_in_state(engineer, states.APPROVED, reviewer=reviewer)
-    services.change_request_deploy(actor=engineer, change_request=first, environment="canary")
-    second = change_in_state(engineer, states.APPROVED, reviewer=reviewer, system=first.system)
+    env_services.environment_save(actor=admin_user, system=first.system, name="canary", order=15)
     login(client, engineer)
-    html = page(client, "change-detail", second.pk)
+    html = page(client, "change-detail", first.pk)
     assert '<option value="canary">canary</option>' in html
+    # in promotion order: staging (10), canary (15), production (20)
+    assert html.index('value="staging"') < html.index('value="canary"')
+    assert html.index('value="canary"') < html.index('value="production"')
 
 
 def test_after_a_deploy_the_gate_says_where_when_and_by_whom(client, engineer, reviewer):

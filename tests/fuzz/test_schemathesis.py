@@ -272,6 +272,9 @@ ACTION_STATES = {
     ("POST", "/api/v1/changes/{id}/close/"): {states.DEPLOYED},
     ("POST", "/api/v1/changes/{id}/withdraw/"): set(states.EDITABLE) | {states.EVALUATING},
     ("PATCH", "/api/v1/changes/{id}/"): set(states.EDITABLE),
+    ("POST", "/api/v1/changes/{id}/rollback/"): {states.DEPLOYED, states.CLOSED},
+    ("POST", "/api/v1/changes/{id}/rebase/"): set(states.EDITABLE),
+    ("POST", "/api/v1/changes/{id}/stage/"): {states.APPROVED},
 }
 
 

@@ -180,7 +180,9 @@ def build_world(*, render_attestation: bool = True) -> World:
     _review(_submit_and_drain(file_a("a_approved"), engineer), reviewer, "approve")
     deployed = _review(_submit_and_drain(file_a("a_deployed"), engineer), reviewer, "approve")
     services.change_request_deploy(actor=pipeline, change_request=deployed)
-    closed = _review(_submit_and_drain(file_a("a_closed"), engineer), reviewer2, "approve")
+    # Based on what a_deployed put live (v2), or the deploy would be refused as stale.
+    changes["a_closed"] = _file(engineer, a, pa[1:], title="a_closed change", suites=suites)
+    closed = _review(_submit_and_drain(changes["a_closed"], engineer), reviewer2, "approve")
     services.change_request_deploy(actor=engineer, change_request=closed)
     services.change_request_close(actor=engineer, change_request=closed)
     # Evaluated, then edited: back to draft with runs on an older hash (and the marker).

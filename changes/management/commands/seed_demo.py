@@ -384,6 +384,7 @@ class Command(BaseCommand):
                 )
                 self._note(f"system {spec['name']} ({spec['criticality']})")
             systems[system.name] = system
+            self._environments(admin, system)
             protocols[system.name] = {}
             for version, body, prompt in spec["protocols"]:
                 protocol = ProtocolVersion.objects.filter(system=system, version=version).first()
@@ -398,6 +399,20 @@ class Command(BaseCommand):
                     self._note(f"protocol {system.name} {version}")
                 protocols[system.name][version] = protocol
         return systems, protocols
+
+    def _environments(self, admin, system) -> None:
+        """staging then production (docs/ENVIRONMENTS.md); on high-criticality systems one
+        approval suffices for staging and production requires staging first."""
+        from changes import env_services
+
+        strict = system.criticality in ("high", "critical")
+        env_services.environment_save(
+            actor=admin, system=system, name="staging", order=10,
+            required_approvals=1 if strict else None,
+        )  # fmt: skip
+        env_services.environment_save(
+            actor=admin, system=system, name="production", order=20, requires_previous=strict
+        )
 
     def _app_demo_seeds(self, context: dict) -> dict[int, list[int]]:
         """Call each installed app's ``demo.seed``; collect suite ids per system pk."""
