@@ -178,14 +178,22 @@ def max_request_bytes() -> int:
     return _setting("REQUEST_MAX_BYTES", 64 * 1024 * 1024)
 
 
+#: Endpoints that read their body as a bounded stream under a cap of their own (live decision
+#: ingestion, OTLP): the global cap would stop a large stream they are built to take.
+STREAMED_BODY_PATHS = re.compile(r"^/api/v1/systems/\d+/(decisions/|otlp/v1/traces$)")
+
+
 class RequestSizeLimitMiddleware:
     """Refuse a request whose declared body is over ``REQUEST_MAX_BYTES`` from its
-    ``Content-Length`` alone (413), before anything reads it."""
+    ``Content-Length`` alone (413), before anything reads it; streamed endpoints
+    (``STREAMED_BODY_PATHS``) apply their own cap."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
+        if STREAMED_BODY_PATHS.match(request.path_info):
+            return self.get_response(request)
         declared = request.META.get("CONTENT_LENGTH") or ""
         limit = max_request_bytes()
         if declared.isascii() and declared.isdigit() and int(declared) > limit:

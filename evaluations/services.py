@@ -539,6 +539,9 @@ class _PerThreadExecutor:
     def run(self, run: EvaluationRun, keys: list) -> list:
         return self._executor().run(run, keys)
 
+    def calibrate(self, run: EvaluationRun):
+        return self._executor().calibrate(run)
+
     def close(self) -> None:
         """Closes the calling thread's loop and clients (other threads keep theirs)."""
         executor = getattr(self._local, "executor", None)
