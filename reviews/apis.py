@@ -13,8 +13,13 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from changes.apis import errors
+
 from . import discussion, rules, selectors, services, snapshots, webhooks
 from . import requests as review_requests
+
+#: The error answers every endpoint here may give (``{"detail", "code"}``).
+ERRORS = errors(400, 401, 403, 404, 409)
 
 
 class NotificationSerializer(serializers.Serializer):
@@ -32,7 +37,10 @@ class NotificationSerializer(serializers.Serializer):
 class NotificationListApi(APIView):
     """The acting user's inbox, newest first, with the unread count."""
 
-    @extend_schema(tags=["notifications"], responses={200: NotificationSerializer(many=True)})
+    @extend_schema(
+        tags=["notifications"],
+        responses={200: NotificationSerializer(many=True), **ERRORS},
+    )
     def get(self, request):
         rows = selectors.inbox(request.user)
         if request.query_params.get("unread") in ("1", "true"):
@@ -53,7 +61,10 @@ class NotificationReadApi(APIView):
             "MarkRead",
             {"ids": serializers.ListField(child=serializers.IntegerField(), required=False)},
         ),
-        responses={200: inline_serializer("MarkedRead", {"marked": serializers.IntegerField()})},
+        responses={
+            200: inline_serializer("MarkedRead", {"marked": serializers.IntegerField()}),
+            **ERRORS,
+        },
     )
     def post(self, request):
         data = request.data if isinstance(request.data, dict) else {}
@@ -73,11 +84,15 @@ class NotificationReadApi(APIView):
 class NotificationPreferencesApi(APIView):
     """Per-kind channels for the acting user: ``{kind: {"in_app": bool, "email": bool}}``."""
 
-    @extend_schema(tags=["notifications"], responses={200: dict})
+    @extend_schema(tags=["notifications"], responses={200: dict, **ERRORS})
     def get(self, request):
         return Response(services.preferences_for(request.user))
 
-    @extend_schema(tags=["notifications"], request=dict, responses={200: dict})
+    @extend_schema(
+        tags=["notifications"],
+        request=dict,
+        responses={200: dict, **ERRORS},
+    )
     def put(self, request):
         return Response(services.preferences_set(actor=request.user, choices=request.data))
 
@@ -99,7 +114,7 @@ class ReviewRequestsApi(APIView):
     author or an ineligible reviewer is refused with 400 and every reason.
     """
 
-    @extend_schema(tags=["reviews"], responses={200: dict})
+    @extend_schema(tags=["reviews"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
         change = _visible_change(request, pk)
         return Response(
@@ -115,7 +130,7 @@ class ReviewRequestsApi(APIView):
         request=inline_serializer(
             "RequestReviewers", {"reviewers": serializers.ListField(child=serializers.CharField())}
         ),
-        responses={201: dict},
+        responses={201: dict, **ERRORS},
     )
     def post(self, request, pk):
         change = _visible_change(request, pk)
@@ -131,7 +146,7 @@ class SinceMyReviewApi(APIView):
     """What changed since the caller's latest review of a change (or since ``?sha256=``):
     protocol texts, rationale, test plan, plans, expected changes and suites."""
 
-    @extend_schema(tags=["reviews"], responses={200: dict})
+    @extend_schema(tags=["reviews"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
         from changes.errors import ValidationFailed
         from changes.models import Review
@@ -194,7 +209,7 @@ class ThreadListApi(APIView):
     """Discussion threads of a change; POST opens one: ``{"body", "part", "side", "line",
     "blocking"}`` (``part`` empty for the change, ``system_prompt``/``body`` for a diff line)."""
 
-    @extend_schema(tags=["discussion"], responses={200: dict})
+    @extend_schema(tags=["discussion"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
         change = _visible_change(request, pk)
         return Response(
@@ -204,7 +219,7 @@ class ThreadListApi(APIView):
             }
         )
 
-    @extend_schema(tags=["discussion"], request=dict, responses={201: dict})
+    @extend_schema(tags=["discussion"], request=dict, responses={201: dict, **ERRORS})
     def post(self, request, pk):
         change = _visible_change(request, pk)
         data = request.data if isinstance(request.data, dict) else {}
@@ -223,7 +238,7 @@ class ThreadListApi(APIView):
 class ThreadCommentApi(APIView):
     """Reply in a thread: ``{"body": "..."}``."""
 
-    @extend_schema(tags=["discussion"], request=dict, responses={201: dict})
+    @extend_schema(tags=["discussion"], request=dict, responses={201: dict, **ERRORS})
     def post(self, request, pk):
         thread = _visible_thread(request, pk)
         data = request.data if isinstance(request.data, dict) else {}
@@ -234,7 +249,7 @@ class ThreadCommentApi(APIView):
 class ThreadResolveApi(APIView):
     """Resolve or reopen a thread: ``{"resolved": true|false}``."""
 
-    @extend_schema(tags=["discussion"], request=dict, responses={200: dict})
+    @extend_schema(tags=["discussion"], request=dict, responses={200: dict, **ERRORS})
     def post(self, request, pk):
         thread = _visible_thread(request, pk)
         data = request.data if isinstance(request.data, dict) else {}
@@ -288,14 +303,14 @@ class WebhookListApi(APIView):
     """Webhook endpoints (admins). POST ``{"name", "url", "events": [...], "system": id?}``;
     the response carries the signing ``secret``, shown this once."""
 
-    @extend_schema(tags=["webhooks"], responses={200: dict})
+    @extend_schema(tags=["webhooks"], responses={200: dict, **ERRORS})
     def get(self, request):
         from .models import WebhookEndpoint
 
         _admin_only(request)
         return Response([endpoint_dict(e) for e in WebhookEndpoint.objects.all()])
 
-    @extend_schema(tags=["webhooks"], request=dict, responses={201: dict})
+    @extend_schema(tags=["webhooks"], request=dict, responses={201: dict, **ERRORS})
     def post(self, request):
         from changes.errors import ValidationFailed
         from changes.models import AISystem
@@ -324,7 +339,7 @@ class WebhookListApi(APIView):
 class WebhookDeliveryListApi(APIView):
     """The delivery log of one endpoint, newest first, each with its attempts."""
 
-    @extend_schema(tags=["webhooks"], responses={200: dict})
+    @extend_schema(tags=["webhooks"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
         from .models import WebhookDelivery
 
@@ -336,7 +351,7 @@ class WebhookDeliveryListApi(APIView):
 class WebhookRedeliverApi(APIView):
     """Send one delivery again (same ``webhook-id``)."""
 
-    @extend_schema(tags=["webhooks"], request=None, responses={202: dict})
+    @extend_schema(tags=["webhooks"], request=None, responses={202: dict, **ERRORS})
     def post(self, request, pk):
         from .models import WebhookDelivery
 
@@ -361,7 +376,7 @@ class ReviewerRulesApi(APIView):
             raise NotFound()
         return system
 
-    @extend_schema(tags=["reviews"], responses={200: dict})
+    @extend_schema(tags=["reviews"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
         from .models import ReviewerRuleSet
 
@@ -375,7 +390,7 @@ class ReviewerRulesApi(APIView):
             }
         )
 
-    @extend_schema(tags=["reviews"], request=dict, responses={200: dict})
+    @extend_schema(tags=["reviews"], request=dict, responses={200: dict, **ERRORS})
     def put(self, request, pk):
         system = self._system(request, pk)
         data = request.data if isinstance(request.data, dict) else {}

@@ -147,7 +147,9 @@ def build_world(*, render_attestation: bool = True) -> World:
         name: [ProtocolFactory(system=system, version=f"v{i}") for i in (1, 2, 3)]
         for name, system in systems.items()
     }
-    suite = evaluation_services.suite_create(actor=engineer, text=suite_text(), fmt="json")
+    suite = evaluation_services.suite_create(
+        actor=engineer, text=suite_text(epochs=None), fmt="json"
+    )
     suites = [suite.pk]
     markers = {
         "Team A": f"PRIVATE-TEAM-A-{uuid.uuid4().hex}",
