@@ -105,6 +105,7 @@ def environment_reasons(
     now=None,
 ) -> list[tuple[str, str]]:
     """Every unmet condition for deploying ``change`` to ``env`` now, as (code, words)."""
+    from .selectors import approval_standing_reasons
     from .services import required_approvals
 
     reasons: list[tuple[str, str]] = []
@@ -124,8 +125,11 @@ def environment_reasons(
             ("gate_closed", f"{approvals} of {needed} required independent approval(s) for "
              f"{env.name} on the current content (hash {change.content_sha256[:12]}…).")
         )  # fmt: skip
+        reasons += [("gate_closed", r) for r in approval_standing_reasons(change)]
     if change.state in allowed:
         reasons += [("gate_closed", r) for r in hooks.evaluation().gate_reasons(change)]
+        # later apps' rules (reviewer rules, blocking discussions), as in gate_reasons
+        reasons += [("gate_closed", r) for rule in hooks.gate_rules() for r in rule(change)]
     done = set(change.deployments.values_list("environment", flat=True))
     if env.name in done:
         reasons.append(("already_deployed", f"This change is already deployed to {env.name}."))

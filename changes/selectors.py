@@ -132,6 +132,22 @@ def valid_approvals(change: ChangeRequest) -> list[Review]:
     return [review for review, reasons in approvals_with_standing(change) if not reasons]
 
 
+def approval_standing_reasons(change: ChangeRequest, standing=None) -> list[str]:
+    """Why approvals that were given no longer count, and whether an emergency is still
+    unconfirmed, in words: shown whenever the gate lacks approvals."""
+    reasons = [
+        f"The approval by {review.reviewer.username} no longer counts: {'; '.join(why)}."
+        for review, why in (approvals_with_standing(change) if standing is None else standing)
+        if why
+    ]
+    if change.is_emergency and not change.emergency_confirmed:
+        reasons.append(
+            "The emergency has not been confirmed by an independent reviewer, so the "
+            "normal approval count applies."
+        )
+    return reasons
+
+
 def gate_reasons(change: ChangeRequest) -> list[str]:
     """Every unmet condition for deploying ``change`` now, in words. Empty means deployable."""
     from .services import required_approvals
@@ -149,17 +165,7 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
             f"{have} of {needed} required independent approval(s) on the current content "
             f"(hash {change.content_sha256[:12]}…)."
         )
-        for review, why in standing:
-            if why:
-                reasons.append(
-                    f"The approval by {review.reviewer.username} no longer counts: "
-                    f"{'; '.join(why)}."
-                )
-        if change.is_emergency and not change.emergency_confirmed:
-            reasons.append(
-                "The emergency has not been confirmed by an independent reviewer, so the "
-                "normal approval count applies."
-            )
+        reasons.extend(approval_standing_reasons(change, standing))
     if change.state not in states.TERMINAL and change.state != states.DEPLOYED:
         reasons.extend(hooks.evaluation().gate_reasons(change))
         for rule in hooks.gate_rules():  # later apps' rules (e.g. blocking discussions)

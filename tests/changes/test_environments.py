@@ -571,6 +571,8 @@ def test_emergency_rollback_deploys_on_one_approval_and_owes_a_retrospective(
     rollback = env_services.change_request_rollback(
         actor=engineer, change_request=change, emergency=True
     )
+    # an independent reviewer confirms the emergency (the author alone cannot lower the gate)
+    services.change_request_confirm_emergency(actor=reviewer2, change_request=rollback)
     rollback = approve(rollback, engineer, reviewer)
     assert rollback.state == states.APPROVED  # one approval is enough for an emergency
     services.change_request_deploy(actor=engineer, change_request=rollback)
