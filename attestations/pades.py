@@ -15,8 +15,10 @@ deployment trusts that names a trusted Ed25519 key. Never raises on untrusted in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 from cryptography import x509
@@ -87,10 +89,24 @@ def embed_and_sign(
         embed_validation_info=False,
     )
     out = BytesIO()
-    signers.PdfSigner(meta, signer=signer).sign_pdf(
-        writer, output=out, bytes_reserved=SIGNATURE_BYTES
+    _outside_any_event_loop(
+        lambda: signers.PdfSigner(meta, signer=signer).sign_pdf(
+            writer, output=out, bytes_reserved=SIGNATURE_BYTES
+        )
     )
     return out.getvalue()
+
+
+def _outside_any_event_loop(fn):
+    """pyHanko's synchronous API calls ``asyncio.run``, which refuses to start on a thread whose
+    event loop is running (a caller inside async code; Playwright's sync API in a browser
+    test that renders in-process). Such a caller gets a short-lived thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_deploy_is_a_labelled_choice_with_a_confirmation(
     watched = open_page("engineer", f"/changes/{change.pk}/", "phone")
     page = watched.page
     # the environment is a select with a visible label, in view on a phone
-    select = page.get_by_label("Environment")
+    select = page.get_by_label("Environment", exact=True)
     assert select.evaluate("el => el.tagName") == "SELECT"
     assert inside_viewport_horizontally(page, page.locator("label[for=id_environment]"))
     # when the engineer chooses staging and presses Deploy…

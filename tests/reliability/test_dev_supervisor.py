@@ -21,10 +21,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from evaluations import services
 from evaluations.models import EvaluationRun, Sample
+from tests.conftest import token_for
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.workers import ROOT, database_url, status_of
 from tests.factories import SystemFactory, make_change
@@ -81,7 +81,7 @@ def test_a_sigkilled_worker_is_restarted_and_the_run_in_flight_completes(
     suite = services.suite_create(actor=engineer, fmt="json", text=text)
     system = SystemFactory(owner_team=team_a, target=dict(TARGET))
     change = make_change(author=engineer, system=system, suites=[suite.pk])
-    token = Token.objects.create(user=engineer).key
+    token = token_for(engineer)
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
