@@ -537,7 +537,7 @@ def test_the_leak_oracle_catches_a_scoping_bug(
     for operation in operations():
         if operation.label in wanted:
             fuzz_operation(
-                sweep, operation, {"Authorization": f"Token {token.key}"}, DEFAULT_EXAMPLES
+                sweep, operation, {"Authorization": f"Token {token.key}"}, 4 * DEFAULT_EXAMPLES
             )
 
     problems = [f.problem for f in sweep.findings.values()]
