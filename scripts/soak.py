@@ -95,8 +95,11 @@ class Soak:
         self.system = next(s for s in systems if s["name"] == "support-assistant")
         protocols = call_json("GET", f"{API}/systems/{self.system['id']}/protocols/", self.eng)
         protocols = protocols["results"] if isinstance(protocols, dict) else protocols
-        by_version = {str(p["version"]).lstrip("v"): p["id"] for p in protocols}
-        self.base, self.proposed = by_version["1"], by_version["2"]
+        by_version = {str(p["version"]).lstrip("v"): p for p in protocols}
+        # Production runs v1 after the seed; every deploy moves it on. A deploy must start from
+        # the live version (stale-base refusal), so each run files live -> a fresh version.
+        self.live = by_version["1"]["id"]
+        self.prompt = by_version["2"]["system_prompt"]
         suites = call_json("GET", f"{API}/suites/", self.eng)["results"]
         self.suite = next(s["id"] for s in suites if s["name"] == "pii-redaction")
         self.filed: list[int] = []
@@ -107,9 +110,14 @@ class Soak:
 
     def file_run(self) -> None:
         n = len(self.filed) + 1
+        proposed = call_json("POST", f"{API}/systems/{self.system['id']}/protocols/", self.eng,
+                             body={"version": f"soak-{n}-{time.time_ns()}",
+                                   "system_prompt": f"{self.prompt}\n(soak {n})"})  # fmt: skip
+        if not proposed:
+            return
         change = call_json("POST", f"{API}/changes/", self.eng, body={
-            "system": self.system["id"], "base_protocol": self.base,
-            "proposed_protocol": self.proposed, "title": f"Soak change {n}",
+            "system": self.system["id"], "base_protocol": self.live,
+            "proposed_protocol": proposed["id"], "title": f"Soak change {n}",
             "rationale": "Soak test.", "expected_changes": [
                 {"behaviour": "phone number in summary", "before": "quoted", "after": "[PHONE]"}],
             "test_plan": "PII suite.", "suites": [self.suite], "risk": "medium",
@@ -122,16 +130,27 @@ class Soak:
         return change["state"] if change else "?"
 
     def try_attest(self) -> bool:
-        """Approve and deploy one change that passed, if one has; False when none is ready."""
+        """Approve and deploy the newest passed change based on the live version, if any.
+
+        Older changes were written against a version production no longer runs: the gate
+        would refuse them as stale, as it should, so they are left awaiting review.
+        """
         taken = set(self.deployed)
-        for change_id in self.filed:
-            if change_id in taken or self.state(change_id) != "awaiting_review":
+        for change_id in reversed(self.filed):
+            if change_id in taken:
                 continue
-            review = {"decision": "approve", "comment": "Soak.", "password": "reviewer-demo-pass"}
+            change = call_json("GET", f"{API}/changes/{change_id}/", self.eng)
+            if not change or change["base_protocol"] != self.live:
+                continue
+            if change["state"] != "awaiting_review":
+                continue
+            review = {"decision": "approve", "comment": "Soak.", "password": "reviewer-demo-pass",
+                      "content_sha256": change["content_sha256"]}  # fmt: skip
             if not call_json("POST", f"{API}/changes/{change_id}/reviews/", self.rev, body=review):
                 return True
-            call_json("POST", f"{API}/changes/{change_id}/deploy/", self.pipe,
-                      body={"environment": "production"})  # fmt: skip
+            if call_json("POST", f"{API}/changes/{change_id}/deploy/", self.pipe,
+                         body={"environment": "production"}):  # fmt: skip
+                self.live = change["proposed_protocol"]
             self.deployed.append(change_id)
             return True
         return False
