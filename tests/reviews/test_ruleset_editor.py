@@ -156,8 +156,9 @@ def test_admin_sees_every_system_and_its_version(client, admin_user, system, rev
     page = client.get(reverse("ruleset-systems")).content.decode()
     assert "triage-bot" in page and "v1 (1 rule)" in page
     assert reverse("ruleset-edit", args=[system.pk]) in page
-    # and the header offers the editor to admins
-    assert 'href="/reviews/rules/"' in client.get(reverse("dashboard")).content.decode()
+    # and the system's page links admins to its rules
+    page = client.get(reverse("system-detail", args=[system.pk])).content.decode()
+    assert reverse("ruleset-edit", args=[system.pk]) in page
 
 
 @pytest.mark.parametrize("who", ["engineer", "reviewer", "auditor", "pipeline"])
@@ -169,7 +170,8 @@ def test_everyone_else_gets_403_and_cannot_save(request, client, system, who):
     response = _post(client, system, _row(0, kind="any", count=1))
     assert response.status_code == 403
     assert not ReviewerRuleSet.objects.exists()
-    assert 'href="/reviews/rules/"' not in client.get(reverse("dashboard")).content.decode()
+    page = client.get(reverse("system-detail", args=[system.pk])).content.decode()
+    assert reverse("ruleset-edit", args=[system.pk]) not in page
 
 
 def test_anonymous_is_sent_to_login_and_unknown_system_is_404(client, admin_user, system):
