@@ -66,7 +66,7 @@ def test_request_inbox_line_comment_since_and_approve(
     assert "To: reviewer2@example.com" in printed and "requested your review" in printed
 
     # reviewer2 clicks line 1 of the proposed system prompt in the diff: the thread form
-    # opens under that line with part, side and line filled in (static/js/line-comments.js)
+    # opens under that line with part, side and line filled in (static/js/app.js)
     line_no = '.diff-table [data-line-anchor][data-part="system_prompt"][data-side="new"]'
     rev.page.click(line_no + '[data-line="1"]')
     form = rev.page.locator(".diff-table tr.diff-comment-row #new-thread-form")
