@@ -304,6 +304,28 @@ def _trail(change, head_id: int | None) -> list[dict]:
     ]
 
 
+def discussion_facts(change) -> dict:
+    """Thread counts for the attested content hash (issue 14, item 4).
+
+    Threads keep the hash they were opened on, so the counts are those of the content this
+    attestation signs; threads opened on earlier content are counted apart, because a reader
+    weighing "0 unresolved" must know whether the talk happened on this text or an older one.
+    Imported here, not at the top: ``reviews`` is a later app that reads ``changes`` only.
+    """
+    from reviews.models import Thread
+
+    rows = Thread.objects.filter(change=change)
+    here = rows.filter(content_sha256=change.content_sha256)
+    return {
+        "content_sha256": change.content_sha256,
+        "threads": here.count(),
+        "resolved": here.filter(resolved_at__isnull=False).count(),
+        "unresolved": here.filter(resolved_at__isnull=True).count(),
+        "unresolved_blocking": here.filter(resolved_at__isnull=True, blocking=True).count(),
+        "earlier_content_threads": rows.exclude(content_sha256=change.content_sha256).count(),
+    }
+
+
 def attests_paragraph(facts: dict) -> str:
     change, system = facts["change"], facts["system"]
     ev = facts["evaluation"]
@@ -422,6 +444,7 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
         },
         "gate": _gate(change, reason),
         "signoffs": [_signoff(r) for r in selectors.valid_approvals(change)],
+        "discussion": discussion_facts(change),
         "deployments": deployments,
         "audit": {
             "head": {
@@ -662,6 +685,8 @@ def pdf_context(
         "runs": [_run_context(run) for run in facts["evaluation"]["runs"]],
         "gate": facts["gate"],
         "signoffs": [_signoff_context(s, cross_team) for s in facts["signoffs"]],
+        # attestations issued before issue 14's threads carry no discussion facts
+        "discussion": facts.get("discussion"),
         "deployments": facts["deployments"],
         "audit": facts["audit"],
         "attests": facts["attests"],

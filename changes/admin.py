@@ -160,6 +160,17 @@ class AISystemForm(forms.ModelForm):
             "required_approvals",
         )
 
+    def clean(self):
+        """The service checks name and description for secrets too; here the refusal lands
+        on the form field instead of a 500 from ``save_model``."""
+        data = super().clean()
+        for field in ("name", "description"):
+            try:
+                hooks.evaluation().refuse_secret_text({field: data.get(field) or ""})
+            except DomainError as error:
+                self.add_error(field, error.detail)
+        return data
+
     def clean_target(self):
         target = self.cleaned_data.get("target") or {"kind": "reference", "agent": "compliant"}
         if not isinstance(target, dict):

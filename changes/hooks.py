@@ -23,6 +23,11 @@ class EvaluationPort:
         """Check an evaluation target config; return it normalised (no secrets inside)."""
         return dict(target)
 
+    def refuse_secret_text(self, fields: dict) -> None:
+        """Raise ValidationFailed naming the first of ``fields`` (name -> text shown to every
+        user) that holds a secret value or a credential-shaped string. Without an engine
+        there is no secret registry to compare against."""
+
     def suite_refs(self, change) -> list[dict]:
         """[{"id", "name", "version", "sha256"}] of the linked suites, for the content hash."""
         return []

@@ -85,6 +85,8 @@ def system_create(
         )
     if required_approvals is not None and not 1 <= int(required_approvals) <= 10:
         raise ValidationFailed("required_approvals: must be between 1 and 10.")
+    # name and description are shown to every user: no secret may be stored in them
+    hooks.evaluation().refuse_secret_text({"name": name, "description": description or ""})
     if AISystem.objects.filter(name=name).exists():
         raise Conflict(f"A system named '{name}' already exists.", code="duplicate")
     target = _validate_target(target or {"kind": "reference", "agent": "compliant"})

@@ -13,6 +13,11 @@ urlpatterns = [
     path("changes/<int:pk>/edit/", changes.change_edit, name="change-edit"),
     path("changes/<int:pk>/submit/", actions.change_submit, name="change-submit"),
     path("changes/<int:pk>/withdraw/", actions.change_withdraw, name="change-withdraw"),
+    path(
+        "changes/<int:pk>/confirm-emergency/",
+        actions.change_confirm_emergency,
+        name="change-confirm-emergency",
+    ),
     path("changes/<int:pk>/close/", actions.change_close, name="change-close"),
     path("changes/<int:pk>/deploy/", actions.change_deploy, name="change-deploy"),
     path(

@@ -25,6 +25,13 @@ class DjangoEvaluationPort(EvaluationPort):
 
         return services.target_validate(target)
 
+    def refuse_secret_text(self, fields: dict) -> None:
+        """The suites' and targets' detector (registered secret values, server keys and
+        credential shapes) applied to free text such as a system's name and description."""
+        from . import registry
+
+        registry.refuse_secret_text(fields)
+
     def suite_refs(self, change) -> list[dict]:
         """[{"id", "name", "version", "sha256"}] of the linked suites, sorted."""
         return [

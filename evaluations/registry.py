@@ -23,6 +23,7 @@ from .targets.secrets import (
     leaked_values,
     read_secret,
     secret_refs,
+    secret_shaped,
 )
 
 WILDCARD = "*"
@@ -55,6 +56,28 @@ def refuse_protected_values(value, field: str) -> None:
             "refers to secrets by their registered name and never contains one",
             fields={field: [f"{p}: holds a secret value" for p in paths[:5]]},
         )
+
+
+def refuse_secret_text(fields: dict) -> None:
+    """ValidationFailed for the first of ``fields`` (field name -> value) that holds a
+    protected value (as ``refuse_protected_values``) or a string shaped like a well-known
+    credential (as a target's free-form fields). Used for text every user reads back, such as
+    an AI system's name and description (issue 16): a secret pasted there would leak to all."""
+    for field, value in fields.items():
+        if value in (None, ""):
+            continue
+        if leaked_values(value, protected_values()):
+            raise ValidationFailed(
+                f"{field}: holds the value of a registered secret or a server key; secrets "
+                "are never stored in text that every user reads",
+                fields={field: ["Holds a secret value."]},
+            )
+        if secret_shaped(value):
+            raise ValidationFailed(
+                f"{field}: looks like a credential (an API key, token or private key); "
+                "secrets are never stored in text that every user reads",
+                fields={field: ["Looks like a credential."]},
+            )
 
 
 # --- targets ---------------------------------------------------------------------------------

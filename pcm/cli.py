@@ -49,6 +49,9 @@ def _get(url: str, token: str, timeout: float) -> dict:
 
 
 def _print_gate(ref: str, env: str, gate: dict, out) -> None:
+    # the environment the server judged (it names the one asked for; a system without
+    # environments answers null, and then the name asked for is shown)
+    env = gate.get("environment") or env
     verdict = "deployable" if gate.get("deployable") else "NOT deployable"
     print(
         f"{ref} -> {env}: {verdict} (state {gate.get('state')}, approvals "
@@ -97,7 +100,11 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gate", help="ask (and optionally wait for) a change's deploy gate")
     g.add_argument("--change", required=True, help="CR-12 or 12")
-    g.add_argument("--env", default="production", help="target environment (production)")
+    g.add_argument(
+        "--env",
+        default="production",
+        help="environment whose gate is asked (?environment=); its own rules apply (production)",
+    )
     g.add_argument("--wait", action="store_true", help="poll until deployable or hopeless")
     g.add_argument("--timeout", type=float, default=900.0, help="seconds to wait (900)")
     g.add_argument("--interval", type=float, default=10.0, help="seconds between polls (10)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.template.loader import render_to_string
 
 from changes import selectors as change_selectors
@@ -9,6 +11,32 @@ from changes.models import Review
 
 from . import discussion, snapshots
 from . import requests as review_requests
+
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def number_since(since: dict | None) -> dict | None:
+    """A copy of the "changes since your review" diff whose protocol lines carry the line
+    number they have now (``no``), and each part the thread anchor it maps to (proposed ->
+    side "new", base -> side "old"), so a reviewer can comment on a line they see there."""
+    if not since or not since.get("protocol"):
+        return since
+    parts = []
+    for part in since["protocol"]:
+        which, attr = part["key"].split(".", 1)
+        current, lines = None, []
+        for line in part["unified"]:
+            row = {**line, "no": None}
+            match = _HUNK.match(line["text"]) if line["kind"] == "hunk" else None
+            if match:
+                current = int(match.group(1))
+            elif line["kind"] in ("insert", "equal") and current is not None:
+                row["no"] = current
+                current += 1
+            lines.append(row)
+        side = "new" if which == "proposed" else "old"
+        parts.append({**part, "unified": lines, "anchor_part": attr, "anchor_side": side})
+    return {**since, "protocol": parts}
 
 
 def change_context(change, user) -> dict:
@@ -26,7 +54,7 @@ def change_context(change, user) -> dict:
     last_mine = mine.first()
     since = None
     if last_mine is not None and last_mine.content_sha256 != change.content_sha256:
-        since = snapshots.since(change, last_mine.content_sha256) or {"missing": True}
+        since = number_since(snapshots.since(change, last_mine.content_sha256)) or {"missing": True}
     outdated = Review.objects.filter(change=change, decision="request_changes").exclude(
         content_sha256=change.content_sha256
     )

@@ -146,12 +146,12 @@ def thread_reply(request, pk, thread_pk):
     return _back(change, f"thread-{thread.pk}")
 
 
-def _require_admin(request):
+def _require_admin(request, detail="Only admins manage webhook endpoints."):
     from changes import roles
     from changes.views._common import deny
 
     if not roles.is_admin(request.user):
-        return deny(request, "Only admins manage webhook endpoints.")
+        return deny(request, detail)
     return None
 
 
@@ -218,3 +218,151 @@ def webhook_detail(request, pk):
     return render(
         request, "reviews/webhook_detail.html", {"endpoint": endpoint, "deliveries": deliveries}
     )
+
+
+# --- reviewer rule sets (issue 14, item 1: the admins' web editor) ---------------------------
+
+RULE_ROWS_BLANK = 2
+
+
+def _rule_rows_from_post(post) -> tuple[list[dict], list[dict]]:
+    """(rules for the service, rows to show again). A row with no kind, or ticked "remove",
+    is dropped: that is how a rule is removed; filling a blank row adds one. Values are passed
+    on as typed so the service's own validation names what is wrong."""
+    from . import rules as rule_sets
+
+    try:
+        total = min(int(post.get("rows", "0")), rule_sets.MAX_RULES + RULE_ROWS_BLANK)
+    except ValueError:
+        total = 0
+    out, shown = [], []
+    for i in range(max(total, 0)):
+        p = f"rule-{i}-"
+        row = {
+            "name": post.get(p + "name", "").strip(),
+            "kind": post.get(p + "kind", ""),
+            "team": post.get(p + "team", ""),
+            "users": [u for u in post.getlist(p + "users") if u],
+            "count": post.get(p + "count", "1").strip(),
+            "remove": post.get(p + "remove") == "on",
+        }
+        shown.append(row)
+        if not row["kind"] or row["remove"]:
+            continue
+        rule = {"kind": row["kind"], "count": _int_or_text(row["count"])}
+        if row["name"]:
+            rule["name"] = row["name"]
+        if row["kind"] == "team":
+            rule["team"] = row["team"]
+        if row["kind"] == "users":
+            rule["users"] = [_int_or_text(u) for u in row["users"]]
+        out.append(rule)
+    return out, shown
+
+
+def _int_or_text(value):
+    return int(value) if str(value).isdigit() else value
+
+
+def _rule_rows_from_set(ruleset) -> list[dict]:
+    rows = [
+        {
+            "name": r.get("name", ""),
+            "kind": r["kind"],
+            "team": str(r.get("team", "")),
+            "users": [str(u) for u in r.get("users", [])],
+            "count": str(r["count"]),
+            "remove": False,
+        }
+        for r in (ruleset.rules if ruleset else [])
+    ]
+    return rows
+
+
+@login_required
+@require_GET
+def ruleset_systems(request):
+    """Admins pick a system whose reviewer rules to view or edit."""
+    from changes.models import AISystem
+
+    from .models import ReviewerRuleSet
+
+    refused = _require_admin(request, "Only admins edit reviewer rules.")
+    if refused is not None:
+        return refused
+    versions = {}
+    for row in ReviewerRuleSet.objects.order_by("system_id", "-version"):
+        versions.setdefault(row.system_id, row)
+    systems = [(s, versions.get(s.pk)) for s in AISystem.objects.select_related("owner_team")]
+    return render(request, "reviews/rulesets.html", {"systems": systems})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def ruleset_edit(request, pk):
+    """The current version and its history; saving adds a version through ``ruleset_save``
+    (audited as ``reviewer_rules.saved``). An unsatisfiable set is refused with its reasons
+    and the form comes back as typed (400)."""
+    from django.contrib.auth import get_user_model
+
+    from changes import roles
+    from changes.models import AISystem, Team
+
+    from . import rules as rule_sets
+    from .models import ReviewerRuleSet
+
+    refused = _require_admin(request, "Only admins edit reviewer rules.")
+    if refused is not None:
+        return refused
+    system = AISystem.objects.select_related("owner_team").filter(pk=pk).first()
+    if system is None:
+        raise Http404("No such AI system.")
+    current = rule_sets.current(system.pk)
+    rows = _rule_rows_from_set(current)
+    author_team_counts = current.author_team_counts if current else True
+    error, status = None, 200
+    if request.method == "POST":
+        submitted, rows = _rule_rows_from_post(request.POST)
+        author_team_counts = request.POST.get("author_team_counts") == "on"
+        try:
+            saved = rule_sets.ruleset_save(
+                actor=request.user,
+                system=system,
+                rules=submitted,
+                author_team_counts=author_team_counts,
+            )
+        except DomainError as exc:
+            error, status = exc, exc.status_code
+        else:
+            messages.success(request, f"Reviewer rules v{saved.version} of {system.name} saved.")
+            return redirect("ruleset-edit", pk=system.pk)
+    rows = [r for r in rows if not r["remove"] and (r["kind"] or r["name"])]
+    rows += [
+        {"name": "", "kind": "", "team": "", "users": [], "count": "1", "remove": False}
+        for _ in range(RULE_ROWS_BLANK)
+    ]
+    history = [
+        (row, [rule_sets.describe(r) for r in row.rules])
+        for row in ReviewerRuleSet.objects.filter(system=system)
+        .select_related("created_by")
+        .order_by("-version")
+    ]
+    reviewers = (
+        get_user_model()
+        .objects.filter(groups__name=roles.REVIEWER, is_active=True)
+        .distinct()
+        .order_by("username")
+    )
+    context = {
+        "system": system,
+        "current": current,
+        "current_rules": [rule_sets.describe(r) for r in current.rules] if current else [],
+        "rows": rows,
+        "author_team_counts": author_team_counts,
+        "kinds": [("team", "A team"), ("users", "Named people"), ("any", "Any reviewer")],
+        "teams": Team.objects.order_by("name"),
+        "reviewers": reviewers,
+        "history": history,
+        "error": error,
+    }
+    return render(request, "reviews/ruleset_edit.html", context, status=status)

@@ -66,6 +66,22 @@ def change_close(request, pk):
 
 
 @login_required
+@require_POST
+def change_confirm_emergency(request, pk):
+    """The change page's button for ``change_request_confirm_emergency`` (the same service and
+    independence check as ``POST /api/v1/changes/{id}/confirm-emergency/``)."""
+    change = change_or_404(request.user, pk)
+    return _run(
+        request,
+        change,
+        lambda: services.change_request_confirm_emergency(
+            actor=request.user, change_request=change
+        ),
+        f"Emergency of {change.reference} confirmed for this content.",
+    )
+
+
+@login_required
 @require_GET
 def change_deploy_confirm(request, pk):
     """The confirmation step before a deploy: names the system, the protocol version and its

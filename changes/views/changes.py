@@ -99,7 +99,22 @@ def available_actions(user, change) -> dict:
         and (change.author_id == user.pk or roles.is_admin(user)),
         "review": may_review,
         "deploy": change.state == states.APPROVED and permissions.can_deploy(user),
+        "confirm_emergency": _may_confirm_emergency(user, change),
+        "emergency_open": change.is_emergency and _open(change),
     }
+
+
+def _open(change) -> bool:
+    return change.state not in states.TERMINAL and change.state != states.DEPLOYED
+
+
+def _may_confirm_emergency(user, change) -> bool:
+    """Offer the button only to someone the service would accept: an independent reviewer,
+    on an emergency not yet confirmed for this content, still open. The author, editors and
+    admins without the role never see it (the service refuses them anyway)."""
+    if not change.is_emergency or change.emergency_confirmed or not _open(change):
+        return False
+    return permissions.check_independence(user, change).ok
 
 
 @login_required

@@ -117,3 +117,36 @@ def test_wait_gives_up_on_a_hopeless_change_and_after_the_timeout(
     )
     assert code == 1 and "gave up after 1 s" in out
     assert time.monotonic() - started < 15
+
+
+def test_env_asks_that_environments_gate(
+    live_server, passing, engineer, reviewer, pipeline, admin_user
+):
+    """``--env`` reaches the gate API as ``?environment=``: the answer and the exit code are
+    that environment's (production waits for staging; an unknown name is an error)."""
+    from changes import env_services
+
+    token = token_for(pipeline)
+    change = awaiting_review(make_change(author=engineer), engineer)
+    env_services.environment_save(
+        actor=admin_user, system=change.system, name="production", requires_previous=True
+    )
+    approve(change, reviewer)
+
+    # production: closed until the change ran in staging
+    code, out, _ = _cli(live_server, token, "--change", change.reference, "--env", "production")
+    assert code == 1, out
+    assert f"{change.reference} -> production: NOT deployable" in out
+    assert "deploy to staging first" in out
+    # staging: open, with the same change and token
+    code, out, _ = _cli(live_server, token, "--change", change.reference, "--env", "staging")
+    assert code == 0 and f"{change.reference} -> staging: deployable" in out, out
+    # after the staging deploy, production opens and staging says it is done
+    services.change_request_deploy(actor=engineer, change_request=change, environment="staging")
+    code, out, _ = _cli(live_server, token, "--change", change.reference, "--env", "production")
+    assert code == 0 and f"{change.reference} -> production: deployable" in out, out
+    code, out, _ = _cli(live_server, token, "--change", change.reference, "--env", "staging")
+    assert code == 1 and "already deployed to staging" in out, out
+    # an environment the system does not have: exit 2 with the server's reason
+    code, _, err = _cli(live_server, token, "--change", change.reference, "--env", "moon")
+    assert code == 2 and "HTTP 400" in err and "not an environment" in err, err

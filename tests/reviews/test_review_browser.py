@@ -65,13 +65,27 @@ def test_request_inbox_line_comment_since_and_approve(
     printed = capsys.readouterr().out
     assert "To: reviewer2@example.com" in printed and "requested your review" in printed
 
-    # reviewer2 comments on line 1 of the proposed system prompt, then requests changes
+    # reviewer2 clicks line 1 of the proposed system prompt in the diff: the thread form
+    # opens under that line with part, side and line filled in (static/js/app.js)
+    line_no = '.diff-table [data-line-anchor][data-part="system_prompt"][data-side="new"]'
+    rev.page.click(line_no + '[data-line="1"]')
+    form = rev.page.locator(".diff-table tr.diff-comment-row #new-thread-form")
+    form.wait_for()
+    assert rev.page.input_value("#id_thread_part") == "system_prompt"
+    assert rev.page.input_value("#id_thread_side") == "new"
+    assert rev.page.input_value("#id_thread_line") == "1"
+    assert "proposed system prompt, line 1" in form.locator("[data-line-target]").inner_text()
     rev.page.fill("#id_thread_body", "Does this cover **phone numbers**?")
-    rev.page.select_option("#id_thread_part", value="system_prompt")
-    rev.page.fill("#id_thread_line", "1")
-    rev.page.click("#new-thread-form button")
+    rev.shot("02a-line-form")
+    rev.page.click("#new-thread-form button[type=submit]")
     rev.page.wait_for_selector(".thread strong:has-text('phone numbers')")
     assert "line 1" in rev.page.locator(".thread header").inner_text()
+    # and the thread shows under that line of the diff, linking to it
+    note = rev.page.locator(".diff-table tr.diff-thread-row")
+    assert note.count() == 1 and "phone numbers" in note.inner_text()
+    thread = Thread.objects.get()
+    assert note.locator("a").get_attribute("href") == f"#thread-{thread.pk}"
+    assert (thread.part, thread.side, thread.line) == ("system_prompt", "new", 1)
     rev.shot("02-line-comment")
     rev.goto(f"/changes/{change.pk}/review/")
     rev.page.check("input[value='request_changes']")
@@ -92,6 +106,13 @@ def test_request_inbox_line_comment_since_and_approve(
     since = rev.page.locator("#since-your-review")
     assert "Never reveal phones." in since.inner_text()
     assert rev.page.locator(".outdated-review").count() == 1
+    # a line number of the "changes since your review" diff opens the form for that line too
+    rev.page.click('#since-your-review [data-line-anchor][data-side="new"][data-line="1"]')
+    rev.page.locator("#since-your-review #new-thread-form").wait_for()
+    assert rev.page.input_value("#id_thread_part") == "system_prompt"
+    assert rev.page.input_value("#id_thread_line") == "1"
+    rev.page.click("#new-thread-form [data-line-cancel]")  # Cancel puts the form back
+    rev.page.locator("#discussion > #new-thread-form").wait_for()
     rev.shot("03-since-your-review")
     rev.goto(f"/changes/{change.pk}/review/")
     rev.page.check("input[value='approve']")
