@@ -109,14 +109,14 @@ def evaluation_digest(change) -> str:
 
 
 def planned_power(change) -> list[dict]:
-    """[{"suite": Suite, **stats.plan_power(...)}] per linked suite, under the policy the
+    """[{"suite": Suite, **gates.plan_power(...)}] per linked suite, under the policy the
     change's system would apply: what each suite can show before it runs."""
-    from . import gates, stats
+    from . import gates
 
     out = []
     for suite in linked_suites(change):
         policy = gates.policy_for(change.system.criticality, suite.document.get("gate") or {})
-        out.append({"suite": suite, **stats.plan_power(suite.document, policy=policy)})
+        out.append({"suite": suite, **gates.plan_power(suite.document, policy=policy)})
     return out
 
 

@@ -33,11 +33,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit
 from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
-from . import gates, registry, runner, selectors
+from . import gates, permissions, registry, runner, selectors
 from . import graders as grader_mod
 from . import states as run_states
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
@@ -73,7 +73,7 @@ def suite_create(*, actor, text: str, fmt: str = "yaml") -> Suite:
     returns the stored suite (no event); the same name + version with other content is a
     conflict (bump the version).
     """
-    if not (roles.has_role(actor, roles.ENGINEER) or roles.is_admin(actor)):
+    if not permissions.can_add_suites(actor):
         raise NotAllowed("Only engineers add evaluation suites.")
     fmt = (fmt or "yaml").lower()
     if fmt not in ("yaml", "json"):
@@ -165,7 +165,7 @@ def _refuse_unsafe_links(change, suite_ids: set) -> None:
 
     system = getattr(change, "system", None)
     criticality = getattr(system, "criticality", None)
-    if criticality not in ("high", "critical"):
+    if not permissions.is_strict(criticality):
         return
     problems = []
     for suite in Suite.objects.filter(pk__in=suite_ids).order_by("name", "version"):
@@ -391,7 +391,7 @@ def run_cancel(*, actor, run: EvaluationRun) -> None:
     content is left live, the change gets its verdict (a cancelled run is not a pass), so it
     leaves ``evaluating`` instead of waiting forever. Locks the change, then the run: the
     same order as finalisation."""
-    if not (run.change.author_id == actor.pk or roles.is_admin(actor)):
+    if not permissions.can_cancel_runs_of(actor, run.change):
         raise NotAllowed("Only the change's author or an admin can cancel its evaluation runs.")
     change = change_services.lock_change(run.change_id)
     live = EvaluationRun.objects.select_for_update().filter(pk=run.pk).first()

@@ -147,10 +147,11 @@ def thread_reply(request, pk, thread_pk):
 
 
 def _require_admin(request):
-    from changes import roles
     from changes.views._common import deny
 
-    if not roles.is_admin(request.user):
+    from .permissions import may_manage_webhooks
+
+    if not may_manage_webhooks(request.user):
         return deny(request, "Only admins manage webhook endpoints.")
     return None
 
