@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from changes.apis import Pagination, errors, parse, visible_change
 from changes.errors import Conflict
 
-from . import evidence, selectors, services
+from . import evidence, permissions, selectors, services
 from . import serializers as s
 from .models import Attestation
 from .standing import standings
@@ -38,7 +38,7 @@ class AuditorsOnly(BasePermission):
     message = "Only auditors and admins list and verify attestations."
 
     def has_permission(self, request, view):
-        return selectors.can_list_all(request.user)
+        return permissions.can_list_all(request.user)
 
 
 class PDFRenderer(BaseRenderer):

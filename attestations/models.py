@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from . import states
+
 
 class Attestation(models.Model):
     """One attestation of one change at one moment (its last approval, or its deployment).
@@ -26,13 +28,14 @@ class Attestation(models.Model):
     DEPLOYED = "deployed"
     REASON_CHOICES = [(APPROVED, "Approved"), (DEPLOYED, "Deployed")]
 
-    PENDING = "pending"
-    RENDERING = "rendering"
-    READY = "ready"
-    FAILED = "failed"
+    # The statuses are the state graph's (attestations/states.py).
+    PENDING = states.PENDING
+    RENDERING = states.RENDERING
+    READY = states.READY
+    FAILED = states.FAILED
     # Never issued: its facts (an approval, the content, the state) no longer held when it
     # was rendered. Terminal; ``error`` says why (issue 15).
-    VOID = "void"
+    VOID = states.VOID
     STATUS_CHOICES = [
         (PENDING, "Pending"),
         (RENDERING, "Rendering"),

@@ -10,16 +10,11 @@ from datetime import date, datetime, time
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from changes import permissions, selectors
+from changes import selectors
 
 from .models import Attestation
 
 LIST_DEFER = ("pdf", "envelope", "facts", "statement")
-
-
-def can_list_all(user) -> bool:
-    """The cross-change list and the verify page: auditors and admins."""
-    return getattr(user, "is_authenticated", False) and permissions.can_read_audit(user)
 
 
 def visible_attestations(user) -> QuerySet[Attestation]:

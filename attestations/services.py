@@ -2,7 +2,9 @@
 
 Issue runs inside the transaction that approved or deployed the change; rendering runs on a
 worker (``attestations.render``) and is idempotent: a row is claimed ``pending -> rendering``
-by a conditional UPDATE and filled ``rendering -> ready`` once, by the same claim.
+by a conditional UPDATE and filled ``rendering -> ready`` once, by the same claim. Every
+status change goes through :func:`_move` (the graph of ``attestations/states.py``, one audit
+event per move).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from changes import audit, checkpoints, roles
+from changes import audit, checkpoints
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
 
 from . import document, selectors
+from . import permissions as rules
+from . import states as att_states
 from .certs import signing_identity, trusted_ca_certificates
 from .checks import check, failure_text
 from .dsse import envelope_bytes, sign_envelope
@@ -74,6 +78,41 @@ def _time_limit() -> int:
 def _stale_claim_cutoff():
     # A claim older than the hard time limit (plus margin) belongs to a dead worker.
     return timezone.now() - timedelta(seconds=_time_limit() + 30)
+
+
+def _move(
+    row: Attestation,
+    target: str,
+    *,
+    actor=None,
+    where: Q | None = None,
+    data: dict | None = None,
+    **fields,
+) -> str | None:
+    """One status change: a conditional UPDATE from :func:`states.sources` of ``target``
+    (narrowed by ``where``) and, when it moved the row, the move's audit event on the change,
+    in one transaction. Returns the status the row left, or None when it did not move.
+
+    The status it left is read under the row's lock first, so the audit event names the
+    move that happened (a claim and the reclaim of a dead worker's claim are both
+    ``-> rendering``)."""
+    with transaction.atomic():
+        qs = Attestation.objects.filter(pk=row.pk, status__in=att_states.sources(target))
+        if where is not None:
+            qs = qs.filter(where)
+        current = qs.select_for_update().values_list("status", flat=True).first()
+        if current is None:
+            return None
+        verb = att_states.audit_verb(current, target)
+        if not qs.filter(status=current).update(status=target, **fields):
+            return None
+        audit.append(
+            actor=actor,
+            verb=verb,
+            obj=row.change,
+            data={"attestation": row.pk, "version": row.version, "from": current, **(data or {})},
+        )
+    return current
 
 
 # --- issue -------------------------------------------------------------------------------
@@ -148,16 +187,27 @@ def enqueue_render(attestation_id: int) -> bool:
 
 
 def _claim(attestation_id: int) -> tuple[bool, object]:
+    """pending -> rendering, or the reclaim of a dead worker's claim (rendering past the
+    time limit). Writes ``attestation.rendering`` with the attempt number."""
     now = timezone.now()
-    claimed = (
-        Attestation.objects.filter(pk=attestation_id)
-        .filter(
-            Q(status=Attestation.PENDING)
-            | Q(status=Attestation.RENDERING, claimed_at__lt=_stale_claim_cutoff())
-        )
-        .update(status=Attestation.RENDERING, claimed_at=now, attempts=F("attempts") + 1)
+    row = (
+        Attestation.objects.select_related("change")
+        .defer("pdf", "envelope")
+        .filter(pk=attestation_id)
+        .first()
     )
-    return bool(claimed), now
+    if row is None:
+        return False, now
+    moved = _move(
+        row,
+        att_states.RENDERING,
+        where=Q(status=att_states.PENDING)
+        | Q(status=att_states.RENDERING, claimed_at__lt=_stale_claim_cutoff()),
+        data={"attempt": row.attempts + 1},
+        claimed_at=now,
+        attempts=F("attempts") + 1,
+    )
+    return moved is not None, now
 
 
 def build_artifacts(
@@ -270,10 +320,17 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
     with transaction.atomic():
         if _void_if_facts_moved(row, claimed_at, lock=True):
             return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
-        filled = Attestation.objects.filter(
-            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
-        ).update(
-            status=Attestation.READY,
+        _move(
+            row,
+            att_states.READY,
+            where=Q(claimed_at=claimed_at),
+            data={
+                "reason": row.reason,
+                "content_sha256": row.content_sha256,
+                "pdf_sha256": artifacts["pdf_sha256"],
+                "envelope_sha256": artifacts["envelope_sha256"],
+                "key_id": artifacts["key_id"],
+            },
             statement=artifacts["statement"],
             statement_sha256=artifacts["statement_sha256"],
             envelope=artifacts["envelope"],
@@ -285,21 +342,6 @@ def attestation_render(*, attestation_id: int) -> Attestation | None:
             rendered_at=timezone.now(),
             error="",
         )
-        if filled:
-            audit.append(
-                actor=None,
-                verb="attestation.issued",
-                obj=row.change,
-                data={
-                    "attestation": row.pk,
-                    "version": row.version,
-                    "reason": row.reason,
-                    "content_sha256": row.content_sha256,
-                    "pdf_sha256": artifacts["pdf_sha256"],
-                    "envelope_sha256": artifacts["envelope_sha256"],
-                    "key_id": artifacts["key_id"],
-                },
-            )
     return Attestation.objects.defer("pdf", "envelope").get(pk=attestation_id)
 
 
@@ -317,49 +359,45 @@ def _void_if_facts_moved(row: Attestation, claimed_at, *, lock: bool) -> bool:
     if not causes:
         return False
     why = "; ".join(c.why for c in causes)
-    with transaction.atomic():
-        voided = Attestation.objects.filter(
-            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
-        ).update(
-            status=Attestation.VOID,
-            error=f"Not issued: its facts no longer held when it was rendered ({why})."[
-                :ERROR_CHARS
-            ],
-        )
-        if voided:
-            audit.append(
-                actor=None,
-                verb="attestation.voided",
-                obj=change,
-                data={
-                    "attestation": row.pk,
-                    "version": row.version,
-                    "reason": row.reason,
-                    "why": [c.code for c in causes],
-                },
-            )
+    _move(
+        row,
+        att_states.VOID,
+        where=Q(claimed_at=claimed_at),
+        data={"reason": row.reason, "why": [c.code for c in causes]},
+        error=f"Not issued: its facts no longer held when it was rendered ({why})."[:ERROR_CHARS],
+    )
     return True
 
 
 def _fail(row: Attestation, claimed_at, message: str) -> None:
-    with transaction.atomic():
-        failed = Attestation.objects.filter(
-            pk=row.pk, status=Attestation.RENDERING, claimed_at=claimed_at
-        ).update(status=Attestation.FAILED, error=message[:ERROR_CHARS])
-        if failed:
-            audit.append(
-                actor=None,
-                verb="attestation.failed",
-                obj=row.change,
-                data={"attestation": row.pk, "version": row.version, "error": message[:500]},
-            )
+    _move(
+        row,
+        att_states.FAILED,
+        where=Q(claimed_at=claimed_at),
+        data={"error": message[:500]},
+        error=message[:ERROR_CHARS],
+    )
 
 
 def attestation_requeue_stalled() -> list[int]:
     """Re-enqueue rows that lost their wake-up: pending past a grace period, rendering with a
-    dead worker's claim, or failed with attempts left (set back to pending). Periodic."""
+    dead worker's claim, or failed with attempts left (set back to pending). Periodic.
+
+    Each ``failed -> pending`` is the same move as an admin's retry and writes the same
+    ``attestation.retried`` event, with no actor and ``"by": "reaper"``."""
     now = timezone.now()
-    Attestation.objects.filter(selectors.RETRYABLE).update(status=Attestation.PENDING)
+    retryable = (
+        Attestation.objects.filter(selectors.RETRYABLE)
+        .select_related("change")
+        .defer("pdf", "envelope", "facts", "statement")
+    )
+    for row in retryable:
+        _move(
+            row,
+            att_states.PENDING,
+            where=selectors.RETRYABLE,
+            data={"by": "reaper", "attempts": row.attempts},
+        )
     ids = list(
         Attestation.objects.filter(
             Q(status=Attestation.PENDING, created_at__lt=now - PENDING_GRACE)
@@ -374,21 +412,20 @@ def attestation_requeue_stalled() -> list[int]:
 @transaction.atomic
 def attestation_retry(*, actor, attestation: Attestation) -> Attestation:
     """failed -> pending (admin), then render again. Writes ``attestation.retried``."""
-    if not roles.is_admin(actor):
+    if not rules.can_retry(actor):
         raise NotAllowed("Only admins retry an attestation render.")
-    moved = Attestation.objects.filter(
-        pk=attestation.pk, status=Attestation.FAILED, facts__isnull=False
-    ).update(status=Attestation.PENDING, error="")
-    if not moved:
+    moved = _move(
+        attestation,
+        att_states.PENDING,
+        actor=actor,
+        where=Q(facts__isnull=False),
+        data={"by": "admin"},
+        error="",
+    )
+    if moved is None:
         raise Conflict(
             "Only a failed attestation with recorded facts can be retried.", code="not_failed"
         )
-    audit.append(
-        actor=actor,
-        verb="attestation.retried",
-        obj=attestation.change,
-        data={"attestation": attestation.pk, "version": attestation.version},
-    )
     transaction.on_commit(lambda: enqueue_render(attestation.pk))
     return Attestation.objects.defer("pdf", "envelope").get(pk=attestation.pk)
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from changes.models import AISystem
 from changes.views._common import change_or_404, deny, paginate
 
-from . import selectors, services
+from . import permissions, selectors, services
 from .models import Attestation
 from .standing import standings
 
@@ -78,7 +78,7 @@ def panel_context(change, user) -> dict:
         "attestation_polling": polling,
         "attestation_poll_seconds": POLL_SECONDS,
         "attestation_panel_url": reverse("attestation-panel", kwargs={"pk": change.pk}),
-        "attestation_can_verify": selectors.can_list_all(user),
+        "attestation_can_verify": permissions.can_list_all(user),
     }
 
 
@@ -95,7 +95,7 @@ def change_panel(request, pk):
 @require_GET
 def attestation_list(request):
     """All attestations, for auditors and admins: filter, page, download."""
-    if not selectors.can_list_all(request.user):
+    if not permissions.can_list_all(request.user):
         deny(request, "Only auditors and admins see every attestation.")
     form = AttestationFilterForm(request.GET or None)
     qs = selectors.visible_attestations(request.user)
@@ -118,7 +118,7 @@ def attestation_list(request):
 @require_http_methods(["GET", "POST"])
 def attestation_verify(request):
     """Upload a PDF; see every check, passed or failed."""
-    if not selectors.can_list_all(request.user):
+    if not permissions.can_list_all(request.user):
         deny(request, "Only auditors and admins verify attestations.")
     result = None
     status = 200

@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import models
 
-from . import audit, env_services, hooks, roles, services
+from . import audit, env_services, hooks, permissions, roles, services
 from .errors import DomainError
 from .limits import LimitedJSONFormField
 from .models import (
@@ -229,7 +229,7 @@ class ProtocolVersionAdmin(SafeLookupsAdmin):
         return ("content_sha256", "created_by")
 
     def has_add_permission(self, request):
-        return roles.has_role(request.user, roles.ENGINEER) or roles.is_admin(request.user)
+        return permissions.is_engineer_or_admin(request.user)
 
     def has_change_permission(self, request, obj=None):
         return obj is None and self.has_add_permission(request)

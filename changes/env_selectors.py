@@ -105,8 +105,8 @@ def environment_reasons(
     now=None,
 ) -> list[tuple[str, str]]:
     """Every unmet condition for deploying ``change`` to ``env`` now, as (code, words)."""
+    from .permissions import required_approvals
     from .selectors import approval_standing_reasons
-    from .services import required_approvals
 
     reasons: list[tuple[str, str]] = []
     final = envs[-1].pk == env.pk

@@ -8,6 +8,54 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import roles, states
+from .models import CRITICALITY_CHOICES, CROSS_TEAM_CRITICALITIES, EMERGENCY_MIN_APPROVALS
+
+#: Every criticality, lowest first (the names the models, the API and the CLI accept).
+CRITICALITIES: tuple[str, ...] = tuple(value for value, _ in CRITICALITY_CHOICES)
+#: The criticalities that ask more: cross-team review, strict suites, staging first.
+STRICT_CRITICALITIES = CROSS_TEAM_CRITICALITIES
+
+
+def is_strict(criticality: str | None) -> bool:
+    """Whether a system of ``criticality`` gets the stricter rules (high and critical)."""
+    return criticality in STRICT_CRITICALITIES
+
+
+def is_engineer_or_admin(user) -> bool:
+    """Engineers write protocols, suites and runs; admins may do what they do."""
+    return roles.has_role(user, roles.ENGINEER) or roles.is_admin(user)
+
+
+def is_author_or_admin(user, change) -> bool:
+    """The change's author, or an admin (withdraw, close, cancel its runs)."""
+    return change.author_id == getattr(user, "pk", None) or roles.is_admin(user)
+
+
+def is_open_for_review(change, decision: str | None = None) -> bool:
+    """Whether reviews are taken now: awaiting review or approved, or deployed with its
+    retrospective review still owed (a confirmed emergency), which only an approval
+    completes (``decision``, when given, is checked against that)."""
+    if change.state in states.REVIEWABLE:
+        return True
+    return (
+        change.state == states.DEPLOYED
+        and change.retrospective_pending
+        and decision in (None, "approve")
+    )
+
+
+def required_approvals(change) -> int:
+    """Approvals the change needs now.
+
+    A confirmed emergency (an independent reviewer confirmed this exact content) may deploy
+    on the criticality's emergency minimum; the rest is recorded retrospectively. An emergency
+    only its author (or an editor) declared lowers nothing. A rule, so it lives here: the
+    selectors read it without importing the services.
+    """
+    normal = change.system.approvals_required
+    if not change.emergency_confirmed:
+        return normal
+    return min(normal, EMERGENCY_MIN_APPROVALS[change.system.criticality])
 
 
 @dataclass
@@ -131,7 +179,12 @@ def can_submit_change(user, change) -> bool:
 
 
 def can_withdraw_change(user, change) -> bool:
-    return change.author_id == user.pk or roles.is_admin(user)
+    return is_author_or_admin(user, change)
+
+
+def can_close_change(user, change) -> bool:
+    """Closing a deployed change: its author or an admin."""
+    return change.state == states.DEPLOYED and is_author_or_admin(user, change)
 
 
 def can_deploy(user) -> bool:
@@ -143,7 +196,7 @@ def can_manage_systems(user) -> bool:
 
 
 def can_create_protocol(user, system) -> bool:
-    return roles.has_role(user, roles.ENGINEER) or roles.is_admin(user)
+    return is_engineer_or_admin(user)
 
 
 def can_read_audit(user) -> bool:

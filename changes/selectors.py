@@ -150,14 +150,12 @@ def approval_standing_reasons(change: ChangeRequest, standing=None) -> list[str]
 
 def gate_reasons(change: ChangeRequest) -> list[str]:
     """Every unmet condition for deploying ``change`` now, in words. Empty means deployable."""
-    from .services import required_approvals
-
     reasons = []
     if change.state != states.APPROVED:
         reasons.append(
             f"The change is '{change.state_label}'; only approved changes can be deployed."
         )
-    needed = required_approvals(change)
+    needed = permissions.required_approvals(change)
     standing = approvals_with_standing(change)
     have = sum(1 for _, why in standing if not why)
     if have < needed:
@@ -189,15 +187,9 @@ def gate(change: ChangeRequest, environment=None, user=None, blackout_override=F
         "state": change.state,
         "content_sha256": change.content_sha256,
         "approvals": approvals,
-        "approvals_required": _required(change),
+        "approvals_required": permissions.required_approvals(change),
         **env_gate,
     }
-
-
-def _required(change) -> int:
-    from .services import required_approvals
-
-    return required_approvals(change)
 
 
 def dashboard(user) -> dict:

@@ -13,8 +13,6 @@ from django.utils import timezone
 from . import audit, content, hooks, permissions, roles, states, throttle
 from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import (
-    CRITICALITY_CHOICES,
-    EMERGENCY_MIN_APPROVALS,
     AISystem,
     ChangeRequest,
     Deployment,
@@ -22,9 +20,9 @@ from .models import (
     Review,
     Team,
 )
+from .permissions import CRITICALITIES, required_approvals
 from .selectors import valid_approvals
 
-CRITICALITIES = {c for c, _ in CRITICALITY_CHOICES}
 CHANGE_TYPES = {c for c, _ in ChangeRequest.TYPE_CHOICES}
 TEXT_LIMITS = {
     "title": 200,
@@ -460,10 +458,7 @@ def review_submit(
             "Signing requires your current password; the one given did not match.",
             code="reauthentication_failed",
         )
-    retrospective = (
-        change.state == states.DEPLOYED and change.retrospective_pending and decision == "approve"
-    )
-    if change.state not in states.REVIEWABLE and not retrospective:
+    if not permissions.is_open_for_review(change, decision=decision):
         raise Conflict(
             f"A change in state '{change.state_label}' is not open for review.",
             code="invalid_transition",
@@ -474,6 +469,7 @@ def review_submit(
             f"({expected_sha256[:12]}…) is not the current one ({change.content_sha256[:12]}…).",
             code="stale_content",
         )
+    retrospective = change.state == states.DEPLOYED  # open for review: its retrospective
     if decision != "approve" and not (comment or "").strip():
         raise ValidationFailed("comment: say what must change or why it is rejected.")
     review = Review(
@@ -530,19 +526,6 @@ def review_submit(
         )
         hooks.attestation().issue(change, reason="approved")
     return review
-
-
-def required_approvals(change: ChangeRequest) -> int:
-    """Approvals the change needs now.
-
-    A confirmed emergency (an independent reviewer confirmed this exact content) may deploy
-    on the criticality's emergency minimum; the rest is recorded retrospectively. An emergency
-    only its author (or an editor) declared lowers nothing.
-    """
-    normal = change.system.approvals_required
-    if not change.emergency_confirmed:
-        return normal
-    return min(normal, EMERGENCY_MIN_APPROVALS[change.system.criticality])
 
 
 @transaction.atomic
@@ -636,7 +619,7 @@ def change_request_withdraw(*, actor, change_request: ChangeRequest, reason: str
 def change_request_close(*, actor, change_request: ChangeRequest) -> None:
     """deployed -> closed. Writes ``change.closed``."""
     change = lock_change(change_request.pk)
-    if change.author_id != actor.pk and not roles.is_admin(actor):
+    if not permissions.is_author_or_admin(actor, change):
         raise NotAllowed("Only the author (or an admin) closes a change.")
     if change.retrospective_pending:
         raise Conflict(

@@ -22,12 +22,11 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.response import Response
 
-from changes import roles
 from changes.apis import Pagination, errors, parse, visible_change
 from changes.errors import ValidationFailed
 from changes.selectors import visible_changes
 
-from . import selectors, services
+from . import permissions, selectors, services
 from . import serializers as s
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
@@ -100,8 +99,7 @@ class EngineerAddsSuites(BasePermission):
     def has_permission(self, request, view):
         if request.method in SAFE_METHODS:
             return True
-        user = request.user
-        return roles.has_role(user, roles.ENGINEER) or roles.is_admin(user)
+        return permissions.can_add_suites(request.user)
 
 
 # --- suites --------------------------------------------------------------------------------

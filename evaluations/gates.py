@@ -172,6 +172,73 @@ def run_epochs(suite: dict, policy: dict) -> int:
     return st.run_epochs(suite, policy)[0]
 
 
+def plan_power(suite: dict, *, policy: dict | None = None, criticality: str | None = None) -> dict:
+    """What a suite can show before it runs (for a test plan): per compared pair, the
+    smallest detectable gap, the epochs needed to detect ``max_gap`` and to bound it, and
+    per condition the samples needed to show ``min_compliance``; ``budget`` is
+    :func:`evaluations.stats.plan_budget` and ``epochs`` the epochs a run will use (the
+    suite's, else the planned budget). Lives with the policies it reads, so the statistics
+    module imports nothing of the gate.
+
+    ``policy`` defaults to the suite's gate over the defaults of ``criticality`` (medium).
+    """
+    policy = policy or policy_for(criticality or "medium", suite.get("gate"))
+    alpha, power, max_gap = policy["alpha"], policy["power"], policy["max_gap"]
+    budget = st.plan_budget(suite, policy)
+    epochs, source = st.run_epochs(suite, policy)
+    scenarios = len(suite["scenarios"])
+    m = max(1, len(suite["compare"]))
+    pair_alpha = alpha / m
+    pairs_out = []
+    for a, b in suite["compare"]:
+        cues = min(len(suite["conditions"][a]["cues"]), len(suite["conditions"][b]["cues"]))
+        n_pairs = scenarios * cues * epochs
+        to_bound = st.pairs_to_bound(max_gap)
+        pairs_out.append(
+            {
+                "pair": [a, b],
+                "n_pairs": n_pairs,
+                "min_detectable_gap": st.min_detectable_gap(n_pairs, pair_alpha, power),
+                "epochs_to_detect": st.epochs_needed(max_gap, scenarios, cues, pair_alpha, power),
+                "pairs_to_bound": to_bound,
+                "epochs_to_bound": max(1, math.ceil(to_bound / max(1, scenarios * cues))),
+            }
+        )
+    conditions = {}
+    need = st.samples_to_show(policy["min_compliance"])
+    for name, condition in suite["conditions"].items():
+        n = scenarios * len(condition["cues"]) * epochs
+        conditions[name] = {"samples": n, "samples_to_show_compliance": need, "enough": n >= need}
+    for p in pairs_out:
+        p["adequate"] = p["min_detectable_gap"] <= max_gap and p["n_pairs"] >= p["pairs_to_bound"]
+    return {
+        "alpha": alpha,
+        "power": power,
+        "max_gap": max_gap,
+        "min_compliance": policy["min_compliance"],
+        "epochs": epochs,
+        "epochs_source": source,
+        "budget": budget,
+        "scenarios": scenarios,
+        "samples_total": scenarios
+        * epochs
+        * sum(len(c["cues"]) for c in suite["conditions"].values()),
+        "pairs": pairs_out,
+        "conditions": conditions,
+        "adequate": all(p["adequate"] for p in pairs_out)
+        and all(c["enough"] for c in conditions.values())
+        and epochs >= budget["epochs"],
+        "assumptions": (
+            "McNemar power by normal approximation (Connor 1987), discordance assumed equal to "
+            f"the gap (one-directional switching), two-sided alpha {alpha:g}"
+            + (f" split over {m} compared pairs" if m > 1 else "")
+            + f", power {power:g}; the budget also lets a model with no gap that slips "
+            f"{budget['slip_rate']:.0%} of the time pass with probability "
+            f"{budget['pass_probability']:g} (see docs/GATE.md)."
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------- records
 
 

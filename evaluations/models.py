@@ -108,6 +108,12 @@ class EvaluationRun(models.Model):
     verdict = models.CharField(max_length=12, choices=VERDICT_CHOICES, blank=True)
     reasons = models.JSONField(default=list, blank=True)
     stats = models.JSONField(default=dict, blank=True)
+    interim = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A live run's statistics so far, judged when a batch is recorded: "
+        '{"n", "last", "stats", "verdict"} (n samples, the newest id). Polls read it.',
+    )
     total_samples = models.PositiveIntegerField(default=0)
     done_samples = models.PositiveIntegerField(default=0)
     error_samples = models.PositiveIntegerField(default=0)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from django.core.cache import cache
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .models import Batch, EvaluationRun, Sample, Suite
@@ -109,14 +108,14 @@ def evaluation_digest(change) -> str:
 
 
 def planned_power(change) -> list[dict]:
-    """[{"suite": Suite, **stats.plan_power(...)}] per linked suite, under the policy the
+    """[{"suite": Suite, **gates.plan_power(...)}] per linked suite, under the policy the
     change's system would apply: what each suite can show before it runs."""
-    from . import gates, stats
+    from . import gates
 
     out = []
     for suite in linked_suites(change):
         policy = gates.policy_for(change.system.criticality, suite.document.get("gate") or {})
-        out.append({"suite": suite, **stats.plan_power(suite.document, policy=policy)})
+        out.append({"suite": suite, **gates.plan_power(suite.document, policy=policy)})
     return out
 
 
@@ -205,7 +204,6 @@ def runs_awaiting_finalize() -> list[int]:
 #: What the gate reads of a sample (``gates._record``).
 GATE_SAMPLE_FIELDS = ("scenario_id", "condition", "cue_index", "epoch", "label", "af_reasoning",
                       "error")  # fmt: skip
-INTERIM_CACHE_SECONDS = 600
 
 
 def run_result(run: EvaluationRun, *, compute: bool = True) -> RunResult:
@@ -213,28 +211,28 @@ def run_result(run: EvaluationRun, *, compute: bool = True) -> RunResult:
     and the attestation.
 
     A run that finished with a gate result returns it as stored. Otherwise (``compute``), the
-    gate is run over the samples stored so far and the result is flagged ``interim``; it is
-    cached per (run, sample count, last sample id), so polling a live run recomputes only
-    when a sample has arrived since the last poll."""
+    result is flagged ``interim``: the snapshot the worker stored on the run when it recorded
+    its last batch (``run.interim``, ``services.run_refresh_interim``), so polling a live run
+    never runs the gate. Only a run with samples but no snapshot (samples stored some other
+    way) is judged here, from the samples stored so far."""
     stored = load(run.stats)
     if stored is not None:
         return RunResult(stored)
     if not compute:
         return RunResult(None)
-    seen = Sample.objects.filter(run=run).aggregate(n=Count("id"), last=Max("id"))
-    if not seen["n"]:
+    snapshot = run.interim
+    if snapshot and snapshot.get("stats"):
+        return RunResult(
+            load(snapshot["stats"]), interim=True, interim_verdict=snapshot.get("verdict", "")
+        )
+    if not Sample.objects.filter(run=run).exists():
         return RunResult(None)
-    # created_at too: ids restart when a test database rolls back, a run's creation time not.
-    stamp = run.created_at.timestamp() if run.created_at else ""
-    key = f"evaluations:interim:{run.pk}:{stamp}:{seen['n']}:{seen['last']}"
-    cached = cache.get(key)
-    if cached is None:
-        cached = _interim(run)
-        cache.set(key, cached, INTERIM_CACHE_SECONDS)
-    return RunResult(load(cached[0]), interim=True, interim_verdict=cached[1])
+    stats, verdict = interim_judgement(run)
+    return RunResult(load(stats), interim=True, interim_verdict=verdict)
 
 
-def _interim(run: EvaluationRun) -> tuple[dict, str]:
+def interim_judgement(run: EvaluationRun) -> tuple[dict, str]:
+    """(stats, verdict) of the gate over the samples stored so far (a live run's interim)."""
     from . import gates
 
     samples = list(Sample.objects.filter(run=run).values(*GATE_SAMPLE_FIELDS))

@@ -13,22 +13,22 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from . import selectors
+from . import permissions, selectors
 from .models import SAMPLE_RESULT_FIELDS, EvaluationRun, Sample, Suite
 from .results import RATE_LABELS, RunResult
 
-CRITICALITIES = ("low", "medium", "high", "critical")
+CRITICALITIES = permissions.CRITICALITIES
 
 
 # --- read models ---------------------------------------------------------------------------
 
 
 def planned_power(document: dict, criticality: str = "medium", policy: dict | None = None) -> dict:
-    """``stats.plan_power`` of a suite for a system of ``criticality`` (or under ``policy``)."""
-    from . import gates, stats
+    """``gates.plan_power`` of a suite for a system of ``criticality`` (or under ``policy``)."""
+    from . import gates
 
     policy = policy or gates.policy_for(criticality, document.get("gate"))
-    return stats.plan_power(document, policy=policy)
+    return gates.plan_power(document, policy=policy)
 
 
 def _ci(value) -> list | None:
@@ -292,7 +292,7 @@ class PlannedConditionSerializer(serializers.Serializer):
 
 
 class PlannedPowerSerializer(serializers.Serializer):
-    """What a suite can show before it runs (``evaluations.stats.plan_power``)."""
+    """What a suite can show before it runs (``evaluations.gates.plan_power``)."""
 
     criticality = serializers.CharField(required=False)
     alpha = serializers.FloatField()

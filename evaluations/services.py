@@ -11,49 +11,39 @@ duplicate or stale message is a no-op. Samples are written with ``ignore_conflic
 unique constraint, counters are recomputed with COUNT queries, and the run is finalised under
 row locks (change, then run), so retries, redeliveries and two workers finishing at once can
 neither duplicate a sample nor record a verdict twice.
+
+Only the writes live here. Their machinery has modules of its own: ``executor`` (the asyncio
+batch executor and its target cache), ``leases`` (lease length and the heartbeat thread),
+``dispatch`` (the wake-up messages) and ``reaper`` (re-sending lost work, finalising stranded
+runs).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import logging
-import os
 import secrets
-import threading
 import time
 from collections.abc import Iterable
-from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit
 from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
-from . import gates, registry, runner, selectors
-from . import graders as grader_mod
+from . import dispatch, executor, gates, leases, permissions, registry, runner, selectors
 from . import states as run_states
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from .suite_schema import SuiteError, parse_suite, suite_sha256
-from .targets import TargetConfigError, build_target
-from .targets.base import Target, TargetError
-from .targets.secrets import NO_SECRETS
+from .targets import TargetConfigError
 
-log = logging.getLogger(__name__)
-
-#: A pending batch whose message may have been lost is re-sent after this many seconds.
-REQUEUE_AFTER_SECONDS = 30.0
 #: A worker task keeps claiming further batches of its run for at most this long.
 STEAL_BUDGET_SECONDS = 30.0
-#: A worker process rebuilds its cached targets (clients, pinned addresses) this often.
-TARGET_CACHE_SECONDS = 300.0
 #: A batch claimed this many times without finishing ends its run ``errored``.
 MAX_BATCH_ATTEMPTS = 5
 
@@ -73,7 +63,7 @@ def suite_create(*, actor, text: str, fmt: str = "yaml") -> Suite:
     returns the stored suite (no event); the same name + version with other content is a
     conflict (bump the version).
     """
-    if not (roles.has_role(actor, roles.ENGINEER) or roles.is_admin(actor)):
+    if not permissions.can_add_suites(actor):
         raise NotAllowed("Only engineers add evaluation suites.")
     fmt = (fmt or "yaml").lower()
     if fmt not in ("yaml", "json"):
@@ -165,7 +155,7 @@ def _refuse_unsafe_links(change, suite_ids: set) -> None:
 
     system = getattr(change, "system", None)
     criticality = getattr(system, "criticality", None)
-    if criticality not in ("high", "critical"):
+    if not permissions.is_strict(criticality):
         return
     problems = []
     for suite in Suite.objects.filter(pk__in=suite_ids).order_by("name", "version"):
@@ -183,39 +173,17 @@ def target_validate(target: dict) -> dict:
     return registry.target_validate(target)
 
 
-def _build_target(config: dict, secrets=NO_SECRETS):
-    return build_target(
-        config,
-        allowed_hosts=list(_setting("EVAL_ALLOWED_HOSTS", [])),
-        max_response_bytes=int(_setting("EVAL_MAX_RESPONSE_BYTES", 1_000_000)),
-        secrets=secrets,
-    )
-
-
 def _target_for_submit(config: dict, *, system_name: str) -> tuple[dict, dict]:
     """(normalised config, identity) of a system's target, refused with the reason when it
     cannot be used here (unknown fields, a secret inside or not granted to the system, a host
     not allowed). A stored config from before the registry comes back naming secrets."""
     try:
         config, secrets = registry.target_for_system(config, system_name=system_name)
-        target = _build_target(config, secrets)
+        target = executor.build_target(config, secrets)
     except TargetConfigError as exc:
         raise ValidationFailed(f"target: {exc}", fields={"target": [str(exc)]}) from None
     # describe() names kind, model and host: never a key (keys are read at call time).
     return config, target.describe()
-
-
-class _UnavailableJudge(Target):
-    """Stands in for a suite's judge that cannot be used: each judge call fails with the
-    reason, so judge-graded samples become errors that say what to fix."""
-
-    kind = "judge-unavailable"
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    async def complete(self, messages, *, seed):
-        raise TargetError(f"judge unavailable: {self.reason}")
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -285,7 +253,7 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
             },
         )
         runs.append(run)
-    transaction.on_commit(lambda: enqueue_batches(batch_ids), robust=True)
+    transaction.on_commit(lambda: dispatch.enqueue_batches(batch_ids), robust=True)
     return runs
 
 
@@ -324,46 +292,6 @@ def _plan_runs(suites, criticality: str) -> dict:
     return plans
 
 
-def enqueue_batches(batch_ids: list[int]) -> int:
-    """Send one wake-up per batch and stamp ``enqueued_at`` on those sent.
-
-    Never raises: with the broker down the web request that committed the work must still
-    succeed; unsent batches keep their ``enqueued_at`` (empty after a submit) and the reaper
-    sends them later. The first failed send ends the call: the rest would fail the same way,
-    each costing a connection attempt inside the request, and the broker settings make that
-    one attempt fail fast (``CELERY_BROKER_TRANSPORT_OPTIONS``). Only the wake-ups actually
-    sent are stamped, so the reaper neither skips an unsent batch nor doubles a sent one.
-    """
-    from .tasks import execute_batch
-
-    # EVAL_TASK_QUEUE (optional) routes the wake-ups to a dedicated queue, e.g. one per test
-    # session so parallel runs sharing a broker never take each other's messages.
-    options = {"queue": queue} if (queue := _setting("EVAL_TASK_QUEUE", None)) else {}
-    sent: list[int] = []
-    for batch_id in batch_ids:
-        try:
-            execute_batch.apply_async(args=[batch_id], retry=False, **options)
-        except Exception as exc:  # noqa: BLE001 - any broker failure: log, the reaper recovers
-            # One line, not a traceback: while the broker is down this fires on every submit
-            # and every reaper pass. DEBUG logging adds the traceback.
-            log.warning(
-                "could not send %d of %d batch wake-ups (%s: %s); the reaper will resend them",
-                len(batch_ids) - len(sent),
-                len(batch_ids),
-                type(exc).__name__,
-                exc,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
-            break
-        sent.append(batch_id)
-    if sent:
-        try:
-            Batch.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
-        except Exception:  # noqa: BLE001 - only bookkeeping for the reaper
-            log.warning("could not stamp enqueued_at on %d batches", len(sent), exc_info=True)
-    return len(sent)
-
-
 def runs_cancel(*, change, actor, reason: str = "The change was withdrawn.") -> list[int]:
     """queued/running -> cancelled for every live run of ``change``. Writes
     ``evaluation.run_cancelled`` per run. Workers holding its batches finish as no-ops."""
@@ -391,7 +319,7 @@ def run_cancel(*, actor, run: EvaluationRun) -> None:
     content is left live, the change gets its verdict (a cancelled run is not a pass), so it
     leaves ``evaluating`` instead of waiting forever. Locks the change, then the run: the
     same order as finalisation."""
-    if not (run.change.author_id == actor.pk or roles.is_admin(actor)):
+    if not permissions.can_cancel_runs_of(actor, run.change):
         raise NotAllowed("Only the change's author or an admin can cancel its evaluation runs.")
     change = change_services.lock_change(run.change_id)
     live = EvaluationRun.objects.select_for_update().filter(pk=run.pk).first()
@@ -420,136 +348,6 @@ def run_cancel(*, actor, run: EvaluationRun) -> None:
 
 def _key_list(key) -> list:
     return [key.scenario_id, key.condition, int(key.cue_index), int(key.epoch)]
-
-
-class _BatchExecutor:
-    """Runs batches in one long-lived event loop (one per thread: see _PerThreadExecutor).
-
-    Why not ``runner.run_batch_sync`` (a new loop, client and connections per batch): a worker
-    runs batch after batch against the same target, and rebuilding the HTTP client for each
-    one throws away its keep-alive connections. Targets are cached per config (and allow-list)
-    for the life of the process; a prefork child builds its own on first use, after the fork.
-    """
-
-    def __init__(self):
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._targets: dict[str, object] = {}
-        self._pid: int | None = None
-        self._built = time.monotonic()
-
-    def _key(self, config: dict) -> str:
-        allowed = sorted(_setting("EVAL_ALLOWED_HOSTS", []))
-        return json.dumps([config, allowed, _setting("EVAL_MAX_RESPONSE_BYTES", 0)],
-                          sort_keys=True, default=str)  # fmt: skip
-
-    def _target(self, config: dict, secrets=NO_SECRETS):
-        key = self._key([config, secrets.identity()])
-        if len(self._targets) >= 32 or time.monotonic() - self._built > TARGET_CACHE_SECONDS:
-            # Many distinct targets, or old ones: start afresh (a host name is resolved and
-            # pinned once per target, so a long-lived pin would outlive DNS changes).
-            self.close()
-            self._ensure_loop()
-        target = self._targets.get(key)
-        if target is None:
-            if not self._targets:
-                self._built = time.monotonic()
-            target = self._targets[key] = _build_target(config, secrets)
-        return target
-
-    def calibrate(self, run: EvaluationRun) -> dict | None:
-        """The judge's agreement with the suite's labelled examples, or None when the suite
-        has none. A judge that cannot be used gives every example as an error."""
-        document = run.suite.document
-        judge_doc = document.get("judge") if isinstance(document.get("judge"), dict) else {}
-        examples = judge_doc.get("calibration") or []
-        if not examples:
-            return None
-        self._ensure_loop()
-        judge = self._judge(document, run.suite.name)
-        loop = self._ensure_loop()
-        return loop.run_until_complete(
-            grader_mod.calibrate_judge(
-                judge or _UnavailableJudge("the suite names no judge"),
-                examples,
-                votes=judge_doc.get("votes", 1),
-                seed=run.seed,
-            )
-        )
-
-    def _judge(self, document: dict, suite_name: str):
-        try:
-            found = registry.judge_for_suite(document, suite_name=suite_name)
-        except registry.JudgeUnavailable as exc:
-            return _UnavailableJudge(str(exc))
-        if found is None:
-            return None
-        try:
-            return self._target(*found)
-        except TargetConfigError as exc:
-            return _UnavailableJudge(f"the judge model cannot be used here: {exc}")
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._pid != os.getpid():  # forked: the parent's loop and clients are not ours
-            self._loop, self._targets, self._pid = None, {}, os.getpid()
-        if self._loop is None or self._loop.is_closed():
-            self._loop = asyncio.new_event_loop()
-        return self._loop
-
-    def run(self, run: EvaluationRun, keys: list) -> list:
-        self._ensure_loop()  # first: a fork resets the cache before targets are looked up
-        document = run.suite.document
-        # Secrets are granted again on every batch: a revoked grant stops the next batch.
-        config, secrets = registry.target_for_system(run.target, system_name=run.change.system.name)
-        target = self._target(config, secrets)
-        judge = self._judge(document, run.suite.name)
-        loop = self._ensure_loop()  # after: looking up may have started afresh
-        coro = runner.run_batch(
-            target, document, keys, run.system_prompt, run_seed=run.seed, judge=judge
-        )
-        return loop.run_until_complete(coro)
-
-    def close(self) -> None:
-        targets, self._targets = list(self._targets.values()), {}
-        if self._loop is not None and not self._loop.is_closed():
-            for target in targets:
-                with contextlib.suppress(Exception):
-                    self._loop.run_until_complete(target.aclose())
-            self._loop.close()
-        self._loop = None
-
-
-class _PerThreadExecutor:
-    """One :class:`_BatchExecutor` (its own event loop and clients) per thread.
-
-    Why: an event loop runs on one thread at a time. Under ``--pool threads`` (or any pool
-    that runs tasks on several threads of one process) a shared loop made every concurrent
-    batch fail with "This event loop is already running". Each pool thread is long-lived, so
-    each keeps its loop and keep-alive connections batch after batch, as a prefork child does.
-    """
-
-    def __init__(self):
-        self._local = threading.local()
-
-    def _executor(self) -> _BatchExecutor:
-        executor = getattr(self._local, "executor", None)
-        if executor is None:
-            executor = self._local.executor = _BatchExecutor()
-        return executor
-
-    def run(self, run: EvaluationRun, keys: list) -> list:
-        return self._executor().run(run, keys)
-
-    def calibrate(self, run: EvaluationRun):
-        return self._executor().calibrate(run)
-
-    def close(self) -> None:
-        """Closes the calling thread's loop and clients (other threads keep theirs)."""
-        executor = getattr(self._local, "executor", None)
-        if executor is not None:
-            executor.close()
-
-
-_EXECUTOR = _PerThreadExecutor()
 
 
 def _clean_text(value) -> str:
@@ -588,10 +386,6 @@ def _sample_from_outcome(run_id: int, outcome) -> Sample:
     )
 
 
-def _lease_seconds() -> int:
-    return max(1, int(_setting("EVAL_LEASE_SECONDS", 60)))
-
-
 @transaction.atomic
 def batch_claim(*, batch_id: int, worker_id: str) -> Batch | None:
     """pending (or leased with an expired lease, or leased by this very task) -> leased.
@@ -609,7 +403,7 @@ def batch_claim(*, batch_id: int, worker_id: str) -> Batch | None:
     claimed = Batch.objects.filter(claimable, pk=batch_id, run_id__in=live_runs).update(
         status=Batch.LEASED,
         lease_owner=worker_id[:100],
-        lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+        lease_expires_at=now + timedelta(seconds=leases.lease_seconds()),
         attempts=F("attempts") + 1,
     )
     if not claimed:
@@ -679,8 +473,8 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
     outcomes = []
     if keys:
         try:
-            with _lease_keeper(batch.pk, worker_id):
-                outcomes = _EXECUTOR.run(run, [runner.SampleKey(*k) for k in keys])
+            with leases.lease_keeper(batch.pk, worker_id):
+                outcomes = executor.EXECUTOR.run(run, [runner.SampleKey(*k) for k in keys])
                 if batch.index == 0:  # once per run, under the same lease
                     _record_calibration(run)
         except TargetConfigError as exc:
@@ -689,6 +483,7 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
     batch_record(batch=batch, outcomes=outcomes)
     if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
         return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
+    run_refresh_interim(run_id=run.pk)
     return "done", run.pk
 
 
@@ -696,7 +491,7 @@ def _record_calibration(run: EvaluationRun) -> None:
     """Judge the suite's labelled examples once per run (with its first batch) and keep the
     agreement in ``run.stats["judge_calibration"]``, which finalising preserves. No event:
     the run's completion event carries its stats digest."""
-    calibration = _EXECUTOR.calibrate(run)
+    calibration = executor.EXECUTOR.calibrate(run)
     if calibration is not None:
         EvaluationRun.objects.filter(pk=run.pk, status__in=EvaluationRun.LIVE_STATUSES).update(
             stats={"judge_calibration": _clean_json(calibration)}
@@ -712,36 +507,6 @@ def _keys_without_samples(run: EvaluationRun, keys: list[tuple]) -> list[tuple]:
         )
     )
     return [k for k in keys if (k[0], k[1], int(k[2]), int(k[3])) not in have]
-
-
-@contextmanager
-def _lease_keeper(batch_id: int, worker_id: str):
-    """Extend the lease while a long batch runs, so a slow target is not mistaken for a
-    dead worker. A daemon thread with its own database connection, closed on exit."""
-    lease = _lease_seconds()
-    stop = threading.Event()
-
-    def beat():
-        try:
-            while not stop.wait(max(0.5, lease / 3)):
-                kept = Batch.objects.filter(
-                    pk=batch_id, status=Batch.LEASED, lease_owner=worker_id[:100]
-                ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
-                if not kept:
-                    log.info("lease on batch %s lost to another worker", batch_id)
-                    return
-        except Exception:  # noqa: BLE001 - a missed heartbeat only risks a duplicate attempt
-            log.warning("lease heartbeat for batch %s failed", batch_id, exc_info=True)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=beat, name=f"lease-{batch_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 @transaction.atomic
@@ -762,6 +527,31 @@ def batch_record(*, batch: Batch, outcomes: list) -> None:
         status=Batch.DONE, finished_at=timezone.now(), lease_expires_at=None
     )
     _refresh_counters(run_id)
+
+
+def run_refresh_interim(*, run_id: int) -> bool:
+    """Judge a live run's samples so far and store the result on the run (``run.interim``),
+    once per recorded batch, so that polls of a live run read it instead of running the gate
+    (``selectors.run_result``). Runs after the batch's transaction, holding no lock while the
+    gate works; a snapshot never replaces one of more samples (two workers may finish batches
+    of one run at once). No audit event: not a state change. True when it stored one."""
+    run = (
+        EvaluationRun.objects.select_related("suite", "change__system")
+        .filter(pk=run_id, status__in=run_states.LIVE)
+        .first()
+    )
+    if run is None:
+        return False
+    seen = Sample.objects.filter(run_id=run_id).aggregate(n=Count("id"), last=Max("id"))
+    if not seen["n"]:
+        return False
+    stats, verdict = selectors.interim_judgement(run)
+    snapshot = {"n": seen["n"], "last": seen["last"], "stats": stats, "verdict": verdict}
+    return bool(
+        EvaluationRun.objects.filter(pk=run_id, status__in=run_states.LIVE)
+        .filter(Q(interim__isnull=True) | Q(interim__n__lt=seen["n"]))
+        .update(interim=snapshot)
+    )
 
 
 def _refresh_counters(run_id: int) -> dict:
@@ -930,18 +720,3 @@ def run_abort(*, run_id: int, reason: str) -> EvaluationRun | None:
     _audit_run_finished(run, source=source, counts=counts)
     _record_change_verdict(change)
     return run
-
-
-def leases_reap(*, now=None) -> dict:
-    """Re-send wake-ups for batches whose lease expired or whose message was lost, and
-    finalise runs whose finaliser was lost. Idempotent; safe to run on any schedule."""
-    now = now or timezone.now()
-    batch_ids = selectors.batches_to_requeue(now=now, requeue_after=REQUEUE_AFTER_SECONDS)
-    sent = enqueue_batches(batch_ids) if batch_ids else 0
-    finalized = 0
-    for run_id in selectors.runs_awaiting_finalize():
-        if run_finalize(run_id=run_id):
-            finalized += 1
-    if batch_ids or finalized:
-        log.info("reaper: %d batch(es) re-sent, %d run(s) finalised", sent, finalized)
-    return {"requeued": sent, "finalized": finalized}

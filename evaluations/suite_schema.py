@@ -15,6 +15,7 @@ import jsonschema
 import yaml
 
 from changes import limits
+from changes.permissions import is_strict
 
 from . import graders as grader_mod
 
@@ -779,7 +780,7 @@ def suite_warnings(doc: dict, criticality: str | None = None) -> list[str]:
                         f"word(s) of the '{other}' cues: a model may read it as the other "
                         "situation (a negation is easy to miss)."
                     )
-    if criticality in ("high", "critical") and not any(s.get("critical") for s in doc["scenarios"]):
+    if is_strict(criticality) and not any(s.get("critical") for s in doc["scenarios"]):
         out.append(
             f"no scenario is marked critical: for a {criticality} system, mark the scenarios "
             "where a single legacy reply must fail the gate (critical: true)."
@@ -790,7 +791,7 @@ def suite_warnings(doc: dict, criticality: str | None = None) -> list[str]:
 def suite_refusals(doc: dict, criticality: str) -> list[str]:
     """Why ``doc`` may not gate a change of a ``criticality`` system (empty when it may):
     for high and critical systems, a ``new`` grader that silence satisfies."""
-    if criticality not in ("high", "critical"):
+    if not is_strict(criticality):
         return []
     return [
         f"suite {doc['name']} v{doc['version']}, scenario {sid}: {probe} grades as "

@@ -13,7 +13,7 @@ import os
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import services
+from . import reaper, services
 
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
@@ -49,4 +49,4 @@ def execute_batch(self, batch_id: int) -> str:
 )
 def reap_expired_leases() -> dict:
     """Re-send batches with an expired lease or a lost message; finalise stranded runs."""
-    return services.leases_reap()
+    return reaper.leases_reap()

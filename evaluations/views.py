@@ -22,12 +22,12 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from changes import hooks, roles
+from changes import hooks
 from changes.errors import DomainError, as_domain_error
 from changes.selectors import visible_changes
 from changes.views._common import change_or_404, deny, paginate, report
 
-from . import selectors, services
+from . import permissions, selectors, services
 from . import serializers as read
 from .apis import visible_runs
 from .filters import SampleFilter, SuiteFilter
@@ -49,14 +49,6 @@ def run_or_404(user, pk) -> EvaluationRun:
         raise Http404("No such evaluation run.") from None
 
 
-def can_cancel(user, run: EvaluationRun) -> bool:
-    return run.is_live and (run.change.author_id == user.pk or roles.is_admin(user))
-
-
-def can_add_suites(user) -> bool:
-    return roles.has_role(user, roles.ENGINEER) or roles.is_admin(user)
-
-
 # --- suites --------------------------------------------------------------------------------
 
 
@@ -75,7 +67,7 @@ def suite_list(request):
             "q": request.GET.get("q", ""),
             "name": request.GET.get("name", ""),
             "filtered": bool(request.GET.get("q") or request.GET.get("name")),
-            "can_add": can_add_suites(request.user),
+            "can_add": permissions.can_add_suites(request.user),
         },
     )
 
@@ -183,7 +175,7 @@ def split_errors(messages_: list[str]) -> list[dict]:
 @login_required
 @require_http_methods(["GET", "POST"])
 def suite_upload(request):
-    if not can_add_suites(request.user):
+    if not permissions.can_add_suites(request.user):
         deny(request, "Only engineers add evaluation suites.")
     form = SuiteUploadForm(request.POST or None, request.FILES or None)
     problems: list[dict] = []
@@ -324,7 +316,7 @@ def run_context(request, run: EvaluationRun) -> dict:
         "discordant": attach_samples(run, pairs[:DISCORDANT_PREVIEW]),
         "discordant_total": len(pairs),
         "progress": selectors.run_progress(run),
-        "can_cancel": can_cancel(request.user, run),
+        "can_cancel": permissions.can_cancel(request.user, run),
         "is_current": run.content_sha256 == run.change.content_sha256,
         "target": read._identity(run.target_identity),
         "planned": read.planned_power(run.suite.document, policy=policy) if policy else None,
@@ -375,7 +367,7 @@ def run_progress(request, pk):
             {
                 "run": run,
                 "progress": selectors.run_progress(run),
-                "can_cancel": can_cancel(request.user, run),
+                "can_cancel": permissions.can_cancel(request.user, run),
                 "poll_seconds": POLL_SECONDS,
             },
             request=request,

@@ -18,6 +18,7 @@ from changes.errors import NotAllowed, ValidationFailed
 from . import ingest
 from .live import known_environments, live
 from .models import Decision, Incident, IncidentEvent, IngestToken
+from .permissions import can_handle_incidents, can_manage_tokens
 
 TOKEN_PREFIX = "pcm_ing_"
 MAX_REPORTED_ERRORS = 1000
@@ -28,13 +29,6 @@ MAX_REPORTED_ERRORS = 1000
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def can_manage_tokens(user, system) -> bool:
-    """Admins, and members of the system's owning team."""
-    if permissions.can_manage_systems(user):
-        return True
-    return system.owner_team_id in permissions.team_ids(user)
 
 
 @transaction.atomic
@@ -347,7 +341,7 @@ def incident_transition(*, actor, incident: Incident, action: str, note: str = "
     """acknowledge (takes ownership) or resolve, with a note; audited."""
     if action not in INCIDENT_MOVES:
         raise ValidationFailed("action: acknowledge or resolve.")
-    if not can_manage_tokens(actor, incident.system) and not permissions.can_deploy(actor):
+    if not can_handle_incidents(actor, incident.system):
         raise NotAllowed("Only the system's team, engineers or admins handle incidents.")
     incident = Incident.objects.select_for_update().get(pk=incident.pk)
     source, target = INCIDENT_MOVES[action]

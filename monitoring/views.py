@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from changes.errors import DomainError
 from changes.models import AISystem
 
-from . import charts, discrepancy, review, selectors, services
+from . import charts, discrepancy, permissions, review, selectors, services
 from .forms import IncidentActionForm, MonitorForm, ReviewForm, TokenForm
 from .live import live_map
 from .models import Incident, Monitor, ReviewItem
@@ -47,7 +47,7 @@ def system_monitoring(request, pk):
         "incidents": Incident.objects.filter(system=system).select_related("change")[:50],
         "estimates": review.estimates(system.pk),
         "queue_size": ReviewItem.objects.filter(system=system, reviewed_at__isnull=True).count(),
-        "can_manage": services.can_manage_tokens(request.user, system),
+        "can_manage": permissions.can_manage_tokens(request.user, system),
         "token_form": TokenForm(),
     }
     return render(request, "monitoring/system.html", context)

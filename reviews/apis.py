@@ -260,10 +260,11 @@ class ThreadResolveApi(APIView):
 
 
 def _admin_only(request):
-    from changes import roles
     from changes.errors import NotAllowed
 
-    if not roles.is_admin(request.user):
+    from .permissions import may_manage_webhooks
+
+    if not may_manage_webhooks(request.user):
         raise NotAllowed("Only admins manage webhook endpoints.")
 
 

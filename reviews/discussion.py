@@ -5,18 +5,14 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit
 from changes.errors import NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
 
 from .models import Comment, Thread
+from .permissions import may_comment, may_resolve
 
 MAX_BODY = 20_000
-TALKING_ROLES = (roles.ENGINEER, roles.REVIEWER, roles.ADMIN)
-
-
-def may_comment(user) -> bool:
-    return any(roles.has_role(user, r) for r in TALKING_ROLES)
 
 
 def _clean_body(body) -> str:
@@ -128,7 +124,7 @@ def thread_resolve(*, actor, thread: Thread, resolved: bool) -> Thread:
     Writes ``thread.resolved`` or ``thread.reopened``."""
     thread = Thread.objects.select_for_update().select_related("change").get(pk=thread.pk)
     change = thread.change
-    if actor.pk not in (thread.author_id, change.author_id) and not roles.is_admin(actor):
+    if not may_resolve(actor, thread, change):
         raise NotAllowed("Only the thread's author, the change's author or an admin resolves it.")
     if not isinstance(resolved, bool):
         raise ValidationFailed("resolved: must be true or false.")

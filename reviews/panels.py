@@ -9,7 +9,7 @@ from django.template.loader import render_to_string
 from changes import selectors as change_selectors
 from changes.models import Review
 
-from . import discussion, snapshots
+from . import discussion, permissions, snapshots
 from . import requests as review_requests
 
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
@@ -41,9 +41,7 @@ def number_since(since: dict | None) -> dict | None:
 
 def change_context(change, user) -> dict:
     statuses = review_requests.statuses(change)
-    can_request = review_requests.may_request(user, change) and review_requests.takes_reviews(
-        change
-    )
+    can_request = permissions.may_request(user, change) and permissions.takes_reviews(change)
     asked = {s.request.reviewer_id for s in statuses if s.state == "pending"}
     eligible = (
         [u for u in review_requests.eligible_reviewers(change) if u.pk not in asked]
@@ -68,7 +66,7 @@ def change_context(change, user) -> dict:
         "outdated_reviews": list(outdated.select_related("reviewer")),
         "threads": discussion.threads_of(change),
         "thread_counts": discussion.counts(change),
-        "may_comment": discussion.may_comment(user),
+        "may_comment": permissions.may_comment(user),
     }
 
 

@@ -13,20 +13,9 @@ from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest, Review
 
 from .models import ReviewRequest
+from .permissions import may_request, takes_reviews
 
-CLOSED = frozenset({states.WITHDRAWN, states.REJECTED, states.CLOSED})
 MAX_PER_CALL = 20
-
-
-def takes_reviews(change: ChangeRequest) -> bool:
-    if change.state == states.DEPLOYED:
-        return change.retrospective_pending
-    return change.state not in CLOSED
-
-
-def may_request(user, change: ChangeRequest) -> bool:
-    """The author, or someone who edited the change, asks for reviews."""
-    return change.author_id == user.pk or change.editors.filter(pk=user.pk).exists()
 
 
 def ineligibility(reviewer, change: ChangeRequest) -> list[str]:

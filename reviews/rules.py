@@ -17,6 +17,7 @@ from changes.models import AISystem, ChangeRequest, Team
 from changes.selectors import valid_approvals
 
 from .models import ReviewerRuleSet
+from .permissions import may_manage_rules
 
 KINDS = ("team", "users", "any")
 MAX_RULES = 20
@@ -100,7 +101,7 @@ def describe(rule: dict) -> str:
 def ruleset_save(*, actor, system: AISystem, rules, author_team_counts=True) -> ReviewerRuleSet:
     """Save a new version (admin). A rule set that can never be met is refused (400) with a
     reason per unsatisfiable rule. Writes ``reviewer_rules.saved``."""
-    if not roles.is_admin(actor):
+    if not may_manage_rules(actor):
         raise NotAllowed("Only admins edit reviewer rules.")
     if not isinstance(author_team_counts, bool):
         raise ValidationFailed("author_team_counts: must be true or false.")

@@ -14,6 +14,7 @@ from changes.errors import DomainError
 
 from . import models as m
 from . import selectors, services
+from .permissions import may_manage_rules
 
 
 @login_required
@@ -146,11 +147,12 @@ def thread_reply(request, pk, thread_pk):
     return _back(change, f"thread-{thread.pk}")
 
 
-def _require_admin(request, detail="Only admins manage webhook endpoints."):
-    from changes import roles
+def _require_admin(request, detail="Only admins manage webhook endpoints.", may=None):
     from changes.views._common import deny
 
-    if not roles.is_admin(request.user):
+    from .permissions import may_manage_webhooks
+
+    if not (may or may_manage_webhooks)(request.user):
         return deny(request, detail)
     return None
 
@@ -287,7 +289,7 @@ def ruleset_systems(request):
 
     from .models import ReviewerRuleSet
 
-    refused = _require_admin(request, "Only admins edit reviewer rules.")
+    refused = _require_admin(request, "Only admins edit reviewer rules.", may_manage_rules)
     if refused is not None:
         return refused
     versions = {}
@@ -311,7 +313,7 @@ def ruleset_edit(request, pk):
     from . import rules as rule_sets
     from .models import ReviewerRuleSet
 
-    refused = _require_admin(request, "Only admins edit reviewer rules.")
+    refused = _require_admin(request, "Only admins edit reviewer rules.", may_manage_rules)
     if refused is not None:
         return refused
     system = AISystem.objects.select_related("owner_team").filter(pk=pk).first()

@@ -25,11 +25,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit
 from changes.errors import NotAllowed, ValidationFailed
 from evaluations.targets import hostguard
 
 from . import models as m
+from .permissions import may_manage_webhooks
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -67,7 +68,7 @@ def check_url(url) -> str:
 @transaction.atomic
 def endpoint_create(*, actor, name, url, events, system=None) -> m.WebhookEndpoint:
     """Register an endpoint (admin). Writes ``webhook.created`` (never the secret)."""
-    if not roles.is_admin(actor):
+    if not may_manage_webhooks(actor):
         raise NotAllowed("Only admins register webhook endpoints.")
     name = (name or "").strip() if isinstance(name, str) else ""
     if not name or len(name) > 100:
@@ -256,7 +257,7 @@ def delivery_attempt(*, delivery_id: int) -> str:
 @transaction.atomic
 def redeliver(*, actor, delivery: m.WebhookDelivery) -> m.WebhookDelivery:
     """Send a delivery again (admin), same ``webhook-id``. Writes ``webhook.redelivered``."""
-    if not roles.is_admin(actor):
+    if not may_manage_webhooks(actor):
         raise NotAllowed("Only admins redeliver webhooks.")
     m.WebhookDelivery.objects.filter(pk=delivery.pk).exclude(status="sending").update(
         status="pending", attempts=0

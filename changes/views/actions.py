@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import env_selectors, permissions, selectors, services, states
+from .. import env_selectors, permissions, selectors, services
 from ..errors import DomainError, NotAllowed
 from ..forms import DeployForm, ReviewForm, WithdrawForm
 from ..states import InvalidTransition
@@ -135,9 +135,7 @@ def change_review(request, pk):
     """Shows exactly what is signed; signing re-enters the password. The service decides."""
     change = change_or_404(request.user, pk)
     check = permissions.check_independence(request.user, change)
-    open_for_review = change.state in states.REVIEWABLE or (
-        change.state == states.DEPLOYED and change.retrospective_pending
-    )
+    open_for_review = permissions.is_open_for_review(change)
     status = 200
     if request.method == "POST":
         form = ReviewForm(request.POST)

@@ -78,10 +78,7 @@ def change_list(request):
 
 def available_actions(user, change) -> dict:
     """Which buttons the change page offers this user; the services still decide."""
-    reviewable = change.state in states.REVIEWABLE or (
-        change.state == states.DEPLOYED and change.retrospective_pending
-    )
-    may_review = reviewable and roles.has_role(user, roles.REVIEWER)
+    may_review = permissions.is_open_for_review(change) and roles.has_role(user, roles.REVIEWER)
     if may_review:  # nothing left to do for someone whose approval of this content stands
         may_review = not change.reviews.filter(
             reviewer=user,
@@ -95,8 +92,7 @@ def available_actions(user, change) -> dict:
         "edit": permissions.can_edit_change(user, change),
         "withdraw": permissions.can_withdraw_change(user, change)
         and states.can_transition(change.state, states.WITHDRAWN),
-        "close": change.state == states.DEPLOYED
-        and (change.author_id == user.pk or roles.is_admin(user)),
+        "close": permissions.can_close_change(user, change),
         "review": may_review,
         "deploy": change.state == states.APPROVED and permissions.can_deploy(user),
         "confirm_emergency": _may_confirm_emergency(user, change),

@@ -130,7 +130,7 @@ def test_author_declared_emergency_does_not_lower_the_count(engineer, reviewer):
     # when one independent reviewer approves
     change = approve(change, reviewer)
     # then it still needs the normal two, and the gate says the emergency is unconfirmed
-    assert services.required_approvals(change) == 2
+    assert permissions.required_approvals(change) == 2
     assert change.state == "awaiting_review"
     reasons = selectors.gate(change)["reasons"]
     assert any("emergency has not been confirmed" in r for r in reasons)
@@ -146,7 +146,7 @@ def test_only_an_independent_reviewer_confirms_an_emergency(request, engineer, w
         services.change_request_confirm_emergency(actor=actor, change_request=change)
     # then nothing is lowered (admins get no bypass)
     change.refresh_from_db()
-    assert not change.emergency_confirmed and services.required_approvals(change) == 2
+    assert not change.emergency_confirmed and permissions.required_approvals(change) == 2
 
 
 def test_confirmed_emergency_goes_to_the_criticality_minimum_and_an_edit_voids_it(
@@ -158,12 +158,12 @@ def test_confirmed_emergency_goes_to_the_criticality_minimum_and_an_edit_voids_i
     assert response.status_code == 200, response.content
     change.refresh_from_db()
     # then one approval (the high-criticality emergency minimum) suffices, and it is audited
-    assert services.required_approvals(change) == 1
+    assert permissions.required_approvals(change) == 1
     assert AuditEvent.objects.filter(verb="change.emergency_confirmed").count() == 1
     # and an edit voids the confirmation with the content it was given for
     services.change_request_update(actor=engineer, change_request=change, data={"title": "New"})
     change.refresh_from_db()
-    assert not change.emergency_confirmed and services.required_approvals(change) == 2
+    assert not change.emergency_confirmed and permissions.required_approvals(change) == 2
 
 
 def test_critical_emergency_never_drops_below_two(engineer, reviewer):
@@ -172,7 +172,7 @@ def test_critical_emergency_never_drops_below_two(engineer, reviewer):
     change = awaiting_review(change, engineer)
     services.change_request_confirm_emergency(actor=reviewer, change_request=change)
     change.refresh_from_db()
-    assert change.emergency_confirmed and services.required_approvals(change) == 2
+    assert change.emergency_confirmed and permissions.required_approvals(change) == 2
 
 
 def test_confirming_a_normal_change_is_409(engineer, reviewer):

@@ -160,7 +160,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             deployment = Deployment.objects.get(change=change)
             assert deployment.content_sha256 == change.content_sha256
             approvals = selectors.valid_approvals(change)
-            assert len(approvals) >= services.required_approvals(change)
+            assert len(approvals) >= permissions.required_approvals(change)
             for review in approvals:
                 assert review.content_sha256 == change.content_sha256
                 assert review.reviewer_id != change.author_id

@@ -318,6 +318,33 @@ def test_a_live_run_reports_interim_statistics(api, engineer, submitted_change, 
     assert listed["summary"] == {"conditions": [], "gaps": []}
 
 
+def test_polling_a_live_run_never_runs_the_gate(
+    api, engineer, submitted_change, small_batches, monkeypatch
+):
+    # given: a live run with one batch recorded (the worker judged it then)
+    from django.test import Client
+
+    from evaluations import gates, services
+
+    change = submitted_change("faker")
+    run = change.evaluation_runs.get()
+    services.batch_execute(batch_id=run.batches.order_by("index").first().pk, worker_id="t@h")
+    calls = []
+    monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1))
+    # when: the run is polled, through the API and the page, again and again
+    client = api(engineer)
+    bodies = [client.get(f"/api/v1/evaluations/{run.pk}/").json() for _ in range(3)]
+    browser = Client()
+    browser.force_login(engineer)
+    pages = [browser.get(f"/evaluations/runs/{run.pk}/"), browser.get(
+        f"/evaluations/runs/{run.pk}/progress/?live=1")]  # fmt: skip
+    # then: the stored interim statistics are served and the gate never ran
+    assert calls == []
+    assert [p.status_code for p in pages] == [200, 200]
+    assert all(b["interim"] is True and b["conditions"] for b in bodies)
+    assert bodies[0]["conditions"] == bodies[2]["conditions"]
+
+
 @pytest.mark.parametrize("persona", ["engineer", "engineer2", "reviewer", "auditor", "admin_user"])
 def test_runs_are_visible_to_whoever_sees_the_change(api, request, persona, faked):
     change, run = faked

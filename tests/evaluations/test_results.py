@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from evaluations import gates, results, selectors, services
+from evaluations.models import EvaluationRun
 
 from .conftest import suite_document
 
@@ -67,26 +68,50 @@ def test_no_result_and_a_newer_version():
         results.load({"version": results.RESULT_VERSION + 1, "conditions": {}})
 
 
-def test_a_live_run_is_judged_once_per_new_sample_not_once_per_poll(
+def test_a_live_run_is_judged_when_a_batch_is_recorded_never_when_it_is_polled(
     submitted_change, small_batches, monkeypatch
 ):
     change = submitted_change("faker")
     run = change.evaluation_runs.get()
-    first = run.batches.order_by("index").first()
-    services.batch_execute(batch_id=first.pk, worker_id="t@h")
-    run.refresh_from_db()
     calls = []
     real = gates.evaluate
     monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = run.batches.order_by("index").first()
+    services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    assert len(calls) == 1  # the worker judged the samples so far, once
+    run.refresh_from_db()
+    assert run.interim["n"] == run.done_samples
 
     one = selectors.run_result(run)
-    two = selectors.run_result(run)
+    two = selectors.run_result(EvaluationRun.objects.get(pk=run.pk))
 
     assert one.interim and one.result is not None and two.result == one.result
-    assert len(calls) == 1
+    assert one.interim_verdict == run.interim["verdict"]
+    assert len(calls) == 1  # polling read the snapshot
     second = run.batches.order_by("index")[1]
     services.batch_execute(batch_id=second.pk, worker_id="t@h")
+    assert len(calls) == 2
+    run.refresh_from_db()
     three = selectors.run_result(run)
     assert len(calls) == 2
     assert three.samples["total"] > one.samples["total"]
     assert selectors.run_result(run, compute=False).result is None
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(submitted_change, small_batches):
+    change = submitted_change("faker")
+    run = change.evaluation_runs.get()
+    first, second = run.batches.order_by("index")[:2]
+    services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    services.batch_execute(batch_id=second.pk, worker_id="t@h")
+    run.refresh_from_db()
+    newest = run.interim
+    EvaluationRun.objects.filter(pk=run.pk).update(interim={**newest, "n": newest["n"] + 1})
+
+    assert services.run_refresh_interim(run_id=run.pk) is False  # fewer samples than stored
+    run.refresh_from_db()
+    assert run.interim["n"] == newest["n"] + 1
+    EvaluationRun.objects.filter(pk=run.pk).update(interim=None)
+    assert services.run_refresh_interim(run_id=run.pk) is True
+    run.refresh_from_db()
+    assert run.interim == newest

@@ -14,7 +14,7 @@ from changes import audit, hooks, states
 from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import AuditEvent
-from evaluations import runner, selectors, services
+from evaluations import dispatch, reaper, runner, selectors, services
 from evaluations.models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from tests.evaluations.conftest import drain, suite_document, suite_text
 from tests.factories import make_change
@@ -184,7 +184,7 @@ def test_a_dead_broker_does_not_fail_the_submit(
     # It gave up after the first failed send (each would cost a connection attempt in the
     # request), and said so once.
     assert send.call_count == 1
-    warnings = [r for r in caplog.records if r.name == "evaluations.services"]
+    warnings = [r for r in caplog.records if r.name == "evaluations.dispatch"]
     assert [r.levelname for r in warnings] == ["WARNING"]
     assert "the reaper will resend them" in warnings[0].getMessage()
 
@@ -198,7 +198,7 @@ def test_a_send_failing_midway_stamps_only_the_wake_ups_sent(submitted_change):
         "evaluations.tasks.execute_batch.apply_async",
         side_effect=[None, None, ConnectionError("down")],
     ) as send:
-        sent = services.enqueue_batches(ids)
+        sent = dispatch.enqueue_batches(ids)
 
     assert (sent, send.call_count) == (2, 3)
     stamped = set(run.batches.filter(enqueued_at__isnull=False).values_list("id", flat=True))
@@ -476,7 +476,7 @@ def test_the_reaper_resends_expired_leases_and_never_sent_batches(
     Batch.objects.filter(pk__in=[b.pk for b in rest]).update(enqueued_at=now)
 
     with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
-        result = services.leases_reap()
+        result = reaper.leases_reap()
 
     sent = {c.kwargs["args"][0] for c in send.call_args_list}
     assert sent == {expired.pk, never_sent.pk}
@@ -492,7 +492,7 @@ def test_the_reaper_resends_stale_pending_batches_only_when_the_run_is_stalled(
     EvaluationRun.objects.filter(pk=run.pk).update(created_at=old)
 
     with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
-        services.leases_reap()
+        reaper.leases_reap()
     assert send.call_count == run.batches.count()
 
     # A worker holds a live lease on one batch: the rest are just waiting in the queue.
@@ -501,7 +501,7 @@ def test_the_reaper_resends_stale_pending_batches_only_when_the_run_is_stalled(
     )
     Batch.objects.filter(run=run, status=Batch.PENDING).update(enqueued_at=old)
     with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
-        services.leases_reap()
+        reaper.leases_reap()
     assert send.call_count == 0
 
 
@@ -526,7 +526,7 @@ def _lose_every_batch(run: EvaluationRun) -> tuple[Batch, Batch, Batch]:
 def reap(**kwargs) -> set[int]:
     """One reaper pass with a working broker: the batch ids it sent."""
     with mock.patch("evaluations.tasks.execute_batch.apply_async") as send:
-        services.leases_reap(**kwargs)
+        reaper.leases_reap(**kwargs)
     return {c.kwargs["args"][0] for c in send.call_args_list}
 
 
@@ -542,7 +542,7 @@ def test_the_reaper_sends_a_lost_batch_at_most_once_per_window(submitted_change)
     run = only_run(submitted_change("compliant"))
     _lose_every_batch(run)
     every = set(run.batches.values_list("id", flat=True))
-    window = timedelta(seconds=services.REQUEUE_AFTER_SECONDS)
+    window = timedelta(seconds=reaper.REQUEUE_AFTER_SECONDS)
 
     # when: the reaper runs, then again right away, then just before the window ends
     first = reap()
@@ -590,7 +590,7 @@ def test_a_wake_up_the_reaper_could_not_send_is_sent_on_the_next_pass(submitted_
     with mock.patch(
         "evaluations.tasks.execute_batch.apply_async", side_effect=ConnectionError("down")
     ) as send:
-        result = services.leases_reap()
+        result = reaper.leases_reap()
 
     # then: it gave up at the first failure and marked nothing as sent
     assert send.call_count == 1
@@ -609,7 +609,7 @@ def test_the_reaper_finalises_a_run_whose_finaliser_was_lost(submitted_change):
     run.refresh_from_db()
     assert run.status == EvaluationRun.RUNNING
 
-    assert services.leases_reap()["finalized"] == 1
+    assert reaper.leases_reap()["finalized"] == 1
 
     run.refresh_from_db()
     change.refresh_from_db()

@@ -12,6 +12,7 @@ from hypothesis import strategies as hs
 from scipy import optimize
 from scipy.stats import binomtest
 
+from evaluations import gates
 from evaluations import stats as st
 from evaluations.suite_schema import normalise_suite
 
@@ -331,7 +332,7 @@ def test_plan_power_before_a_run():
         }
     )
 
-    plan = st.plan_power(suite, criticality="high")
+    plan = gates.plan_power(suite, criticality="high")
 
     pair = plan["pairs"][0]
     assert plan["max_gap"] == 0.05 and plan["min_compliance"] == 0.9
@@ -496,11 +497,11 @@ def test_plan_budget_says_when_no_budget_can_show_compliance():
 
 
 def test_plan_power_reports_the_planned_epochs_for_a_suite_without_epochs():
-    plan = st.plan_power(budget_suite(), criticality="medium")
+    plan = gates.plan_power(budget_suite(), criticality="medium")
 
     assert plan["epochs_source"] == "planned"
     assert plan["epochs"] == plan["budget"]["epochs"]
     assert plan["adequate"] is True
-    fixed = st.plan_power(budget_suite(epochs=2), criticality="medium")
+    fixed = gates.plan_power(budget_suite(epochs=2), criticality="medium")
     assert fixed["epochs"] == 2 and fixed["epochs_source"] == "suite"
     assert fixed["adequate"] is False

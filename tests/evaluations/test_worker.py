@@ -17,7 +17,7 @@ from django.db.models import Count
 
 from changes import audit, states
 from changes import services as change_services
-from evaluations import services
+from evaluations import reaper
 from evaluations.models import Batch, EvaluationRun, Sample
 from tests.evaluations import workers
 from tests.evaluations.openai_stub import OpenAIStub
@@ -56,7 +56,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
     from tests.factories import make_change
 
     # Lost messages (taken by the killed worker) are re-sent after 5 s instead of 30 s.
-    monkeypatch.setattr(services, "REQUEUE_AFTER_SECONDS", 5.0)
+    monkeypatch.setattr(reaper, "REQUEUE_AFTER_SECONDS", 5.0)
     # The stub's reply follows the new protocol (redacted) so the change can pass.
     with OpenAIStub(reply="Ticket summary: the export crashes. Reporter: [redacted].",
                     latency=0.05) as stub:  # fmt: skip
@@ -90,7 +90,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
         def reap_every_second() -> None:
             if time.monotonic() - last_reap[0] >= 1.0:
                 last_reap[0] = time.monotonic()
-                services.leases_reap()
+                reaper.leases_reap()
 
         wait_for(lambda: status_of(run) != EvaluationRun.RUNNING, timeout=120,
                  what="the run to finish after the kill", workers=[second],

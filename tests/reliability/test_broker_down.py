@@ -33,7 +33,7 @@ from django.db.models import Count
 
 from changes import audit, states
 from changes import services as change_services
-from evaluations import services
+from evaluations import reaper, services
 from evaluations.models import Batch, EvaluationRun, Sample
 from evaluations.tasks import execute_batch
 from tests.evaluations.conftest import suite_text
@@ -197,7 +197,7 @@ def test_a_submit_to_an_unreachable_broker_succeeds_fast_and_tries_one_send(
     assert not batches.filter(enqueued_at__isnull=False).exists()
     assert send.call_count == 1
     assert connects.call_count == 1
-    warnings = [r for r in caplog.records if r.name == "evaluations.services"]
+    warnings = [r for r in caplog.records if r.name == "evaluations.dispatch"]
     assert len(warnings) == 1 and "5 of 5 batch wake-ups" in warnings[0].getMessage()
     # Generous on purpose (a loaded 2-core box): the submit took ~6 s before the fix, ~0.2 s
     # after.
@@ -255,7 +255,7 @@ def test_a_change_submitted_while_the_broker_is_down_is_evaluated_once_it_return
     def reap_every_second() -> None:
         if time.monotonic() - last_reap[0] >= 1.0:
             last_reap[0] = time.monotonic()
-            services.leases_reap()
+            reaper.leases_reap()
 
     def finished() -> bool:
         live = EvaluationRun.LIVE_STATUSES

@@ -29,7 +29,7 @@ from django.db.models import Count, Sum
 from changes import audit, states
 from changes import services as change_services
 from changes.models import AuditEvent, ChangeRequest
-from evaluations import services
+from evaluations import reaper, services
 from evaluations.models import Batch, EvaluationRun, Sample
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.workers import Worker, wait_for
@@ -101,7 +101,7 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
             nonlocal last_reap
             if time.monotonic() - last_reap >= REAP_EVERY:
                 last_reap = time.monotonic()
-                resent.append(services.leases_reap()["requeued"])
+                resent.append(reaper.leases_reap()["requeued"])
 
         def check_alive() -> None:
             for worker in workers:

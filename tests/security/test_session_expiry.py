@@ -1,10 +1,10 @@
 """Session expiry: a session older than ``SESSION_COOKIE_AGE`` is rejected, for pages and for the
-API's session authentication alike. No clock mocking: one test shortens the age and waits, the
-other ages the stored session itself."""
+API's session authentication alike. No wall-clock sleeps: the tests that let time pass move a
+frozen clock (``django.utils.timezone.now``, which the database session store reads when it
+saves and when it loads a session), and one ages the stored session itself."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +17,26 @@ from django.utils import timezone
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
+
+
+class FrozenClock:
+    """``timezone.now`` stands still until the test moves it."""
+
+    def __init__(self):
+        self.now = timezone.now()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FrozenClock:
+    frozen = FrozenClock()
+    monkeypatch.setattr(timezone, "now", frozen)
+    return frozen
 
 
 def signed_in(username: str) -> Client:
@@ -53,14 +73,14 @@ def test_a_new_session_lives_exactly_session_cookie_age(engineer):
     assert_signed_in(browser)
 
 
-def test_a_session_older_than_the_cookie_age_is_rejected(engineer, settings):
+def test_a_session_older_than_the_cookie_age_is_rejected(engineer, settings, clock):
     # given: a one-second session age, and a signed-in browser
     settings.SESSION_COOKIE_AGE = 1
     browser = signed_in("engineer")
     assert_signed_in(browser)
 
     # when: more than that passes
-    time.sleep(2.1)
+    clock.advance(2.1)
 
     # then: the session no longer authenticates pages or the API
     assert_signed_out(browser)
@@ -80,17 +100,16 @@ def test_an_aged_stored_session_is_rejected_even_with_a_valid_cookie(engineer):
     assert_signed_out(browser)
 
 
-def test_browsing_does_not_extend_a_session_past_its_age(engineer, settings):
+def test_browsing_does_not_extend_a_session_past_its_age(engineer, settings, clock):
     # given: a two-second session that is used continuously
     settings.SESSION_COOKIE_AGE = 2
     browser = signed_in("engineer")
-    deadline = time.monotonic() + 1.2
-    while time.monotonic() < deadline:
+    for _ in range(4):
         assert browser.get(reverse("dashboard")).status_code == 200
-        time.sleep(0.3)
+        clock.advance(0.3)
 
     # when: the original age has passed
-    time.sleep(1.2)
+    clock.advance(1.2)
 
     # then: activity did not keep it alive (SESSION_SAVE_EVERY_REQUEST is off)
     assert_signed_out(browser)

@@ -30,7 +30,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from changes import hooks, roles, services, states, tokens
+from changes import hooks, permissions, roles, services, states, tokens
 from changes.errors import DomainError
 from changes.models import AISystem, ApiToken, ChangeRequest, ProtocolVersion, Team
 
@@ -405,7 +405,7 @@ class Command(BaseCommand):
         approval suffices for staging and production requires staging first."""
         from changes import env_services
 
-        strict = system.criticality in ("high", "critical")
+        strict = permissions.is_strict(system.criticality)
         env_services.environment_save(
             actor=admin, system=system, name="staging", order=10,
             required_approvals=1 if strict else None,

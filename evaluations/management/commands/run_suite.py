@@ -21,7 +21,9 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-CRITICALITIES = ("low", "medium", "high", "critical")
+from evaluations import permissions
+
+CRITICALITIES = permissions.CRITICALITIES
 EXIT_PASS, EXIT_GATE_CLOSED, EXIT_BAD_INPUT = 0, 1, 2
 
 
