@@ -171,27 +171,48 @@ def test_top_bar_power_table_and_timeline(open_page, admin_user, engineer):
     assert no_horizontal_scroll(page)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known regression after the CSP and environment merges: choosing a version on the "
-    "new-change form no longer sends the htmx protocol-options request, so the backwards "
-    "warning appears only when the change is filed (tested server-side). Strict: a fix "
-    "makes this XPASS and fail until the mark is removed.",
-)
+#: Page script for the backwards-warning test: the moment htmx swaps the version selects in,
+#: choose ``base`` on the new select, synchronously, before htmx's settle delay has passed.
+#: (A MutationObserver callback runs right after the swap, in the same task.) Selects wired
+#: one by one only get their htmx listener after the settle delay, so this choice sent no
+#: request and the warning never came: the regression this test pins.
+CHOOSE_BASE_RIGHT_AFTER_THE_SWAP = """base => {
+    const parent = document.getElementById('protocol-fields').parentElement;
+    new MutationObserver((records, observer) => {
+        const select = document.getElementById('id_base_protocol');
+        if (!select || select.value === base) return;
+        observer.disconnect();
+        select.value = base;
+        select.dispatchEvent(new Event('change', {bubbles: true}));
+    }).observe(parent, {childList: true});
+}"""
+
+
 def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engineer):
-    # the new-change form warns, as soon as it is chosen, that v2 -> v1 goes backwards
+    # given the new-change form, versions oldest first, v1 -> v2 by default, no warning
     system, v1, v2 = system_with_versions(engineer.teams.first(), name="access-review-agent")
     watched = open_page("engineer", f"/changes/new/?system={system.pk}", "phone")
     page = watched.page
     assert page.locator("#id_base_protocol option").all_inner_texts()[1].startswith("v1")
+    assert page.locator("#id_base_protocol").input_value() == str(v1.pk)
+    assert page.locator("#id_proposed_protocol").input_value() == str(v2.pk)
     assert page.locator("#direction-note").count() == 0
-    for select, value in (("#id_proposed_protocol", v1.pk), ("#id_base_protocol", v2.pk)):
-        if page.locator(select).input_value() == str(value):
-            continue  # already chosen by the form's defaults: no change event, no request
-        with page.expect_response(re.compile(r"/changes/protocol-options/")):
-            page.select_option(select, str(value))
-        page.wait_for_function(f"document.querySelector('{select}').value === '{value}'")
-    page.wait_for_selector("#direction-note")  # htmx re-rendered the selects with the note
+    # when the engineer proposes v1 and, as soon as the selects are reloaded, takes v2 as base
+    page.evaluate(CHOOSE_BASE_RIGHT_AFTER_THE_SWAP, str(v2.pk))
+    backwards = f"base_protocol={v2.pk}"
+    with page.expect_response(
+        lambda r: "/changes/protocol-options/" in r.url and backwards in r.url, timeout=10_000
+    ):
+        page.select_option("#id_proposed_protocol", str(v1.pk))
+    # then both choices are kept and the form says the change goes backwards
+    page.wait_for_selector("#direction-note")
     assert "goes backwards" in page.locator("#direction-note").inner_text()
+    assert page.locator("#id_base_protocol").input_value() == str(v2.pk)
+    assert page.locator("#id_proposed_protocol").input_value() == str(v1.pk)
     assert inside_viewport_horizontally(page, page.locator("#direction-note"))
+    assert no_horizontal_scroll(page)
     watched.shot("backwards-warning-phone")
+    # and swapping them back forward takes the warning away again
+    with page.expect_response(re.compile(r"/changes/protocol-options/")):
+        page.select_option("#id_base_protocol", str(v1.pk))
+    page.wait_for_selector("#direction-note", state="detached")
