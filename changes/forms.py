@@ -167,8 +167,10 @@ class ChangeRequestForm(forms.Form):
         live = live_protocol_of(system_id)
         # The two version selects carry no htmx attributes of their own: the stable wrapper
         # around them in change_form.html (``#protocol-picker``) listens for their bubbling
-        # change events. A select swapped in by htmx is only wired after htmx's settle delay,
-        # so a choice made in that window was silently lost; the wrapper is never swapped.
+        # change events and re-renders only the direction note. Selects wired one by one were
+        # swapped on every choice, and a swapped-in select is only wired after htmx's settle
+        # delay: a choice made in that window sent nothing (no warning), and a choice made
+        # while a reload was in flight was overwritten by its answer.
         for name in ("base_protocol", "proposed_protocol"):
             self.fields[name].queryset = protocols
             self.fields[name].live_pk = live.pk if live else None
