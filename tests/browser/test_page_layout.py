@@ -3,8 +3,9 @@ Chromium at a laptop width (1280 px) and a phone width (390 px).
 
 The browser is shared by the module; the later tests check several defects per session (one
 per role and width). The PDF's own layout (audit-trail columns, readable policy values) is not
-a browser page: tests/attestations/test_pdf_layout.py checks it on WeasyPrint's layout boxes. Screenshots go to
-``$ARTIFACTS_DIR/screenshots/page-layout/``. Any console error or HTTP 5xx fails the test.
+a browser page: tests/attestations/test_pdf_layout.py checks it on WeasyPrint's layout boxes.
+Screenshots go to ``$ARTIFACTS_DIR/screenshots/page-layout/``. Any console error or HTTP 5xx
+fails the test.
 """
 # ruff: noqa: F811 - the builders' fixtures are imported by name and requested by name
 
