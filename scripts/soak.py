@@ -127,7 +127,12 @@ class Soak:
         for change_id in self.filed:
             if change_id in taken or self.state(change_id) != "awaiting_review":
                 continue
-            review = {"decision": "approve", "comment": "Soak.", "password": "reviewer-demo-pass"}
+            # A sign-off names the content hash the reviewer read (as in the README).
+            change = call_json("GET", f"{API}/changes/{change_id}/", self.rev)
+            if not change:
+                return True
+            review = {"decision": "approve", "comment": "Soak.", "password": "reviewer-demo-pass",
+                      "content_sha256": change["content_sha256"]}  # fmt: skip
             if not call_json("POST", f"{API}/changes/{change_id}/reviews/", self.rev, body=review):
                 return True
             call_json("POST", f"{API}/changes/{change_id}/deploy/", self.pipe,
