@@ -126,15 +126,16 @@ def test_the_auditor_sees_the_pdf_download_and_the_deployed_gate(open_page, depl
     watched.shot(f"change-auditor-{width}")
 
 
+@pytest.mark.parametrize("width", ["laptop", "phone"])
 def test_deploy_is_a_labelled_choice_with_a_confirmation(
-    open_page, engineer, reviewer, passing_evaluation, signing_key, enqueued
+    open_page, engineer, reviewer, passing_evaluation, signing_key, enqueued, width
 ):
     # given an approved change
     system, *_ = system_with_versions(engineer.teams.first(), name="support-assistant")
     change = change_in_state(engineer, states.APPROVED, reviewer=reviewer, system=system)
-    watched = open_page("engineer", f"/changes/{change.pk}/", "phone")
+    watched = open_page("engineer", f"/changes/{change.pk}/", width)
     page = watched.page
-    # the environment is a select with a visible label, in view on a phone
+    # the environment is a select with a visible label, in view
     select = page.get_by_label("Environment", exact=True)
     assert select.evaluate("el => el.tagName") == "SELECT"
     assert inside_viewport_horizontally(page, page.locator("label[for=id_environment]"))
@@ -148,7 +149,7 @@ def test_deploy_is_a_labelled_choice_with_a_confirmation(
     assert page.locator("#confirm-version").inner_text() == change.proposed_protocol.version
     assert page.locator("#confirm-environment").inner_text() == "production"
     assert no_horizontal_scroll(page)
-    watched.shot("deploy-confirm-phone")
+    watched.shot(f"deploy-confirm-{width}")
     # when they confirm, it is deployed to production
     page.click(f"button:has-text('Deploy {change.proposed_protocol.version} to production')")
     page.wait_for_url(re.compile(rf"/changes/{change.pk}/$"))
@@ -166,16 +167,18 @@ def test_top_bar_power_table_and_timeline(open_page, admin_user, engineer):
     assert last["x"] + last["width"] <= menu["x"]  # no overlap either
     assert page.locator(".mainnav a:has-text('Admin')").is_visible()
     watched.shot("topbar-admin-laptop")
-    # the planned-power table fits its card on a phone
+    # the planned-power table fits its card, on a laptop and on a phone
     suite = eval_services.suite_create(
         actor=engineer, text=suite_text(name="pii-redaction", scenarios=2, epochs=2), fmt="json"
     )
     watched = open_page("engineer", f"/evaluations/suites/{suite.pk}/", "phone")
-    page = watched.page
-    table = page.locator(".eval-power")
-    assert inside_viewport_horizontally(page, table)
-    assert table.evaluate("el => el.scrollWidth <= el.parentElement.clientWidth")
-    assert no_horizontal_scroll(page)
+    for width in ("phone", "laptop"):
+        page = watched.page
+        page.set_viewport_size(dict(zip(("width", "height"), WIDTHS[width], strict=True)))
+        table = page.locator(".eval-power")
+        assert inside_viewport_horizontally(page, table), width
+        assert table.evaluate("el => el.scrollWidth <= el.parentElement.clientWidth"), width
+        assert no_horizontal_scroll(page), width
 
 
 #: Page script: choose ``proposed`` then ``base`` at once, in one task, so the second choice
@@ -205,12 +208,13 @@ CHOOSE_RIGHT_AFTER_THE_SWAP = """([proposed, base]) => {
 }"""
 
 
-def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engineer):
+@pytest.mark.parametrize("width", ["laptop", "phone"])
+def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engineer, width):
     # given the new-change form, versions oldest first, v1 -> v2 by default, no warning
     team = engineer.teams.first()
     system, v1, v2 = system_with_versions(team, name="access-review-agent")
     other, w1, w2 = system_with_versions(team, name="claims-triage")
-    watched = open_page("engineer", f"/changes/new/?system={system.pk}", "phone")
+    watched = open_page("engineer", f"/changes/new/?system={system.pk}", width)
     page = watched.page
     assert page.locator("#id_base_protocol option").all_inner_texts()[1].startswith("v1")
     assert page.locator("#id_base_protocol").input_value() == str(v1.pk)
@@ -227,7 +231,7 @@ def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engine
     assert page.locator("#id_proposed_protocol").input_value() == str(v1.pk)
     assert inside_viewport_horizontally(page, page.locator("#direction-note"))
     assert no_horizontal_scroll(page)
-    watched.shot("backwards-warning-phone")
+    watched.shot(f"backwards-warning-{width}")
 
     # when they switch system and choose backwards on its selects the instant they arrive
     page.evaluate(CHOOSE_RIGHT_AFTER_THE_SWAP, [str(w1.pk), str(w2.pk)])
