@@ -144,6 +144,8 @@ class ChangeRequestForm(forms.Form):
                     "hx-target": "#protocol-fields",
                     "hx-swap": "outerHTML",
                     "hx-trigger": "change",
+                    # a system change supersedes a version reload still in flight
+                    "hx-sync": "#protocol-picker:replace",
                 }
             )
         for name in MARKDOWN_FIELDS:
@@ -163,20 +165,15 @@ class ChangeRequestForm(forms.Form):
             *PROTOCOL_ORDER
         )
         live = live_protocol_of(system_id)
-        # htmx: choosing either version re-renders both selects with the direction note.
-        reload = {
-            "hx-get": reverse("protocol-options"),
-            "hx-target": "#protocol-fields",
-            "hx-swap": "outerHTML",
-            "hx-trigger": "change",
-            "hx-include": "#id_system, #id_base_protocol, #id_proposed_protocol",
-        }
-        if system_id:
-            reload["hx-vals"] = f'{{"system": "{system_id}"}}'
+        # The two version selects carry no htmx attributes of their own: the stable wrapper
+        # around them in change_form.html (``#protocol-picker``) listens for their bubbling
+        # change events and re-renders only the direction note. Selects wired one by one were
+        # swapped on every choice, and a swapped-in select is only wired after htmx's settle
+        # delay: a choice made in that window sent nothing (no warning), and a choice made
+        # while a reload was in flight was overwritten by its answer.
         for name in ("base_protocol", "proposed_protocol"):
             self.fields[name].queryset = protocols
             self.fields[name].live_pk = live.pk if live else None
-            self.fields[name].widget.attrs.update(reload)
         if live:
             self.fields[
                 "base_protocol"
@@ -186,6 +183,13 @@ class ChangeRequestForm(forms.Form):
                 "The protocol running today. No version of this system has been deployed "
                 "through this service yet."
             )
+
+    @property
+    def reload_system_id(self) -> int | None:
+        """On the edit form the system select is disabled, so htmx does not send it: the
+        version reloads carry it as a fixed value. On the new-change form the select itself is
+        sent (a fixed value would go stale when the author picks another system)."""
+        return self.change.system_id if self.change is not None else None
 
     def direction(self) -> dict | None:
         """Which way the chosen versions go: ``{"backwards": True, ...}`` when the proposed

@@ -310,7 +310,8 @@ def change_edit(request, pk):
 @login_required
 @require_GET
 def protocol_options(request):
-    """htmx: the base/proposed selects for the chosen system."""
+    """htmx: the base/proposed selects for the chosen system, or with ``part=direction``
+    only the note saying whether the chosen versions go backwards."""
     system_id = parse_id(request.GET.get("system"))
     initial = {"system": system_id, **_default_protocols(system_id)} if system_id else {}
     chosen = {
@@ -319,6 +320,8 @@ def protocol_options(request):
     if system_id and all(chosen.values()):  # the author picked a version: keep both picks
         initial.update(chosen)
     form = ChangeRequestForm(initial=initial)
+    if request.GET.get("part") == "direction":  # a version changed: only the note moves
+        return render(request, "changes/_direction_note.html", {"form": form})
     return render(request, "changes/_protocol_fields.html", {"form": form})
 
 

@@ -1,7 +1,7 @@
 """The defects found on the pages (issue 9, item 7), checked through Django's test client.
 
-Layout and visibility are checked in a real browser in ``tests/browser/test_page_layout.py``;
-these tests cover what the HTML alone shows.
+Each defect is also checked in a real browser, at 1280 and 390 px, in
+``tests/browser/test_page_layout.py``; these tests cover what the HTML alone shows.
 """
 
 from __future__ import annotations
@@ -325,6 +325,26 @@ def test_a_backwards_choice_is_named_before_and_after_filing(client, engineer):
     body = response.content.decode()
     assert "goes backwards: the proposed version v1 is older than the base v2" in body
     assert ">rollback</span>" in body
+
+
+def test_a_version_choice_re_renders_only_the_direction_note(client, engineer):
+    # The version selects are not swapped on a version change (the author's choice stays as
+    # made, even mid-request): only the note comes back, empty when the change goes forward.
+    system, v1, v2 = system_with_versions(engineer.teams.first())
+    login(client, engineer)
+    picks = {"system": system.pk, "part": "direction"}
+    html = page(client, "protocol-options", **picks, base_protocol=v2.pk, proposed_protocol=v1.pk)
+    assert html.strip().startswith('<div id="direction" class="span-2 direction">')
+    assert "This change goes backwards." in html and "<select" not in html
+    forward = page(
+        client, "protocol-options", **picks, base_protocol=v1.pk, proposed_protocol=v2.pk
+    )
+    assert forward.strip() == '<div id="direction" class="span-2 direction"></div>'
+    # and the new-change form wires the selects through one wrapper that is never swapped
+    form = page(client, "change-create", system=system.pk)
+    picker = form.split('id="protocol-picker"')[1].split(">")[0]
+    assert 'hx-target="#direction"' in picker and 'hx-sync="this:queue last"' in picker
+    assert "hx-get" not in form.split('id="id_base_protocol"')[0].rsplit("<select", 1)[1]
 
 
 # --- a protocol version from the UI ---------------------------------------------------------

@@ -1,14 +1,23 @@
-"""Crash recovery at scale: 50 evaluation runs while a worker is SIGKILLed every few seconds.
+"""Crash recovery at scale: 25 evaluation runs while a worker is SIGKILLed every few seconds.
 
 Two real Celery workers (prefork, 2 children each) share a private queue on the configured
 broker and the test database. For 40 s a chaos loop SIGKILLs the whole process group of the
 busiest worker every 2-4 s (no cleanup, no ack: its leases and the messages it took are
 simply lost) and starts a replacement, while this process runs the reaper every 2 s, as beat
 would. A kill waits until some worker holds a lease, so on a slow machine, where a worker
-takes many seconds to boot, the real rate is bounded by the boot time. After the chaos the
-last two workers finish the work. Then every run must have completed with exactly its
-samples, none twice, each change must have reached review, nothing may be recorded twice in
-the audit log, and the chain must verify.
+takes many seconds to boot, the real rate is bounded by the boot time; the chaos goes on past
+its 40 s until at least one kill has landed on work in flight. After the chaos the last two
+workers finish the work.
+
+Every wait is for an event, with a deadline generous enough for a loaded 2-core machine: the
+first lease (a cold worker boot), and then progress: the test fails when no batch has finished
+for ``STALL_SECONDS`` (not when a fixed wall-clock budget runs out: on a loaded machine each
+replacement takes many seconds to boot, and the drain takes as long as it takes). A hard cap
+(``CAP_SECONDS``) still bounds a run that creeps.
+
+Then every run must have completed with exactly its samples, none twice, each change must
+have reached review, nothing may be recorded twice in the audit log, and the chain must
+verify.
 
 The test fails if the chaos never bit: at least one kill must orphan a leased batch, and
 that batch must have been claimed again. A one-line summary is printed (``-s`` shows it).
@@ -45,15 +54,20 @@ SAMPLES_PER_RUN = 96
 #: 250 batches keep four worker processes busy for longer than the chaos lasts.
 TARGET = {"kind": "reference", "agent": "compliant", "latency_ms": 100, "max_concurrency": 2}
 CHAOS_SECONDS = 40.0
-#: A worker must lease its first batch within this long of the submissions.
-BOOT_SECONDS = 90.0
+#: A worker must lease its first batch within this long of the submissions (a cold boot of
+#: Celery + Django, two at once, on a loaded machine).
+BOOT_SECONDS = 300.0
 KILL_EVERY = (2.0, 4.0)
 REAP_EVERY = 2.0
 #: Short leases so a dead worker's batches are re-sent within seconds (the lease keeper
-#: renews every third of it while a batch runs).
-LEASE_SECONDS = 5
-#: Everything after the changes are filed: boot, chaos and the drain after it.
-BUDGET_SECONDS = 180.0
+#: renews every third of it while a batch runs). Not shorter: a live worker starved of CPU for
+#: a whole lease on a loaded machine would lose its batch, which proves nothing about crashes.
+LEASE_SECONDS = 10
+#: Fail when no batch has finished for this long: longer than a replacement worker's boot plus
+#: a lease on a loaded machine (with both workers replaced at once nothing finishes meanwhile).
+STALL_SECONDS = 240.0
+#: Everything after the changes are filed, whatever the progress: a bound, not an expectation.
+CAP_SECONDS = 1200.0
 
 
 def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, engineer, team_a):
@@ -83,9 +97,10 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
             EvaluationRun.objects.filter(change_id__in=change_ids).values_list("id", flat=True)
         )
         assert len(run_ids) == RUNS
-        deadline = time.monotonic() + BUDGET_SECONDS
+        cap = time.monotonic() + CAP_SECONDS
         rng = random.Random()
         last_reap = 0.0
+        progress = {"done": -1, "at": time.monotonic()}
 
         def live_runs() -> int:
             return EvaluationRun.objects.filter(
@@ -107,6 +122,19 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
             for worker in workers:
                 assert worker.alive(), f"a worker died on its own:\n{worker.output()}"
 
+        def check_progress() -> None:
+            """Fail on a stall (no batch finished for STALL_SECONDS) or past the cap."""
+            now = time.monotonic()
+            done = Batch.objects.filter(run_id__in=run_ids, status=Batch.DONE).count()
+            if done != progress["done"]:
+                progress.update(done=done, at=now)
+            stalled = now - progress["at"]
+            assert stalled < STALL_SECONDS and now < cap, (
+                f"{live_runs()} of {RUNS} runs still live, {done} batches done, none finished "
+                f"for {stalled:.0f}s (stall limit {STALL_SECONDS:.0f}s, cap "
+                f"{CAP_SECONDS:.0f}s); kills={kills}\n" + "\n".join(w.output() for w in workers)
+            )
+
         # When a chaos loop SIGKILLs a busy worker every 2-4 s and starts a replacement,
         # from the moment the first batch is leased (booting takes seconds on a loaded box).
         wait_for(lambda: Batch.objects.filter(run_id__in=run_ids).exclude(status="pending")
@@ -114,8 +142,17 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
                  workers=workers)  # fmt: skip
         chaos_start = time.monotonic()
         next_kill = chaos_start + rng.uniform(*KILL_EVERY)
-        while time.monotonic() < chaos_start + CHAOS_SECONDS and live_runs():
+
+        def chaos_goes_on() -> bool:
+            # At least CHAOS_SECONDS, and on until a kill has orphaned a leased batch (on a
+            # slow machine few kills happen in 40 s, and one may just miss its batch).
+            if not live_runs():
+                return False
+            return time.monotonic() < chaos_start + CHAOS_SECONDS or not any(kills)
+
+        while chaos_goes_on():
             check_alive()
+            check_progress()
             reap_when_due()
             if time.monotonic() >= next_kill:
                 # The worker holding the most leases, so the kill lands on work in flight
@@ -133,11 +170,8 @@ def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, e
 
         # Then the surviving workers (and the reaper) finish every run.
         while live_runs():
-            assert time.monotonic() < deadline, (
-                f"{live_runs()} of {RUNS} runs still live after {BUDGET_SECONDS:.0f}s; "
-                f"kills={kills}\n" + "\n".join(w.output() for w in workers)
-            )
             check_alive()
+            check_progress()
             reap_when_due()
             time.sleep(0.2)
     finally:
