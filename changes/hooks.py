@@ -125,3 +125,21 @@ def register_gate_rule(rule) -> None:
 
 def gate_rules() -> list:
     return list(_gate_rules)
+
+
+# --- parts of the signed content that later apps declare (e.g. the monitor) ---
+
+_content_parts: dict[str, object] = {}
+
+
+def register_content_part(name: str, part) -> None:
+    """``part(change) -> JSON value | None``: something another app stores about a change
+    that reviewers approve with it (the monitoring app's monitor declaration). A value is
+    hashed under ``name`` in the content document; ``None`` leaves the key out, so changes
+    without one keep the hash they always had. The app voids approvals when it edits it
+    (``changes.services.content_part_changed``)."""
+    _content_parts[name] = part
+
+
+def content_parts() -> dict:
+    return dict(_content_parts)

@@ -366,6 +366,36 @@ def change_request_update(*, actor, change_request: ChangeRequest, data: dict) -
 
 
 @transaction.atomic
+def content_part_changed(
+    *, actor, change_request: ChangeRequest, part: str, verb: str, data: dict
+) -> ChangeRequest:
+    """Another app edited a part of the signed content it declares
+    (``hooks.register_content_part``), already saved in this transaction: re-hash, and if the
+    hash moved, count a revision and void approvals exactly as a field edit does (an approved
+    change goes back to draft). ``verb`` is the edit's one audit event, carrying ``data``."""
+    change = lock_change(change_request.pk)
+    if change.state not in states.EDITABLE:
+        raise Conflict(
+            f"A change in state '{change.state_label}' cannot be edited.", code="not_editable"
+        )
+    old_hash = change.content_sha256
+    change.content_sha256 = content.content_sha256(change)
+    event = {**data, "fields": [part], "old_sha256": old_hash, "new_sha256": change.content_sha256}
+    if change.content_sha256 == old_hash:
+        return change
+    change.revision += 1
+    change.save(update_fields=["content_sha256", "revision", "updated_at"])
+    if actor.pk != change.author_id:
+        change.editors.add(actor)
+    _void_approvals(change, actor=actor, reason=f"The change's {part} was edited.")
+    if change.state in states.EDITABLE_IN_PLACE:
+        audit.append(actor=actor, verb=verb, obj=change, data=event)
+    else:
+        _move(change, states.DRAFT, actor=actor, verb=verb, data=event)
+    return change
+
+
+@transaction.atomic
 def change_request_submit(*, actor, change_request: ChangeRequest) -> ChangeRequest:
     """draft/changes_requested/evaluation_failed -> submitted -> evaluating.
 

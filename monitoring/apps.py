@@ -6,3 +6,10 @@ class MonitoringConfig(AppConfig):
 
     name = "monitoring"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from changes import hooks
+
+        from . import services
+
+        hooks.register_content_part("monitor", services.monitor_content)

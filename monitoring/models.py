@@ -115,6 +115,11 @@ class Monitor(models.Model):
     graders = models.JSONField()
     evaluated_condition = models.CharField(max_length=60, blank=True)
     alpha = models.FloatField(default=0.05)
+    approved_with_change = models.BooleanField(
+        default=True,
+        help_text="Declared while the change was editable, so part of its content hash "
+        "(False: added by an admin after deploy, outside what reviewers signed).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -122,6 +127,14 @@ class Monitor(models.Model):
 
     def __str__(self):
         return f"monitor of {self.change.reference}"
+
+    def declaration(self) -> dict:
+        """What reviewers approve with the change (hashed into its content)."""
+        return {
+            "graders": self.graders,
+            "evaluated_condition": self.evaluated_condition,
+            "alpha": self.alpha,
+        }
 
 
 class Rollup(models.Model):

@@ -388,14 +388,19 @@ def monitor_errors(spec) -> list[str]:
 def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05):
     """Declare how the change's protocol is recognised in live outputs.
 
-    While the change is editable its author (or an engineer of the owning team) sets it; it
-    is then fixed: a deployed change's monitor changes only through a new change. An admin
-    may add the monitor of a deployed change that has none (audited).
+    The monitor is part of what reviewers approve: while the change is editable its author
+    (or an engineer of the owning team) sets it, the change's content hash moves with it and
+    approvals are voided like any content edit (``changes.services.content_part_changed``
+    writes the one ``monitoring.monitor_set`` event). A deployed change's monitor changes
+    only through a new change; an admin may add the monitor of a deployed change that has
+    none (audited, and marked as not approved with the change: its hash stays).
     """
+    from changes.services import content_part_changed, lock_change
     from evaluations import graders as g
 
     from .models import Monitor
 
+    change = lock_change(change.pk)  # the state now, not the caller's copy
     existing = Monitor.objects.filter(change=change).first()
     editable = permissions.can_edit_change(actor, change)
     if not editable and not (existing is None and permissions.can_manage_systems(actor)):
@@ -403,7 +408,11 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
     problems = monitor_errors(graders)
     if problems:
         raise ValidationFailed(problems[0], reasons=problems)
-    if not 0 < float(alpha) < 0.5:
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        alpha = -1.0
+    if not 0 < alpha < 0.5:  # NaN fails this too
         raise ValidationFailed("alpha: between 0 and 0.5.")
     normalised = {side: g.normalise_side(graders[side]) for side in ("new", "legacy")}
     monitor, _ = Monitor.objects.update_or_create(
@@ -412,16 +421,30 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
             "graders": normalised,
             "evaluated_condition": (evaluated_condition or "")[:60],
             "alpha": float(alpha),
+            "approved_with_change": editable,
             "created_by": actor,
         },
     )
-    audit.append(
-        actor=actor,
-        verb="monitoring.monitor_set",
-        obj=change,
-        data={"graders": normalised, "evaluated_condition": monitor.evaluated_condition},
-    )
+    data = {"graders": normalised, "evaluated_condition": monitor.evaluated_condition}
+    if editable:
+        content_part_changed(
+            actor=actor, change_request=change, part="monitor", verb="monitoring.monitor_set",
+            data=data,
+        )  # fmt: skip
+        change.refresh_from_db()
+    else:
+        audit.append(actor=actor, verb="monitoring.monitor_set", obj=change, data=data)
     return monitor
+
+
+def monitor_content(change) -> dict | None:
+    """The monitor part of ``change``'s signed content (``changes.hooks`` content part)."""
+    from .models import Monitor
+
+    if change.pk is None:
+        return None
+    monitor = Monitor.objects.filter(change_id=change.pk, approved_with_change=True).first()
+    return monitor.declaration() if monitor else None
 
 
 # ---------------------------------------------------------------------------- retention

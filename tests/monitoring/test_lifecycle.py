@@ -1,0 +1,151 @@
+"""Issue 13 after deploy: the monitor is approved with the change, the live registry is the
+one answer to "what is live", probes follow deploys, the monitoring window gates closing."""
+
+from __future__ import annotations
+
+import pytest
+
+from changes import env_services, hooks, services, states
+from changes.env_models import LiveVersion
+from changes.models import AuditEvent, ChangeRequest
+from monitoring import live as live_mod
+from monitoring import services as monitoring_services
+from tests.changes.env_support import approve, approved, system_with
+from tests.changes.ports import PassingEvaluationPort, RecordingAttestationPort
+from tests.factories import change_fields
+from tests.monitoring.conftest import MONITOR_GRADERS
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ports(monkeypatch):
+    monkeypatch.setattr(hooks, "_evaluation", PassingEvaluationPort())
+    attestations = RecordingAttestationPort()
+    monkeypatch.setattr(hooks, "_attestation", attestations)
+    return attestations
+
+
+@pytest.fixture
+def world(team_a, engineer, reviewer):
+    return system_with(team_a, "v1", "v2", "v3")
+
+
+# --- 1. the monitor is part of the content hash ----------------------------------------------
+
+
+def test_editing_the_monitor_moves_the_content_hash_and_voids_approvals(
+    ports, world, engineer, reviewer
+):
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    assert change.state == states.APPROVED
+    before = change.content_sha256
+    monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+    change.refresh_from_db()
+    assert change.content_sha256 != before
+    assert change.state == states.DRAFT  # an approved change goes back to draft
+    assert not change.reviews.filter(decision="approve", voided_at__isnull=True).exists()
+    voided = AuditEvent.objects.get(verb="review.voided", object_id=str(change.pk))
+    assert "monitor" in voided.data["reason"]
+    event = AuditEvent.objects.filter(verb="monitoring.monitor_set").get()
+    assert event.data["fields"] == ["monitor"] and event.data["new_sha256"] == change.content_sha256
+    # The same declaration again is no edit; another one moves the hash again.
+    with_monitor = change.content_sha256
+    monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+    change.refresh_from_db()
+    assert change.content_sha256 == with_monitor
+    monitoring_services.monitor_set(
+        actor=engineer, change=change, graders=MONITOR_GRADERS, evaluated_condition="monitored"
+    )
+    change.refresh_from_db()
+    assert change.content_sha256 not in (before, with_monitor)
+    from changes import content
+
+    assert content.content_document(change)["monitor"]["evaluated_condition"] == "monitored"
+
+
+def test_a_change_without_a_monitor_keeps_its_hash(ports, world, engineer):
+    from changes import content
+
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    assert "monitor" not in content.content_document(change)
+
+
+def test_an_admin_monitor_on_a_deployed_change_leaves_its_signed_hash(
+    ports, world, engineer, reviewer, admin_user
+):
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    services.change_request_deploy(actor=engineer, change_request=change, environment="production")
+    change.refresh_from_db()
+    signed = change.content_sha256
+    monitoring_services.monitor_set(actor=admin_user, change=change, graders=MONITOR_GRADERS)
+    change.refresh_from_db()
+    assert change.content_sha256 == signed and change.state == states.DEPLOYED
+    from changes import content
+
+    assert content.content_sha256(change) == signed
+
+
+def test_the_monitor_is_refused_while_the_change_is_under_evaluation(ports, world, engineer):
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    services.change_request_submit(actor=engineer, change_request=change)
+    from changes.errors import NotAllowed
+
+    with pytest.raises(NotAllowed):
+        monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+
+
+# --- 2. live_protocol_hash reads the live registry -------------------------------------------
+
+
+def test_live_hash_follows_the_registry_through_staged_multi_env_deploys_and_rollback(
+    ports, world, engineer, reviewer, api
+):
+    system, v = world
+    sha = {name: p.content_sha256 for name, p in v.items()}
+    assert live_mod.live_protocol_hash(system, "staging") is None
+    first = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    services.change_request_deploy(actor=engineer, change_request=first, environment="staging")
+    assert live_mod.live_protocol_hash(system, "staging") == sha["v2"]
+    assert live_mod.live_protocol_hash(system, "production") is None
+    services.change_request_deploy(actor=engineer, change_request=first, environment="production")
+    assert live_mod.live_protocol_hash(system, "production") == sha["v2"]
+    # A staged rollout: stage 1 of the next change puts v3 live in production only.
+    second = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v2"], proposed_protocol=v["v3"],
+        **change_fields(),
+    )  # fmt: skip
+    env_services.change_request_set_stages(actor=engineer, change_request=second, stages=[10, 100])
+    second = approve(second, engineer, reviewer)
+    env_services.stage_start(
+        actor=engineer, change_request=second, environment="production", number=1
+    )
+    lives = live_mod.live_map(system)
+    assert lives["production"].protocol_sha256 == sha["v3"]
+    assert lives["production"].change.pk == second.pk
+    assert lives["staging"].protocol_sha256 == sha["v2"]
+    assert lives["staging"].change.pk == first.pk
+    # A rollback deploy moves the registry back; the history keeps every deployment.
+    response = api(engineer).post(f"/api/v1/changes/{second.pk}/rollback/", {}, format="json")
+    assert response.status_code == 201, response.json()
+    rollback = approve(ChangeRequest.objects.get(pk=response.json()["id"]), engineer, reviewer)
+    services.change_request_deploy(
+        actor=engineer, change_request=rollback, environment="production"
+    )
+    assert live_mod.live_protocol_hash(system, "production") == sha["v2"]
+    assert live_mod.live(system, "production").change.pk == rollback.pk
+    # Only the registry counts: clearing it leaves nothing live, whatever the history says.
+    LiveVersion.objects.filter(environment__system=system, environment__name="staging").update(
+        protocol=None, deployment=None
+    )
+    assert live_mod.live_protocol_hash(system, "staging") is None
