@@ -331,11 +331,13 @@ def incident_open(
             obj=incident,
             data={
                 "system": system.name,
+                "system_id": system.pk,
+                "change_id": change.pk if change is not None else None,
                 "kind": kind,
                 "environment": environment,
                 "summary": summary,
             },
-        )
+        )  # the reviews app hears this event and notifies the owners on commit, once
         return incident
 
 

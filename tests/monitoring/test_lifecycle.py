@@ -149,3 +149,66 @@ def test_live_hash_follows_the_registry_through_staged_multi_env_deploys_and_rol
         protocol=None, deployment=None
     )
     assert live_mod.live_protocol_hash(system, "staging") is None
+
+
+# --- 6. incident notifications ---------------------------------------------------------------
+
+
+@pytest.fixture
+def eager():
+    from config import celery_app
+
+    before = (celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates)
+    celery_app.conf.update(task_always_eager=True, task_eager_propagates=True)
+    yield
+    celery_app.conf.update(task_always_eager=before[0], task_eager_propagates=before[1])
+
+
+def test_an_opened_incident_tells_the_owners_by_inbox_email_and_webhook_once(
+    deployed, engineer, engineer2, reviewer, admin_user, settings, eager, mailoutbox,
+    django_capture_on_commit_callbacks,
+):  # fmt: skip
+    import json
+
+    from reviews import webhooks
+    from reviews.models import Notification, WebhookAttempt, WebhookDelivery
+    from tests.reviews.test_webhooks import Receiver
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.WEBHOOK_TIMEOUT = 2
+    receiver = Receiver()
+    try:
+        endpoint = webhooks.endpoint_create(
+            actor=admin_user, name="pager", url=receiver.url, events=["incident.opened"],
+            system=deployed.system,
+        )  # fmt: skip
+        receiver.secret = endpoint.secret
+        webhooks.endpoint_create(
+            actor=admin_user, name="other", url=receiver.url + "x", events=["change.deployed"]
+        )
+        engineer.email, engineer2.email = "eng@example.org", "eng2@example.org"
+        engineer.save(update_fields=["email"])
+        engineer2.save(update_fields=["email"])
+        for _ in range(2):  # the second is a repeat of the same open incident: no new message
+            with django_capture_on_commit_callbacks(execute=True):
+                incident = monitoring_services.incident_open(
+                    system=deployed.system, change=deployed, kind="discrepancy",
+                    key=f"discrepancy:{deployed.pk}:production", environment="production",
+                    summary="Live rate below the evaluated band.", details={},
+                )  # fmt: skip
+    finally:
+        receiver.close()
+    notes = Notification.objects.filter(kind="incident.opened")
+    # The deployed change's author and the owning team's engineers; not the other team.
+    assert {n.recipient for n in notes} == {engineer, engineer2}
+    assert all(f"/monitoring/incidents/{incident.pk}/" in n.url for n in notes)
+    assert sorted(m.to[0] for m in mailoutbox) == ["eng2@example.org", "eng@example.org"]
+    assert "Live rate below the evaluated band." in mailoutbox[0].body
+    delivery = WebhookDelivery.objects.get()  # once, to the subscribed endpoint only
+    assert delivery.event_type == "incident.opened" and delivery.status == "delivered"
+    assert WebhookAttempt.objects.filter(delivery=delivery).count() == 1
+    body = json.loads(delivery.body)
+    assert body["type"] == "incident.opened"
+    assert body["data"]["change"]["id"] == deployed.pk
+    assert body["data"]["details"]["kind"] == "discrepancy"
+    assert sum(receiver.accepted.values()) == 1 and not receiver.bad_signatures
