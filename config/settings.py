@@ -295,7 +295,12 @@ CELERY_BEAT_SCHEDULE = {
     "monitoring-probes": {
         "task": "monitoring.run_probes",
         "schedule": 3600.0 * env.float("MONITORING_PROBE_HOURS", default=6.0),
-        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+        "options": {
+            "queue": env.str(
+                "MONITORING_PROBE_QUEUE",
+                default=env.str("MONITORING_TASK_QUEUE", default="monitoring"),
+            )
+        },
     },
     "monitoring-retention": {
         "task": "monitoring.prune_decisions",
@@ -419,3 +424,17 @@ MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
 MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
 MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
 MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)
+# Probes call the target (model cost, seconds each): their own queue lets an operator give
+# them their own worker; by default they share the monitoring queue.
+MONITORING_PROBE_QUEUE = env.str("MONITORING_PROBE_QUEUE", default=MONITORING_TASK_QUEUE)
+# The monitoring window a deployed change must run through before it is closed (post-
+# implementation review): per system criticality, days since it reached its last environment,
+# or this many human-reviewed live decisions of the change, whichever comes first.
+MONITORING_CLOSE_DAYS = {
+    level: env.float(f"MONITORING_CLOSE_DAYS_{level.upper()}", default=days)
+    for level, days in (("low", 1), ("medium", 3), ("high", 7), ("critical", 14))
+}
+MONITORING_CLOSE_REVIEWS = {
+    level: env.int(f"MONITORING_CLOSE_REVIEWS_{level.upper()}", default=reviews)
+    for level, reviews in (("low", 50), ("medium", 100), ("high", 200), ("critical", 400))
+}

@@ -10,6 +10,7 @@ class MonitoringConfig(AppConfig):
     def ready(self):
         from changes import hooks
 
-        from . import services
+        from . import probes, services
 
         hooks.register_content_part("monitor", services.monitor_content)
+        hooks.register_listener(probes.on_audit_event)

@@ -212,3 +212,90 @@ def test_an_opened_incident_tells_the_owners_by_inbox_email_and_webhook_once(
     assert body["data"]["change"]["id"] == deployed.pk
     assert body["data"]["details"]["kind"] == "discrepancy"
     assert sum(receiver.accepted.values()) == 1 and not receiver.bad_signatures
+
+
+# --- 3. a probe right after each deploy and stage start ---------------------------------------
+
+
+def test_each_deploy_and_stage_start_sends_one_probe_on_commit_to_the_probe_queue(
+    ports, world, engineer, reviewer, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from monitoring import tasks
+
+    settings.MONITORING_PROBE_QUEUE = "probes-test"
+    sent = []
+    monkeypatch.setattr(
+        tasks.probe_change, "apply_async", lambda args, queue, retry: sent.append((args, queue))
+    )
+    system, v = world
+    first = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.change_request_deploy(actor=engineer, change_request=first, environment="staging")
+    assert sent == []  # nothing before commit
+    for callback in callbacks:
+        callback()
+    assert sent == [([first.pk], "probes-test")]
+    second = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v3"],
+        **change_fields(),
+    )  # fmt: skip
+    env_services.change_request_set_stages(actor=engineer, change_request=second, stages=[10, 100])
+    second = approve(second, engineer, reviewer)
+    sent.clear()
+    for number in (1, 2):
+        with django_capture_on_commit_callbacks(execute=True):
+            env_services.stage_start(
+                actor=engineer, change_request=second, environment="production", number=number
+            )
+    # Stage 1 is the deploy (one probe, not two); stage 2 moves more traffic: one more.
+    assert sent == [([second.pk], "probes-test"), ([second.pk], "probes-test")]
+
+
+def test_the_after_deploy_probe_runs_for_a_live_monitored_change_and_never_counts_as_live(
+    monitor, deployed, django_capture_on_commit_callbacks
+):
+    from changes.models import AISystem
+    from monitoring import discrepancy, probes, tasks
+    from monitoring.models import Decision, ProbeRun, ReviewItem, Rollup
+    from tests.monitoring.conftest import store
+    from tests.monitoring.test_probes import pre_deploy_run
+
+    AISystem.objects.filter(pk=deployed.system_id).update(
+        target={"kind": "reference", "agent": "compliant"}
+    )
+    pre_deploy_run(deployed)
+    store(deployed, ["NEEDS_SECOND_APPROVER"] * 5 + ["approved"] * 5)
+    from monitoring import grading
+
+    grading.grade_pending()
+    before = (
+        list(Rollup.objects.values_list("n", "new", "legacy")),
+        ReviewItem.objects.count(),
+        Decision.objects.count(),
+        discrepancy.assess(deployed),
+    )
+    assert tasks.probe_change.run(deployed.pk) == 1  # what the queued task does
+    probe = ProbeRun.objects.get()
+    assert probe.n + probe.errors == probes.settings.MONITORING_PROBE_BUDGET
+    after = (
+        list(Rollup.objects.values_list("n", "new", "legacy")),
+        ReviewItem.objects.count(),
+        Decision.objects.count(),
+        discrepancy.assess(deployed),
+    )
+    assert after == before  # probe results live in ProbeRun only
+    # Decisions the operator marks as probe traffic are graded, never counted or sampled.
+    store(deployed, ["approved"] * 50, probe=True)
+    grading.grade_pending()
+    assert list(Rollup.objects.values_list("n", "new", "legacy")) == before[0]
+    assert not ReviewItem.objects.filter(decision__is_probe=True).exists()
+    assert Decision.objects.filter(is_probe=True, graded_at__isnull=False).count() == 50
+
+
+def test_the_after_deploy_probe_skips_unmonitored_or_replaced_changes(deployed, monitor):
+    from changes.env_models import LiveVersion
+    from monitoring import probes
+
+    LiveVersion.objects.update(protocol=None, deployment=None)
+    assert probes.probe_after_deploy(deployed.pk) == 0
+    assert probes.probe_after_deploy(10**9) == 0
