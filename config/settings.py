@@ -279,6 +279,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+_MONITORING_QUEUE = env.str("MONITORING_TASK_QUEUE", default="monitoring")
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-leases": {
         "task": "evaluations.reap_expired_leases",
@@ -431,10 +432,14 @@ MONITORING_PROBE_QUEUE = env.str("MONITORING_PROBE_QUEUE", default=MONITORING_TA
 # implementation review): per system criticality, days since it reached its last environment,
 # or this many human-reviewed live decisions of the change, whichever comes first.
 MONITORING_CLOSE_DAYS = {
-    level: env.float(f"MONITORING_CLOSE_DAYS_{level.upper()}", default=days)
-    for level, days in (("low", 1), ("medium", 3), ("high", 7), ("critical", 14))
+    "low": env.float("MONITORING_CLOSE_DAYS_LOW", default=1.0),
+    "medium": env.float("MONITORING_CLOSE_DAYS_MEDIUM", default=3.0),
+    "high": env.float("MONITORING_CLOSE_DAYS_HIGH", default=7.0),
+    "critical": env.float("MONITORING_CLOSE_DAYS_CRITICAL", default=14.0),
 }
 MONITORING_CLOSE_REVIEWS = {
-    level: env.int(f"MONITORING_CLOSE_REVIEWS_{level.upper()}", default=reviews)
-    for level, reviews in (("low", 50), ("medium", 100), ("high", 200), ("critical", 400))
+    "low": env.int("MONITORING_CLOSE_REVIEWS_LOW", default=50),
+    "medium": env.int("MONITORING_CLOSE_REVIEWS_MEDIUM", default=100),
+    "high": env.int("MONITORING_CLOSE_REVIEWS_HIGH", default=200),
+    "critical": env.int("MONITORING_CLOSE_REVIEWS_CRITICAL", default=400),
 }
