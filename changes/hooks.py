@@ -143,3 +143,21 @@ def register_content_part(name: str, part) -> None:
 
 def content_parts() -> dict:
     return dict(_content_parts)
+
+
+# --- closing a deployed change (post-implementation review) ---
+
+_close_parts: list = []
+
+
+def register_close_part(part) -> None:
+    """``part(change, now) -> (reasons, evidence)``: why ``change`` may not close yet (in
+    words; any reason refuses the close with 409) and, when it may, the evidence it adds to the
+    ``change.closed`` event (a JSON dict, or None). A close that carries evidence issues a
+    post-deployment attestation quoting it."""
+    if part not in _close_parts:
+        _close_parts.append(part)
+
+
+def close_parts() -> list:
+    return list(_close_parts)

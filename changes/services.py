@@ -662,7 +662,12 @@ def change_request_withdraw(*, actor, change_request: ChangeRequest, reason: str
 
 @transaction.atomic
 def change_request_close(*, actor, change_request: ChangeRequest) -> None:
-    """deployed -> closed. Writes ``change.closed``."""
+    """deployed -> closed. Writes ``change.closed``.
+
+    Later apps may hold the close (``hooks.register_close_part``: the monitoring window of a
+    monitored change) and add evidence to the event; a close with evidence issues a
+    post-deployment attestation quoting it (the event is hash-chained, so the attestation
+    cites evidence that cannot move after the fact)."""
     change = lock_change(change_request.pk)
     if change.author_id != actor.pk and not roles.is_admin(actor):
         raise NotAllowed("Only the author (or an admin) closes a change.")
@@ -671,4 +676,18 @@ def change_request_close(*, actor, change_request: ChangeRequest) -> None:
             "This emergency change still needs its retrospective review before it can close.",
             code="retrospective_pending",
         )
-    _move(change, states.CLOSED, actor=actor, verb="change.closed")
+    states.assert_transition(change.state, states.CLOSED)
+    now = timezone.now()
+    reasons, evidence = [], {}
+    for part in hooks.close_parts():
+        held, more = part(change, now)
+        reasons += held
+        evidence.update(more or {})
+    if reasons:
+        raise Conflict(
+            f"{change.reference} may not close yet.", code="close_refused", reasons=reasons
+        )
+    data = {"post_deployment": evidence} if evidence else None
+    _move(change, states.CLOSED, actor=actor, verb="change.closed", data=data)
+    if evidence:
+        hooks.attestation().issue(change, reason="closed")
