@@ -161,3 +161,17 @@ def register_close_part(part) -> None:
 
 def close_parts() -> list:
     return list(_close_parts)
+
+
+_stage_rules: list = []
+
+
+def register_stage_rule(rule) -> None:
+    """``rule(change, environment, number) -> list[str]``: why stage ``number`` (> 1) of a
+    staged rollout may not start yet (e.g. an open incident, too little live evidence)."""
+    if rule not in _stage_rules:
+        _stage_rules.append(rule)
+
+
+def stage_rules() -> list:
+    return list(_stage_rules)

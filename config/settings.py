@@ -427,6 +427,9 @@ MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
 MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)
 # Probes call the target (model cost, seconds each): their own queue lets an operator give
 # them their own worker; by default they share the monitoring queue.
+# Graded live decisions of a monitored change a staged rollout needs per completed stage
+# before the next stage may start.
+MONITORING_STAGE_MIN_DECISIONS = env.int("MONITORING_STAGE_MIN_DECISIONS", default=100)
 MONITORING_PROBE_QUEUE = env.str("MONITORING_PROBE_QUEUE", default=MONITORING_TASK_QUEUE)
 # The monitoring window a deployed change must run through before it is closed (post-
 # implementation review): per system criticality, days since it reached its last environment,

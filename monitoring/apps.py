@@ -10,9 +10,10 @@ class MonitoringConfig(AppConfig):
     def ready(self):
         from changes import hooks
 
-        from . import closing, panels, probes, services
+        from . import closing, panels, probes, selectors, services
 
         hooks.register_content_part("monitor", services.monitor_content)
         hooks.register_listener(probes.on_audit_event)
         hooks.register_close_part(closing.close_part)
         hooks.register_panel("change", panels.change_panel)
+        hooks.register_stage_rule(selectors.stage_rule)

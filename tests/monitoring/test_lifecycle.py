@@ -299,3 +299,51 @@ def test_the_after_deploy_probe_skips_unmonitored_or_replaced_changes(deployed, 
     LiveVersion.objects.update(protocol=None, deployment=None)
     assert probes.probe_after_deploy(deployed.pk) == 0
     assert probes.probe_after_deploy(10**9) == 0
+
+
+# --- 7. the staged-rollout gate waits for live evidence and for incidents ---------------------
+
+
+def test_the_next_stage_waits_for_live_evidence_and_while_an_incident_is_open(
+    ports, world, engineer, reviewer, settings, api
+):
+    from monitoring import grading
+    from monitoring.models import Incident
+    from tests.monitoring.conftest import store
+
+    settings.MONITORING_STAGE_MIN_DECISIONS = 20
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+    env_services.change_request_set_stages(actor=engineer, change_request=change, stages=[5, 100])
+    change = approve(change, engineer, reviewer)
+    url = f"/api/v1/changes/{change.pk}/stage/"
+    first = api(engineer).post(url, {"environment": "production", "stage": 1}, format="json")
+    assert first.status_code == 201, first.json()
+    # Too little graded live evidence from stage 1: 409 in words, nothing written.
+    thin = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
+    assert thin.status_code == 409
+    assert (
+        "Only 0 graded live decision(s) in production; 20 are needed" in thin.json()["reasons"][0]
+    )
+    store(change, ["NEEDS_SECOND_APPROVER"] * 20)
+    grading.grade_pending()
+    asked = api(engineer).get(url + "?environment=production&stage=2").json()
+    assert asked["may_start"] is True, asked
+    # An incident on the change holds the stage until it is resolved.
+    incident = monitoring_services.incident_open(
+        system=system, change=change, kind="unapproved_protocol", key="u:1",
+        environment="production", summary="Unapproved protocol in production.", details={},
+    )  # fmt: skip
+    held = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
+    assert held.status_code == 409
+    assert held.json()["reasons"] == [
+        f"INC-{incident.pk} is open: Unapproved protocol in production."
+    ]
+    monitoring_services.incident_transition(actor=engineer, incident=incident, action="resolve")
+    assert Incident.objects.get().state == "resolved"
+    done = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
+    assert done.status_code == 201, done.json()
