@@ -93,7 +93,7 @@ def _rate(value) -> float | None:
 
 def summary(change, win: Window) -> dict:
     """The live evidence of ``change`` at its close (JSON, rounded: it is quoted verbatim)."""
-    from . import discrepancy, review
+    from . import discrepancy, judging, review
 
     live = []
     for row in discrepancy.assess(change):
@@ -151,6 +151,7 @@ def summary(change, win: Window) -> dict:
         },
         "incidents": incidents,
         "probes": {"n": probes["n"] or 0, "new": probes["new"] or 0},
+        "judge": judging.summary(change),
     }
 
 

@@ -382,12 +382,17 @@ def monitor_errors(spec) -> list[str]:
             where = ".".join(str(p) for p in (side, *path))
             problems.append(f"graders.{where}: {message}")
         if not problems and not graders.side_kinds(spec[side]) <= LIVE_KINDS:
-            problems.append(f"graders.{side}: judge graders are not available on live traffic")
+            problems.append(
+                f"graders.{side}: online grading uses local graders; judge graders run on a "
+                "sample of live decisions: declare them under judge"
+            )
     return problems
 
 
 @transaction.atomic
-def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05):
+def monitor_set(
+    *, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05, judge=None
+):
     """Declare how the change's protocol is recognised in live outputs.
 
     The monitor is part of what reviewers approve: while the change is editable its author
@@ -416,6 +421,11 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
         alpha = -1.0
     if not 0 < alpha < 0.5:  # NaN fails this too
         raise ValidationFailed("alpha: between 0 and 0.5.")
+    from . import judging
+
+    problems = judging.judge_errors(judge)
+    if problems:
+        raise ValidationFailed(problems[0], reasons=problems)
     normalised = {side: g.normalise_side(graders[side]) for side in ("new", "legacy")}
     monitor, _ = Monitor.objects.update_or_create(
         change=change,
@@ -423,11 +433,16 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
             "graders": normalised,
             "evaluated_condition": (evaluated_condition or "")[:60],
             "alpha": float(alpha),
+            "judge": judging.normalise(judge),
             "approved_with_change": editable,
             "created_by": actor,
         },
     )
-    data = {"graders": normalised, "evaluated_condition": monitor.evaluated_condition}
+    data = {
+        "graders": normalised,
+        "evaluated_condition": monitor.evaluated_condition,
+        **({"judge": monitor.judge} if monitor.judge else {}),
+    }
     if editable:
         content_part_changed(
             actor=actor, change_request=change, part="monitor", verb="monitoring.monitor_set",

@@ -347,3 +347,98 @@ def test_the_next_stage_waits_for_live_evidence_and_while_an_incident_is_open(
     assert Incident.objects.get().state == "resolved"
     done = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
     assert done.status_code == 201, done.json()
+
+
+# --- 5. judge graders on live traffic at the monitor's sampling rate --------------------------
+
+
+@pytest.fixture
+def stub_judge(settings, db):
+    """A judge model on 127.0.0.1 that says yes to outputs mentioning the second approver,
+    no to the rest, and answers prose (unparsable) to outputs containing 'ramble'."""
+    from evaluations.models import JudgeModel
+    from tests.evaluations.openai_stub import OpenAIStub
+
+    def answer(payload):
+        text = payload["messages"][-1]["content"]
+        if "ramble" in text:
+            return "Well, it depends on how you look at it."
+        return '{"verdict": "yes", "reason": "ok"}' if "SECOND_APPROVER" in text else "no"
+
+    settings.EVAL_ALLOWED_HOSTS = ["127.0.0.1"]
+    with OpenAIStub(responder=answer) as server:
+        JudgeModel.objects.create(
+            name="stub-judge",
+            config={"kind": "openai", "base_url": server.url, "model": "j", "max_retries": 0},
+        )
+        yield server
+
+
+JUDGE = {
+    "model": "stub-judge",
+    "rate": 0.5,
+    "graders": {
+        "new": {"judge": "The reply asks for a second approver."},
+        "legacy": {"regex": r"\bapproved\b"},
+    },
+}
+
+
+def test_the_judge_labels_a_sample_of_live_decisions_and_counts_unparsable_votes_as_errors(
+    deployed, admin_user, stub_judge, django_capture_on_commit_callbacks, eager
+):
+    from monitoring import grading, judging
+    from monitoring.models import Decision, JudgeVerdict
+    from tests.monitoring.conftest import store
+
+    monitoring_services.monitor_set(
+        actor=admin_user, change=deployed, graders=MONITOR_GRADERS, judge=JUDGE
+    )
+    store(deployed, ["NEEDS_SECOND_APPROVER"] * 60 + ["ramble on"] * 20 + ["approved"] * 20)
+    with django_capture_on_commit_callbacks(execute=True):
+        grading.grade_pending()
+    ids = list(Decision.objects.values_list("pk", flat=True))
+    expected = {pk for pk in ids if judging.sampled(pk, 0.5)}
+    assert 30 <= len(expected) <= 70  # the rate, give or take the hash's luck
+    verdicts = {v.decision_id: v for v in JudgeVerdict.objects.all()}
+    assert set(verdicts) == expected  # exactly the sample, once each
+    outputs = dict(Decision.objects.values_list("pk", "output_text"))
+    for pk, verdict in verdicts.items():
+        want = {"NEEDS_SECOND_APPROVER": "new", "ramble on": "error", "approved": "legacy"}
+        assert verdict.label == want[outputs[pk]], (outputs[pk], verdict.error)
+        if verdict.label == "error":
+            assert "no majority" in verdict.error and "unparsable" in verdict.error
+    summary = judging.summary(deployed)
+    assert summary["n"] == len(expected)
+    assert summary["errors"] == sum(outputs[pk] == "ramble on" for pk in expected) > 0
+    assert summary["agreement_with_grader"] == 1.0
+    # Judging again stores nothing twice; the stub heard one call per judged decision
+    # whose legacy regex did not decide it.
+    calls = len(stub_judge.requests)
+    assert judging.judge_decisions(deployed.pk, ids) == 0
+    assert len(stub_judge.requests) == calls
+
+
+def test_a_monitor_judge_must_name_a_registered_model_and_a_rate(deployed, admin_user, db):
+    from changes.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed) as refused:
+        monitoring_services.monitor_set(
+            actor=admin_user, change=deployed, graders=MONITOR_GRADERS,
+            judge={**JUDGE, "model": "nobody", "rate": 2},
+        )  # fmt: skip
+    assert "judge.rate" in " ".join(refused.value.reasons)
+    assert "no enabled judge model named 'nobody'" in " ".join(refused.value.reasons)
+
+
+def test_the_judge_is_part_of_the_approved_monitor(ports, world, engineer, reviewer, stub_judge):
+    system, v = world
+    change = approved(engineer, reviewer, system, v["v1"], v["v2"])
+    monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+    change.refresh_from_db()
+    without = change.content_sha256
+    monitoring_services.monitor_set(
+        actor=engineer, change=change, graders=MONITOR_GRADERS, judge=JUDGE
+    )
+    change.refresh_from_db()
+    assert change.content_sha256 != without
