@@ -87,9 +87,9 @@ class MonitorInSerializer(serializers.Serializer):
     alpha = serializers.FloatField(required=False, default=0.05)
     judge = serializers.JSONField(
         required=False,
-        default=dict,
         help_text='Optional: {"model": registered judge model, "rate": 0..1, "graders": '
-        '{"new": ..., "legacy": ...}}: judged on that fraction of live decisions.',
+        '{"new": ..., "legacy": ...}}: judged on that fraction of live decisions. Omitted: '
+        "the declared judge stays; {}: no judge.",
     )
 
 

@@ -423,6 +423,8 @@ def monitor_set(
         raise ValidationFailed("alpha: between 0 and 0.5.")
     from . import judging
 
+    if judge is None:  # not given (the page's form): keep the declared judge; {} removes it
+        judge = existing.judge if existing is not None else {}
     problems = judging.judge_errors(judge)
     if problems:
         raise ValidationFailed(problems[0], reasons=problems)

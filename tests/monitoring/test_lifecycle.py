@@ -442,3 +442,41 @@ def test_the_judge_is_part_of_the_approved_monitor(ports, world, engineer, revie
     )
     change.refresh_from_db()
     assert change.content_sha256 != without
+
+
+def test_the_monitor_api_takes_a_judge_and_refuses_a_bad_one_with_a_400(
+    deployed, admin_user, stub_judge, api
+):
+    from monitoring.models import Monitor
+
+    url = f"/api/v1/changes/{deployed.pk}/monitor/"
+    body = {"graders": MONITOR_GRADERS, "judge": JUDGE}
+    bad = api(admin_user).put(url, {**body, "judge": {"model": "stub-judge"}}, format="json")
+    assert bad.status_code == 400 and "judge" in bad.json()["detail"]
+    assert not Monitor.objects.exists()
+    good = api(admin_user).put(url, body, format="json")
+    assert good.status_code == 200 and good.json()["judge"]["rate"] == 0.5
+    assert Monitor.objects.get().judge["model"] == "stub-judge"
+
+
+def test_setting_the_monitor_without_a_judge_keeps_the_declared_one(
+    ports, world, engineer, stub_judge
+):
+    from monitoring.models import Monitor
+
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    monitoring_services.monitor_set(
+        actor=engineer, change=change, graders=MONITOR_GRADERS, judge=JUDGE
+    )
+    monitoring_services.monitor_set(
+        actor=engineer, change=change, graders=MONITOR_GRADERS, evaluated_condition="monitored"
+    )
+    assert Monitor.objects.get().judge["model"] == "stub-judge"
+    monitoring_services.monitor_set(
+        actor=engineer, change=change, graders=MONITOR_GRADERS, judge={}
+    )
+    assert Monitor.objects.get().judge == {}
