@@ -326,6 +326,22 @@ def discussion_facts(change) -> dict:
     }
 
 
+def post_deployment(change, head_id: int | None) -> dict | None:
+    """The live evidence the change's ``change.closed`` event recorded (monitoring window,
+    live rate against the evaluated band, review estimates, incidents): quoted, never
+    recomputed, so the attestation cites exactly what the hash-chained event holds."""
+    events = selectors.timeline(change).filter(verb="change.closed")
+    if head_id is not None:
+        events = events.filter(id__lte=head_id)
+    event = events.order_by("-id").first()
+    if event is None:
+        return None
+    evidence = (event.data or {}).get("post_deployment")
+    if not evidence:
+        return None
+    return {"event": {"id": event.pk, "hash": event.hash, "at": iso(event.created_at)}, **evidence}
+
+
 def attests_paragraph(facts: dict) -> str:
     change, system = facts["change"], facts["system"]
     ev = facts["evaluation"]
@@ -336,6 +352,8 @@ def attests_paragraph(facts: dict) -> str:
         if facts["attestation"]["reason"] == "deployed" and facts["deployments"]
         else "its final required approval"
     )
+    if facts["attestation"]["reason"] == "closed":
+        moment = "its close after the monitoring window (post-deployment review)"
     runs_text = (
         f"{n_runs} evaluation run(s) of that exact content ended with the overall verdict "
         f"'{ev['verdict']}'"
@@ -351,7 +369,26 @@ def attests_paragraph(facts: dict) -> str:
         f"reviewer(s) signed that content hash; and that the audit log's hash chain ended at "
         f"event #{facts['audit']['head']['id']} when it was issued. The embedded, signed "
         f"statement ({facts['attestation']['attachment']}) carries these facts for machines."
+        + _post_deployment_sentence(facts.get("post_deployment"))
     )
+
+
+def _post_deployment_sentence(post: dict | None) -> str:
+    monitoring = (post or {}).get("monitoring")
+    if not monitoring:
+        return ""
+    w = monitoring["window"]
+    decisions = sum(row["decisions"] or 0 for row in monitoring["live"])
+    below = [row["environment"] for row in monitoring["live"] if row["below_evaluated"]]
+    return (
+        f" It also attests the post-deployment review: a {w['days']:g}-day monitoring window "
+        f"from {w['started_at']} ({w['reviews_done']} human-reviewed live decisions), "
+        f"{decisions} graded live decisions, "
+        + (f"live rate below the evaluated band in {', '.join(below)}" if below
+           else "no environment with a live rate shown below the evaluated band")
+        + f", and {len(monitoring['incidents'])} incident(s), as recorded in audit event "
+        f"#{post['event']['id']}."
+    )  # fmt: skip
 
 
 def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: datetime) -> dict:
@@ -456,6 +493,8 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
             "trail": _trail(change, getattr(audit_head, "pk", None)),
         },
     }
+    if reason == "closed":
+        facts["post_deployment"] = post_deployment(change, getattr(audit_head, "pk", None))
     facts["attests"] = attests_paragraph(facts)
     return json_safe(facts)
 
@@ -688,6 +727,8 @@ def pdf_context(
         # attestations issued before issue 14's threads carry no discussion facts
         "discussion": facts.get("discussion"),
         "deployments": facts["deployments"],
+        "post_deployment": (facts.get("post_deployment") or {}).get("monitoring"),
+        "post_deployment_event": (facts.get("post_deployment") or {}).get("event"),
         "audit": facts["audit"],
         "attests": facts["attests"],
         "signature": {

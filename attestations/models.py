@@ -17,7 +17,8 @@ from . import states
 
 
 class Attestation(models.Model):
-    """One attestation of one change at one moment (its last approval, or its deployment).
+    """One attestation of one change at one moment (its last approval, its deployment, or
+    its close after the monitoring window: the post-deployment attestation).
 
     ``version`` counts per change from 1; a new attestation never overwrites an old one. The
     PDF and the DSSE envelope are stored as bytes in the database (the source of truth, and
@@ -26,7 +27,10 @@ class Attestation(models.Model):
 
     APPROVED = "approved"
     DEPLOYED = "deployed"
-    REASON_CHOICES = [(APPROVED, "Approved"), (DEPLOYED, "Deployed")]
+    # Post-deployment: issued when a monitored change closes after its monitoring window,
+    # quoting the live evidence recorded in its ``change.closed`` event (docs/MONITORING.md).
+    CLOSED = "closed"
+    REASON_CHOICES = [(APPROVED, "Approved"), (DEPLOYED, "Deployed"), (CLOSED, "Post-deployment")]
 
     # The statuses are the state graph's (attestations/states.py).
     PENDING = states.PENDING

@@ -44,7 +44,7 @@ from .verify import verify_pdf
 
 logger = logging.getLogger(__name__)
 
-REASONS = {Attestation.APPROVED, Attestation.DEPLOYED}
+REASONS = {Attestation.APPROVED, Attestation.DEPLOYED, Attestation.CLOSED}
 MAX_ATTEMPTS = selectors.MAX_ATTEMPTS
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 # Multipart framing around the file: a request this much over the file limit is refused

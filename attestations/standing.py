@@ -32,6 +32,7 @@ SUPERSEDED = "superseded"
 HOLDING_STATES = {
     Attestation.APPROVED: {states.APPROVED, states.DEPLOYED, states.CLOSED},
     Attestation.DEPLOYED: {states.DEPLOYED, states.CLOSED},
+    Attestation.CLOSED: {states.CLOSED},
 }
 
 

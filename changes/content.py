@@ -48,6 +48,10 @@ def content_document(change) -> dict:
     doc["suites"] = hooks.evaluation().suite_refs(change)
     if getattr(change, "stages", None):  # only when declared: older hashes stay valid
         doc["stages"] = list(change.stages)
+    for name, part in sorted(hooks.content_parts().items()):
+        value = part(change)
+        if value is not None:  # declared only: older hashes stay valid
+            doc[name] = value
     return doc
 
 

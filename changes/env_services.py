@@ -205,7 +205,9 @@ def stage_gate(change: ChangeRequest, environment: str, number: int) -> list[str
     window = environments.in_blackout(env.blackout_windows, env.time_zone, timezone.now())
     if window:  # a promotion is a deploy of more traffic: the same windows apply
         return [f"{env.name} is in a blackout window ({window['start']} - {window['end']})."]
-    return []
+    # Later apps' rules: the monitoring app holds the next stage while an incident is open
+    # or the live evidence of the stage so far is too thin.
+    return [r for rule in hooks.stage_rules() for r in rule(change, env.name, number)]
 
 
 @transaction.atomic

@@ -130,3 +130,53 @@ def register_gate_rule(rule) -> None:
 
 def gate_rules() -> list:
     return list(_gate_rules)
+
+
+# --- parts of the signed content that later apps declare (e.g. the monitor) ---
+
+_content_parts: dict[str, object] = {}
+
+
+def register_content_part(name: str, part) -> None:
+    """``part(change) -> JSON value | None``: something another app stores about a change
+    that reviewers approve with it (the monitoring app's monitor declaration). A value is
+    hashed under ``name`` in the content document; ``None`` leaves the key out, so changes
+    without one keep the hash they always had. The app voids approvals when it edits it
+    (``changes.services.content_part_changed``)."""
+    _content_parts[name] = part
+
+
+def content_parts() -> dict:
+    return dict(_content_parts)
+
+
+# --- closing a deployed change (post-implementation review) ---
+
+_close_parts: list = []
+
+
+def register_close_part(part) -> None:
+    """``part(change, now) -> (reasons, evidence)``: why ``change`` may not close yet (in
+    words; any reason refuses the close with 409) and, when it may, the evidence it adds to the
+    ``change.closed`` event (a JSON dict, or None). A close that carries evidence issues a
+    post-deployment attestation quoting it."""
+    if part not in _close_parts:
+        _close_parts.append(part)
+
+
+def close_parts() -> list:
+    return list(_close_parts)
+
+
+_stage_rules: list = []
+
+
+def register_stage_rule(rule) -> None:
+    """``rule(change, environment, number) -> list[str]``: why stage ``number`` (> 1) of a
+    staged rollout may not start yet (e.g. an open incident, too little live evidence)."""
+    if rule not in _stage_rules:
+        _stage_rules.append(rule)
+
+
+def stage_rules() -> list:
+    return list(_stage_rules)

@@ -366,6 +366,36 @@ def change_request_update(*, actor, change_request: ChangeRequest, data: dict) -
 
 
 @transaction.atomic
+def content_part_changed(
+    *, actor, change_request: ChangeRequest, part: str, verb: str, data: dict
+) -> ChangeRequest:
+    """Another app edited a part of the signed content it declares
+    (``hooks.register_content_part``), already saved in this transaction: re-hash, and if the
+    hash moved, count a revision and void approvals exactly as a field edit does (an approved
+    change goes back to draft). ``verb`` is the edit's one audit event, carrying ``data``."""
+    change = lock_change(change_request.pk)
+    if change.state not in states.EDITABLE:
+        raise Conflict(
+            f"A change in state '{change.state_label}' cannot be edited.", code="not_editable"
+        )
+    old_hash = change.content_sha256
+    change.content_sha256 = content.content_sha256(change)
+    event = {**data, "fields": [part], "old_sha256": old_hash, "new_sha256": change.content_sha256}
+    if change.content_sha256 == old_hash:
+        return change
+    change.revision += 1
+    change.save(update_fields=["content_sha256", "revision", "updated_at"])
+    if actor.pk != change.author_id:
+        change.editors.add(actor)
+    _void_approvals(change, actor=actor, reason=f"The change's {part} was edited.")
+    if change.state in states.EDITABLE_IN_PLACE:
+        audit.append(actor=actor, verb=verb, obj=change, data=event)
+    else:
+        _move(change, states.DRAFT, actor=actor, verb=verb, data=event)
+    return change
+
+
+@transaction.atomic
 def change_request_submit(*, actor, change_request: ChangeRequest) -> ChangeRequest:
     """draft/changes_requested/evaluation_failed -> submitted -> evaluating.
 
@@ -617,7 +647,12 @@ def change_request_withdraw(*, actor, change_request: ChangeRequest, reason: str
 
 @transaction.atomic
 def change_request_close(*, actor, change_request: ChangeRequest) -> None:
-    """deployed -> closed. Writes ``change.closed``."""
+    """deployed -> closed. Writes ``change.closed``.
+
+    Later apps may hold the close (``hooks.register_close_part``: the monitoring window of a
+    monitored change) and add evidence to the event; a close with evidence issues a
+    post-deployment attestation quoting it (the event is hash-chained, so the attestation
+    cites evidence that cannot move after the fact)."""
     change = lock_change(change_request.pk)
     if not permissions.is_author_or_admin(actor, change):
         raise NotAllowed("Only the author (or an admin) closes a change.")
@@ -626,4 +661,18 @@ def change_request_close(*, actor, change_request: ChangeRequest) -> None:
             "This emergency change still needs its retrospective review before it can close.",
             code="retrospective_pending",
         )
-    _move(change, states.CLOSED, actor=actor, verb="change.closed")
+    states.assert_transition(change.state, states.CLOSED)
+    now = timezone.now()
+    reasons, evidence = [], {}
+    for part in hooks.close_parts():
+        held, more = part(change, now)
+        reasons += held
+        evidence.update(more or {})
+    if reasons:
+        raise Conflict(
+            f"{change.reference} may not close yet.", code="close_refused", reasons=reasons
+        )
+    data = {"post_deployment": evidence} if evidence else None
+    _move(change, states.CLOSED, actor=actor, verb="change.closed", data=data)
+    if evidence:
+        hooks.attestation().issue(change, reason="closed")

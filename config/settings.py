@@ -279,6 +279,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+_MONITORING_QUEUE = env.str("MONITORING_TASK_QUEUE", default="monitoring")
 CELERY_BEAT_SCHEDULE = {
     "reap-expired-leases": {
         "task": "evaluations.reap_expired_leases",
@@ -295,7 +296,12 @@ CELERY_BEAT_SCHEDULE = {
     "monitoring-probes": {
         "task": "monitoring.run_probes",
         "schedule": 3600.0 * env.float("MONITORING_PROBE_HOURS", default=6.0),
-        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+        "options": {
+            "queue": env.str(
+                "MONITORING_PROBE_QUEUE",
+                default=env.str("MONITORING_TASK_QUEUE", default="monitoring"),
+            )
+        },
     },
     "monitoring-retention": {
         "task": "monitoring.prune_decisions",
@@ -419,3 +425,24 @@ MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
 MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
 MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
 MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)
+# Probes call the target (model cost, seconds each): their own queue lets an operator give
+# them their own worker; by default they share the monitoring queue.
+# Graded live decisions of a monitored change a staged rollout needs per completed stage
+# before the next stage may start.
+MONITORING_STAGE_MIN_DECISIONS = env.int("MONITORING_STAGE_MIN_DECISIONS", default=100)
+MONITORING_PROBE_QUEUE = env.str("MONITORING_PROBE_QUEUE", default=MONITORING_TASK_QUEUE)
+# The monitoring window a deployed change must run through before it is closed (post-
+# implementation review): per system criticality, days since it reached its last environment,
+# or this many human-reviewed live decisions of the change, whichever comes first.
+MONITORING_CLOSE_DAYS = {
+    "low": env.float("MONITORING_CLOSE_DAYS_LOW", default=1.0),
+    "medium": env.float("MONITORING_CLOSE_DAYS_MEDIUM", default=3.0),
+    "high": env.float("MONITORING_CLOSE_DAYS_HIGH", default=7.0),
+    "critical": env.float("MONITORING_CLOSE_DAYS_CRITICAL", default=14.0),
+}
+MONITORING_CLOSE_REVIEWS = {
+    "low": env.int("MONITORING_CLOSE_REVIEWS_LOW", default=50),
+    "medium": env.int("MONITORING_CLOSE_REVIEWS_MEDIUM", default=100),
+    "high": env.int("MONITORING_CLOSE_REVIEWS_HIGH", default=200),
+    "critical": env.int("MONITORING_CLOSE_REVIEWS_CRITICAL", default=400),
+}

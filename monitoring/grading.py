@@ -23,8 +23,8 @@ from evaluations import graders
 
 from .models import Decision, Monitor, Rollup
 
-#: Monitors grade with the local kinds only: a judge per live decision has a cost and a
-#: latency that need their own sampling design (not built yet, docs/MONITORING.md).
+#: Online grading uses the local kinds only: a judge per live decision has a cost and a
+#: latency of its own, so judges run on a sample after commit (``monitoring.judging``).
 LIVE_KINDS = graders.CHEAP_KINDS
 
 
@@ -146,9 +146,10 @@ def grade_batch(system_id: int | None = None, size: int | None = None) -> list[C
             if done and label and not probe:
                 _bump_rollup(change_id, env, start, label, done)
             graded.extend(members)
-        from . import review
+        from . import judging, review
 
         review.sample(graded)
+        judging.after_grading(graded, monitors)
         return graded
 
 

@@ -1,18 +1,21 @@
 """What is live where: the ONE place monitoring asks which protocol an environment runs.
 
-Today the answer comes from ``changes.Deployment`` records (the newest deployment of a change
-of this system to the environment; its proposed protocol version is live). When the live
-registry lands, only this module changes.
+The answer is the live registry (``changes.LiveVersion``, one row per environment, written
+under its row lock by every deploy, stage 1 and rollback): its protocol is live, and the
+deployment that put it there names the change it was served under. Deployment history is
+never consulted, so a staged rollout, a deploy to one environment of several, or a rollback
+read exactly what the deploy gate reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from changes.models import ChangeRequest, Deployment
+from changes.env_models import Environment, LiveVersion
+from changes.models import ChangeRequest
 
-#: Environments every system knows even before anything was deployed to them (as the UI's
-#: deploy form offers them, ``changes.forms.KNOWN_ENVIRONMENTS``).
+#: Environments a system without registry rows still knows (as the UI's deploy form offers
+#: them, ``changes.forms.KNOWN_ENVIRONMENTS``); nothing is live there.
 DEFAULT_ENVIRONMENTS = ("staging", "production")
 
 
@@ -25,30 +28,33 @@ class Live:
 
 
 def known_environments(system) -> set[str]:
-    """Environment names a decision of this system may carry."""
-    deployed = Deployment.objects.filter(change__system=system).values_list(
-        "environment", flat=True
+    """Environment names a decision of this system may carry: its registered environments
+    (the defaults for a system that has none)."""
+    names = set(Environment.objects.filter(system=system).values_list("name", flat=True))
+    return names or set(DEFAULT_ENVIRONMENTS)
+
+
+def _live_of(environment: str, row: LiveVersion | None) -> Live:
+    if row is None or row.protocol_id is None:
+        return Live(environment, None, None)
+    change = row.deployment.change if row.deployment_id else None
+    return Live(
+        environment,
+        row.protocol.content_sha256,
+        change,
+        change.base_protocol_id if change else None,
     )
-    return set(DEFAULT_ENVIRONMENTS) | set(deployed)
+
+
+def _rows(system):
+    return LiveVersion.objects.filter(environment__system=system).select_related(
+        "environment", "protocol", "deployment__change"
+    )
 
 
 def live(system, environment: str) -> Live:
     """The protocol live in ``environment`` for ``system`` (one indexed query)."""
-    deployment = (
-        Deployment.objects.filter(change__system=system, environment=environment)
-        .select_related("change__proposed_protocol")
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if deployment is None:
-        return Live(environment, None, None)
-    change = deployment.change
-    return Live(
-        environment,
-        change.proposed_protocol.content_sha256,
-        change,
-        change.base_protocol_id,
-    )
+    return _live_of(environment, _rows(system).filter(environment__name=environment).first())
 
 
 def live_protocol_hash(system, environment: str) -> str | None:
@@ -57,5 +63,6 @@ def live_protocol_hash(system, environment: str) -> str | None:
 
 
 def live_map(system) -> dict[str, Live]:
-    """Every known environment of ``system`` with what is live there."""
-    return {env: live(system, env) for env in sorted(known_environments(system))}
+    """Every known environment of ``system`` with what is live there (one query)."""
+    rows = {row.environment.name: row for row in _rows(system)}
+    return {env: _live_of(env, rows.get(env)) for env in sorted(known_environments(system))}

@@ -115,6 +115,17 @@ class Monitor(models.Model):
     graders = models.JSONField()
     evaluated_condition = models.CharField(max_length=60, blank=True)
     alpha = models.FloatField(default=0.05)
+    judge = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Optional: {"model": <registered judge model>, "rate": 0..1, "graders": '
+        '{"new": ..., "legacy": ...}} graded on that fraction of live decisions.',
+    )
+    approved_with_change = models.BooleanField(
+        default=True,
+        help_text="Declared while the change was editable, so part of its content hash "
+        "(False: added by an admin after deploy, outside what reviewers signed).",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
@@ -122,6 +133,17 @@ class Monitor(models.Model):
 
     def __str__(self):
         return f"monitor of {self.change.reference}"
+
+    def declaration(self) -> dict:
+        """What reviewers approve with the change (hashed into its content)."""
+        out = {
+            "graders": self.graders,
+            "evaluated_condition": self.evaluated_condition,
+            "alpha": self.alpha,
+        }
+        if self.judge:  # only when declared: monitors without a judge keep their hash
+            out["judge"] = self.judge
+        return out
 
 
 class Rollup(models.Model):
@@ -277,3 +299,27 @@ class ProbeRun(models.Model):
 
     def __str__(self):
         return f"probe of {self.change_id} ({self.new}/{self.n})"
+
+
+class JudgeVerdict(models.Model):
+    """The judge's label of one sampled live decision (``monitoring.judging``): the monitor's
+    judge graders, asked through a registered judge model on ``judge.rate`` of the decisions.
+    ``label`` "error" counts a call that failed or votes without a majority (unparsable
+    votes count against both answers), never a guess. ``decision_id`` is not a foreign key
+    so the decision table may be partitioned; one verdict per decision."""
+
+    change = models.ForeignKey(
+        ChangeRequest, on_delete=models.CASCADE, related_name="judge_verdicts"
+    )
+    decision_id = models.BigIntegerField(unique=True)
+    environment = models.CharField(max_length=50)
+    label = models.CharField(max_length=6)
+    grader_label = models.CharField(max_length=6, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"judge verdict {self.label} on decision {self.decision_id}"

@@ -99,6 +99,42 @@ def check_probe_drift(change):
     )
 
 
+#: Audit verbs after which a change's traffic moved: probe it at once (on commit). Stage 1
+#: is the deploy itself (``change.deployed*`` already fired), so only later stages count.
+DEPLOY_VERBS = frozenset({"change.deployed", "change.deployed_to_environment"})
+
+
+def on_audit_event(event) -> None:
+    """``changes.hooks`` listener: after a deploy or a stage start commits, send one probe of
+    the change to the probe queue, in addition to beat's schedule."""
+    if event.object_type != "changes.changerequest" or not str(event.object_id).isdigit():
+        return
+    stage = (event.data or {}).get("stage") if event.verb == "change.stage_started" else None
+    if event.verb in DEPLOY_VERBS or (isinstance(stage, int) and stage > 1):
+        from django.db import transaction
+
+        from . import tasks
+
+        change_id = int(event.object_id)
+        transaction.on_commit(lambda: tasks.enqueue_probe(change_id), robust=True)
+
+
+def probe_after_deploy(change_id: int) -> int:
+    """The probe a deploy or stage start asked for: monitored changes that are still live
+    somewhere (the same rule as beat's :func:`probe_all`). Returns probe runs made."""
+    from changes.models import ChangeRequest
+
+    from .live import live_map
+
+    monitor = Monitor.objects.select_related("change__system").filter(change_id=change_id).first()
+    if monitor is None:
+        return 0
+    change = monitor.change
+    if not any(c.change and c.change.pk == change.pk for c in live_map(change.system).values()):
+        return 0
+    return len(probe_change(ChangeRequest.objects.select_related("system").get(pk=change.pk)))
+
+
 def probe_all() -> int:
     """Probe every monitored change live in some environment (beat)."""
     from .live import live_map

@@ -53,9 +53,9 @@ def rollout_blockers(
 ) -> list[str]:
     """Why the next stage of ``change``'s rollout must wait, in words (empty: nothing).
 
-    For the staged-rollout gate (not wired here: the gate lives in the workflow app): any
-    open incident on the change or on its system's protocol, and, with ``min_decisions``,
-    too little graded live evidence in ``environment`` (the stage just completed).
+    For the staged-rollout gate (``stage_rule``, through ``changes.hooks``): any open
+    incident on the change or on its system's protocol, and, with ``min_decisions``, too
+    little graded live evidence of the change in ``environment`` so far.
     """
     from django.db.models import Q, Sum
 
@@ -78,3 +78,17 @@ def rollout_blockers(
                 f"{min_decisions} are needed before the next stage."
             )
     return reasons
+
+
+def stage_rule(change, environment: str, number: int) -> list[str]:
+    """``changes.hooks`` stage rule: stage ``number`` waits while an incident is open, and,
+    for a monitored change, until ``MONITORING_STAGE_MIN_DECISIONS`` x (number - 1) live
+    decisions of it in ``environment`` are graded (each stage adds traffic only on evidence
+    from the traffic already moved). An unmonitored change has no live evidence to wait for."""
+    from django.conf import settings
+
+    from .models import Monitor
+
+    monitored = Monitor.objects.filter(change=change).exists()
+    needed = settings.MONITORING_STAGE_MIN_DECISIONS * (number - 1) if monitored else 0
+    return rollout_blockers(change, environment=environment, min_decisions=needed)

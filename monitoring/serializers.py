@@ -85,6 +85,12 @@ class MonitorInSerializer(serializers.Serializer):
     graders = serializers.JSONField(help_text='{"new": grader(s), "legacy": grader(s)}')
     evaluated_condition = serializers.CharField(max_length=60, required=False, allow_blank=True)
     alpha = serializers.FloatField(required=False, default=0.05)
+    judge = serializers.JSONField(
+        required=False,
+        help_text='Optional: {"model": registered judge model, "rate": 0..1, "graders": '
+        '{"new": ..., "legacy": ...}}: judged on that fraction of live decisions. Omitted: '
+        "the declared judge stays; {}: no judge.",
+    )
 
 
 class MonitorSerializer(serializers.Serializer):
@@ -92,6 +98,7 @@ class MonitorSerializer(serializers.Serializer):
     graders = serializers.JSONField()
     evaluated_condition = serializers.CharField()
     alpha = serializers.FloatField()
+    judge = serializers.JSONField()
     created_at = serializers.DateTimeField()
 
 

@@ -325,11 +325,13 @@ def incident_open(
             obj=incident,
             data={
                 "system": system.name,
+                "system_id": system.pk,
+                "change_id": change.pk if change is not None else None,
                 "kind": kind,
                 "environment": environment,
                 "summary": summary,
             },
-        )
+        )  # the reviews app hears this event and notifies the owners on commit, once
         return incident
 
 
@@ -374,22 +376,32 @@ def monitor_errors(spec) -> list[str]:
             where = ".".join(str(p) for p in (side, *path))
             problems.append(f"graders.{where}: {message}")
         if not problems and not graders.side_kinds(spec[side]) <= LIVE_KINDS:
-            problems.append(f"graders.{side}: judge graders are not available on live traffic")
+            problems.append(
+                f"graders.{side}: online grading uses local graders; judge graders run on a "
+                "sample of live decisions: declare them under judge"
+            )
     return problems
 
 
 @transaction.atomic
-def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05):
+def monitor_set(
+    *, actor, change, graders: dict, evaluated_condition: str = "", alpha=0.05, judge=None
+):
     """Declare how the change's protocol is recognised in live outputs.
 
-    While the change is editable its author (or an engineer of the owning team) sets it; it
-    is then fixed: a deployed change's monitor changes only through a new change. An admin
-    may add the monitor of a deployed change that has none (audited).
+    The monitor is part of what reviewers approve: while the change is editable its author
+    (or an engineer of the owning team) sets it, the change's content hash moves with it and
+    approvals are voided like any content edit (``changes.services.content_part_changed``
+    writes the one ``monitoring.monitor_set`` event). A deployed change's monitor changes
+    only through a new change; an admin may add the monitor of a deployed change that has
+    none (audited, and marked as not approved with the change: its hash stays).
     """
+    from changes.services import content_part_changed, lock_change
     from evaluations import graders as g
 
     from .models import Monitor
 
+    change = lock_change(change.pk)  # the state now, not the caller's copy
     existing = Monitor.objects.filter(change=change).first()
     editable = permissions.can_edit_change(actor, change)
     if not editable and not (existing is None and permissions.can_manage_systems(actor)):
@@ -397,8 +409,19 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
     problems = monitor_errors(graders)
     if problems:
         raise ValidationFailed(problems[0], reasons=problems)
-    if not 0 < float(alpha) < 0.5:
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        alpha = -1.0
+    if not 0 < alpha < 0.5:  # NaN fails this too
         raise ValidationFailed("alpha: between 0 and 0.5.")
+    from . import judging
+
+    if judge is None:  # not given (the page's form): keep the declared judge; {} removes it
+        judge = existing.judge if existing is not None else {}
+    problems = judging.judge_errors(judge)
+    if problems:
+        raise ValidationFailed(problems[0], reasons=problems)
     normalised = {side: g.normalise_side(graders[side]) for side in ("new", "legacy")}
     monitor, _ = Monitor.objects.update_or_create(
         change=change,
@@ -406,16 +429,35 @@ def monitor_set(*, actor, change, graders: dict, evaluated_condition: str = "", 
             "graders": normalised,
             "evaluated_condition": (evaluated_condition or "")[:60],
             "alpha": float(alpha),
+            "judge": judging.normalise(judge),
+            "approved_with_change": editable,
             "created_by": actor,
         },
     )
-    audit.append(
-        actor=actor,
-        verb="monitoring.monitor_set",
-        obj=change,
-        data={"graders": normalised, "evaluated_condition": monitor.evaluated_condition},
-    )
+    data = {
+        "graders": normalised,
+        "evaluated_condition": monitor.evaluated_condition,
+        **({"judge": monitor.judge} if monitor.judge else {}),
+    }
+    if editable:
+        content_part_changed(
+            actor=actor, change_request=change, part="monitor", verb="monitoring.monitor_set",
+            data=data,
+        )  # fmt: skip
+        change.refresh_from_db()
+    else:
+        audit.append(actor=actor, verb="monitoring.monitor_set", obj=change, data=data)
     return monitor
+
+
+def monitor_content(change) -> dict | None:
+    """The monitor part of ``change``'s signed content (``changes.hooks`` content part)."""
+    from .models import Monitor
+
+    if change.pk is None:
+        return None
+    monitor = Monitor.objects.filter(change_id=change.pk, approved_with_change=True).first()
+    return monitor.declaration() if monitor else None
 
 
 # ---------------------------------------------------------------------------- retention

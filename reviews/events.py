@@ -52,6 +52,7 @@ class Described:
     body: str = ""
     url: str = ""
     data: dict = field(default_factory=dict)
+    system_id: int | None = None  # the system an event without a change concerns (webhooks)
 
 
 def on_audit_event(event: AuditEvent) -> None:
@@ -90,6 +91,13 @@ def describe(event: AuditEvent) -> Described | None:
             .first()
         )
     data = dict(event.data or {})
+    if change is None and kind == m.INCIDENT_OPENED and str(data.get("change_id", "")).isdigit():
+        # The monitoring app's event is on the incident; it names the change it concerns.
+        change = (
+            ChangeRequest.objects.select_related("system", "author")
+            .filter(pk=int(data["change_id"]))
+            .first()
+        )
     if change is None and kind != m.INCIDENT_OPENED:
         return None
     who = event.actor_username or "the system"
@@ -132,9 +140,9 @@ def describe(event: AuditEvent) -> Described | None:
         out.title = f"The attestation for {ref} is ready (version {data.get('version', '?')})"
         url += "#attestation"
     elif kind == m.INCIDENT_OPENED:
-        # The hook for the monitoring app: it appends ``incident.opened`` naming the change
-        # (or the system in data["system"]) and the owning team hears of it.
-        system_id = change.system_id if change else data.get("system")
+        # The monitoring app appends ``incident.opened`` on the incident, naming the system
+        # (``system_id``) and the change if any; the system's owning team hears of it.
+        system_id = change.system_id if change else data.get("system_id", data.get("system"))
         system = (
             AISystem.objects.filter(pk=system_id).select_related("owner_team").first()
             if str(system_id or "").isdigit()
@@ -144,6 +152,9 @@ def describe(event: AuditEvent) -> Described | None:
         out.recipients = _users(members)
         out.title = f"Incident opened on {system.name if system else 'a system'}"
         out.body = str(data.get("summary", ""))[:2000]
+        out.system_id = system.pk if system else None
+        if event.object_type == "monitoring.incident" and event.object_id.isdigit():
+            url = reverse("monitoring-incident", args=[int(event.object_id)])
     elif kind == m.COMMENT_ADDED:
         participants = data.get("participants", [])
         out.recipients = _users([*author_side, *participants])

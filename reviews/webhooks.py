@@ -128,7 +128,7 @@ def _payload(event, described) -> dict:
 def deliveries_create(*, event, described) -> list[int]:
     """One delivery per active endpoint subscribed to this type (global or the change's
     system); a second call for the same event adds nothing. Enqueued on commit."""
-    system_id = described.change.system_id if described.change is not None else None
+    system_id = described.change.system_id if described.change is not None else described.system_id
     endpoints = m.WebhookEndpoint.objects.filter(active=True)
     created = []
     for endpoint in endpoints:

@@ -293,5 +293,5 @@ def test_an_unknown_reason_is_refused(engineer):
 
     change = make_change(author=engineer)
     with pytest.raises(ValidationFailed):
-        services.attestation_issue(change=change, reason="closed")
+        services.attestation_issue(change=change, reason="retired")
     assert not Attestation.objects.exists()

@@ -1,6 +1,7 @@
 """Live monitoring in a real browser: a reviewer works through the review queue; the
-discrepancy incident a faker stream opened is on the system page; an engineer files a
-rollback change from it. Screenshots go to ``$ARTIFACTS_DIR/screenshots/monitoring/``."""
+discrepancy incident a faker stream opened reaches the owners' inbox and is on the system
+page; an engineer files a rollback change from it. Screenshots go to
+``$ARTIFACTS_DIR/screenshots/monitoring/``."""
 
 from __future__ import annotations
 
@@ -58,10 +59,19 @@ def test_review_queue_incident_and_rollback(
     who.logout()
     who.close()
 
-    # then the engineer sees the incident on the system page and files a rollback from it
+    # then the engineer, told of the incident in the inbox (the fan-out the notification
+    # worker runs for incident.opened), sees it on the system page and files a rollback
+    from changes.models import AuditEvent
+    from reviews import services as review_services
+
+    opened = AuditEvent.objects.get(verb="incident.opened", object_id=str(incident.pk))
+    review_services.fan_out(event_id=opened.pk)
     eng = Watched(browser, live_server.url, JOURNEY)
     eng.login("engineer")
     page = eng.page
+    eng.goto("/reviews/inbox/")
+    page.click(f"a:has-text('Incident opened on {deployed.system.name}')")
+    page.wait_for_url(re.compile(rf"/monitoring/incidents/{incident.pk}/$"))
     eng.goto(f"/systems/{deployed.system_id}/")
     page.click(f"a:has-text('INC-{incident.pk}')")
     page.wait_for_url(re.compile(rf"/monitoring/incidents/{incident.pk}/$"))

@@ -23,13 +23,34 @@ def deployed(engineer, admin_user):
     change = make_change(author=engineer)
     type(change).objects.filter(pk=change.pk).update(state=states.DEPLOYED)
     change.refresh_from_db()
-    Deployment.objects.create(
-        change=change,
-        environment="production",
-        content_sha256=change.content_sha256,
-        deployed_by=admin_user,
-    )
+    record_live(change, "production", admin_user)
     return change
+
+
+def record_live(change, environment, user):
+    """Record a deployment of ``change`` to ``environment`` and point the live registry at it
+    (what ``changes.env_services.deploy`` writes, without its gate)."""
+    from django.utils import timezone
+
+    from changes.env_models import Environment, LiveVersion
+
+    deployment = Deployment.objects.create(
+        change=change,
+        environment=environment,
+        content_sha256=change.content_sha256,
+        deployed_by=user,
+        protocol=change.proposed_protocol,
+    )
+    env = Environment.objects.get(system=change.system, name=environment)
+    LiveVersion.objects.update_or_create(
+        environment=env,
+        defaults={
+            "protocol": change.proposed_protocol,
+            "deployment": deployment,
+            "since": timezone.now(),
+        },
+    )
+    return deployment
 
 
 @pytest.fixture

@@ -50,9 +50,10 @@ def test_probes_track_drift_from_the_pre_deploy_run(monitor, deployed, agent, dr
 
 
 def test_probe_all_skips_changes_not_live(monitor, deployed):
-    from changes.models import Deployment
+    from changes.env_models import LiveVersion
 
     pre_deploy_run(deployed)
     assert probes.probe_all() == 1
-    Deployment.objects.all().delete()
+    # The registry, not the deployment history, says what is live.
+    LiveVersion.objects.update(protocol=None, deployment=None)
     assert probes.probe_all() == 0
