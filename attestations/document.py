@@ -15,8 +15,9 @@ from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
 from changes import diff as change_diff
-from changes import hooks, roles, selectors, states
+from changes import hooks, selectors, states
 from changes.markdown import render_markdown
+from core import roles
 
 from .statement import PREDICATE_TYPE
 

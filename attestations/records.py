@@ -26,8 +26,8 @@ import re
 from datetime import datetime
 
 from changes import audit, checkpoints
-from changes.filters import parse_id
 from changes.models import AuditEvent, ChangeRequest, Review
+from core.ids import parse_id
 
 from .checks import Check, check
 from .models import Attestation

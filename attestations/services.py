@@ -16,9 +16,10 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
-from changes import audit, checkpoints, roles
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from changes import audit, checkpoints
 from changes.models import ChangeRequest
+from core import roles
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import document, selectors
 from .certs import signing_identity, trusted_ca_certificates

@@ -9,8 +9,9 @@ from django.apps import apps
 from django.db.models import Q
 from django.urls import reverse
 
+from core.ids import parse_id
+
 from . import services, states
-from .filters import parse_id
 from .models import AISystem, ChangeRequest, ProtocolVersion
 
 TEXTAREA = {"rows": 8, "class": "md-input"}

@@ -15,7 +15,7 @@ class EvaluationPort:
     def link_suites(self, change, suite_ids: list[int]) -> None:
         """Replace the change's linked suites; raise ValidationFailed for unknown ids."""
         if suite_ids:
-            from .errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed("No evaluation engine is installed to run suites.")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import roles, states
+from core import roles
+
+from . import states
 
 
 @dataclass

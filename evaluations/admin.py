@@ -9,9 +9,9 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from changes import roles
-from changes.admin import SafeLookupsAdmin
-from changes.errors import DomainError
+from core import roles
+from core.admin import SafeLookupsAdmin
+from core.errors import DomainError
 
 from . import registry
 from .models import (

@@ -33,9 +33,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from changes import audit, roles
+from changes import audit
 from changes import services as change_services
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from core import roles
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import gates, registry, runner, selectors
 from . import graders as grader_mod

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from changes import limits
+from core import limits
 
 from . import graders as grader_mod
 

@@ -22,10 +22,11 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from changes import hooks, roles
-from changes.errors import DomainError, as_domain_error
-from changes.selectors import visible_changes
-from changes.views._common import change_or_404, deny, paginate, report
+from changes import hooks
+from changes.selectors import change_for, visible_changes
+from core import roles
+from core.errors import DomainError, as_domain_error
+from core.ui import deny, or_404, paginate, report
 
 from . import selectors, services
 from . import serializers as read
@@ -466,7 +467,7 @@ def run_cancel(request, pk):
 def change_panel(request, pk):
     """The change page's evaluation section on its own, for htmx polling while runs are live;
     when the last live run finishes the whole page is refreshed (its state has moved)."""
-    change = change_or_404(request.user, pk)
+    change = or_404(change_for, request.user, pk, detail="No such change.")
     result = hooks.evaluation().panel(change, request.user)
     if result is None:
         raise Http404("No evaluation panel.")

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from changes import selectors as change_selectors
 from changes.models import AISystem, ChangeRequest
-from changes.serializers import ErrorSerializer
+from core.api import ErrorSerializer
 
 from . import ingest, services
 from . import serializers as s

@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from changes import audit, roles
-from changes.errors import NotAllowed, ValidationFailed
+from changes import audit
 from changes.models import ChangeRequest
+from core import roles
+from core.errors import NotAllowed, ValidationFailed
 
 from .models import Comment, Thread
 

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from changes.errors import DomainError
+from core.errors import DomainError
 
 from . import models as m
 from . import selectors, services
@@ -147,8 +147,8 @@ def thread_reply(request, pk, thread_pk):
 
 
 def _require_admin(request):
-    from changes import roles
-    from changes.views._common import deny
+    from core import roles
+    from core.ui import deny
 
     if not roles.is_admin(request.user):
         return deny(request, "Only admins manage webhook endpoints.")

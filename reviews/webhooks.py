@@ -25,8 +25,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from changes import audit, roles
-from changes.errors import NotAllowed, ValidationFailed
+from changes import audit
+from core import roles
+from core.errors import NotAllowed, ValidationFailed
 from evaluations.targets import hostguard
 
 from . import models as m

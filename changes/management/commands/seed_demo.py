@@ -30,9 +30,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from changes import hooks, roles, services, states, tokens
-from changes.errors import DomainError
+from changes import hooks, services, states, tokens
 from changes.models import AISystem, ApiToken, ChangeRequest, ProtocolVersion, Team
+from core import roles
+from core.errors import DomainError
 
 # username, password, roles, team, superuser. The passwords are for the demo only.
 DEMO_USERS = [
