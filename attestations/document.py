@@ -227,10 +227,8 @@ def run_facts(run) -> dict:
 
 def evaluation_runs(change) -> list:
     """The latest run of each suite on the change's current content hash."""
-    try:
-        from evaluations.models import EvaluationRun
-    except ImportError:  # the evaluation app is optional for the workflow
-        return []
+    from evaluations.models import EvaluationRun
+
     runs = (
         EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
         .select_related("suite")

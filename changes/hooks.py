@@ -46,6 +46,10 @@ class EvaluationPort:
         """A digest of the runs that evaluated the current content (approvals bind to it)."""
         return ""
 
+    def suite_choices(self) -> list[tuple[int, str]]:
+        """(id, label) of every suite an engineer may link, for the change form."""
+        return []
+
 
 class AttestationPort:
     """What the workflow needs from the attestation issuer."""
@@ -62,6 +66,11 @@ class AttestationPort:
         "rendering", "failed"); a change without one is absent. Lists use it to offer a
         download only where there is something to download."""
         return {}
+
+    def ensure_demo_key(self) -> str:
+        """Make sure a development signing key exists (``seed_demo``); what to tell the
+        operator when one was just generated, else ""."""
+        return ""
 
 
 _evaluation: EvaluationPort = EvaluationPort()
