@@ -55,18 +55,7 @@ class CSVRenderer(BaseRenderer):
         return json.dumps(data, ensure_ascii=False).encode()
 
 
-AUDIT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "verb",
-    "object_type",
-    "object_id",
-    "data",
-    "prev_hash",
-    "hash",
-)
+AUDIT_FIELDS = tuple(s.AuditEventSerializer.Meta.fields)  # an export row is an API event
 
 
 def audit_records(queryset):

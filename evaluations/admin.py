@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from core import roles
-from core.admin import SafeLookupsAdmin
+from core.admin import ReadOnlyAdmin, SafeLookupsAdmin
 from core.errors import DomainError
 
 from . import registry
@@ -23,17 +23,6 @@ from .models import (
     Sample,
     Suite,
 )
-
-
-class ReadOnlyAdmin(SafeLookupsAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Suite)
