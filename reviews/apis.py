@@ -13,7 +13,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import errors
+from core.api import errors, or_404
 
 from . import discussion, rules, selectors, services, snapshots, webhooks
 from . import requests as review_requests
@@ -99,12 +99,8 @@ class NotificationPreferencesApi(APIView):
 
 def _visible_change(request, pk):
     from changes import selectors as change_selectors
-    from changes.models import ChangeRequest
 
-    try:
-        return change_selectors.change_for(request.user, pk)
-    except ChangeRequest.DoesNotExist:
-        raise NotFound() from None
+    return or_404(change_selectors.change_for, request.user, pk)
 
 
 class ReviewRequestsApi(APIView):
