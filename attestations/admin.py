@@ -5,8 +5,8 @@ The one action, for admins, is retrying a failed render (through the service).
 
 from django.contrib import admin, messages
 
-from changes.admin import SafeLookupsAdmin
-from changes.errors import DomainError
+from core.admin import SafeLookupsAdmin
+from core.errors import DomainError
 
 from . import services
 from .models import Attestation

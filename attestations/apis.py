@@ -23,8 +23,9 @@ from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from changes.apis import Pagination, errors, parse, visible_change
-from changes.errors import Conflict
+from changes import selectors as change_selectors
+from core.api import Pagination, errors, or_404, parse
+from core.errors import Conflict
 
 from . import evidence, permissions, selectors, services
 from . import serializers as s
@@ -210,7 +211,7 @@ class ChangeAttestationPdfApi(_Download):
         responses=PDF_RESPONSE,
     )
     def get(self, request, pk):
-        change = visible_change(request, pk)
+        change = or_404(change_selectors.change_for, request.user, pk, detail="No such change.")
         ready = selectors.newest_ready(change)
         coming = selectors.newest_on_its_way(change)
         if ready is not None:
@@ -244,7 +245,7 @@ class ChangeAttestationListApi(GenericAPIView):
         responses={200: s.AttestationSerializer(many=True), **errors(401, 404)},
     )
     def get(self, request, pk):
-        change = visible_change(request, pk)
+        change = or_404(change_selectors.change_for, request.user, pk, detail="No such change.")
         page = self.paginate_queryset(selectors.change_attestations(change))
         context = {"request": request, "standings": standings(page)}
         data = s.AttestationSerializer(page, many=True, context=context).data
@@ -408,7 +409,7 @@ class ChangeEvidenceApi(_Download):
         },
     )
     def get(self, request, pk):
-        change = visible_change(request, pk)
+        change = or_404(change_selectors.change_for, request.user, pk, detail="No such change.")
         plan = evidence.plan_evidence(change)
         response = StreamingHttpResponse(
             evidence.stream_evidence(plan), content_type="application/zip"

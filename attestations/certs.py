@@ -24,8 +24,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
+
+from core import files
 
 from .keys import Signer
 
@@ -111,35 +111,6 @@ def _deployment_name() -> str:
     return getattr(_settings(), "ATTESTATION_DEPLOYMENT_NAME", "") or DEFAULT_DEPLOYMENT_NAME
 
 
-def _write_once(path: Path, data: bytes) -> bool:
-    """Create ``path`` with ``data`` (mode 0600) unless it exists; never overwrite.
-
-    Written to a temporary file and hard-linked into place, so two processes starting at
-    once never see half a file; the loser keeps the winner's file.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp_name, path)
-        except FileExistsError:
-            return False
-        except OSError:
-            try:
-                out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return False
-            with os.fdopen(out, "wb") as handle:
-                handle.write(data)
-    finally:
-        os.unlink(tmp_name)
-    return True
-
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
@@ -169,7 +140,7 @@ def ensure_ca(directory: Path | None = None) -> tuple[ec.EllipticCurvePrivateKey
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        if _write_once(key_path, pem):
+        if files.write_once(key_path, pem):
             logger.warning("generated the attestation CA key at %s", key_path)
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -195,7 +166,7 @@ def ensure_ca(directory: Path | None = None) -> tuple[ec.EllipticCurvePrivateKey
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
-        _write_once(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        files.write_once(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
         raise ValueError(f"{cert_path} does not certify the key in {key_path}")
@@ -247,7 +218,7 @@ def signing_identity(signer: Signer, directory: Path | None = None) -> SigningId
         leaf_path = directory / f"signing-{signer.key_id.split(':', 1)[-1]}.cert.pem"
         if not leaf_path.exists():
             leaf = _issue_leaf(signer, ca_key, ca_cert)
-            _write_once(leaf_path, leaf.public_bytes(serialization.Encoding.PEM))
+            files.write_once(leaf_path, leaf.public_bytes(serialization.Encoding.PEM))
         leaf = x509.load_pem_x509_certificate(leaf_path.read_bytes())
         private_key = derive_pades_key(signer)
         if leaf.public_key().public_numbers() != private_key.public_key().public_numbers():

@@ -15,8 +15,9 @@ from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
 from changes import diff as change_diff
-from changes import hooks, roles, selectors, states
+from changes import hooks, selectors, states
 from changes.markdown import render_markdown
+from core import roles
 
 from .statement import PREDICATE_TYPE
 
@@ -226,10 +227,8 @@ def run_facts(run) -> dict:
 
 def evaluation_runs(change) -> list:
     """The latest run of each suite on the change's current content hash."""
-    try:
-        from evaluations.models import EvaluationRun
-    except ImportError:  # the evaluation app is optional for the workflow
-        return []
+    from evaluations.models import EvaluationRun
+
     runs = (
         EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
         .select_related("suite")
@@ -304,26 +303,14 @@ def _trail(change, head_id: int | None) -> list[dict]:
     ]
 
 
-def discussion_facts(change) -> dict:
-    """Thread counts for the attested content hash (issue 14, item 4).
+#: Facts later apps add to every attestation (name -> ``source(change) -> dict``), registered
+#: from their ``ready()``: ``reviews`` adds its thread counts under "discussion". A registry,
+#: because those apps sit above this one and are never imported from here.
+_fact_sources: dict = {}
 
-    Threads keep the hash they were opened on, so the counts are those of the content this
-    attestation signs; threads opened on earlier content are counted apart, because a reader
-    weighing "0 unresolved" must know whether the talk happened on this text or an older one.
-    Imported here, not at the top: ``reviews`` is a later app that reads ``changes`` only.
-    """
-    from reviews.models import Thread
 
-    rows = Thread.objects.filter(change=change)
-    here = rows.filter(content_sha256=change.content_sha256)
-    return {
-        "content_sha256": change.content_sha256,
-        "threads": here.count(),
-        "resolved": here.filter(resolved_at__isnull=False).count(),
-        "unresolved": here.filter(resolved_at__isnull=True).count(),
-        "unresolved_blocking": here.filter(resolved_at__isnull=True, blocking=True).count(),
-        "earlier_content_threads": rows.exclude(content_sha256=change.content_sha256).count(),
-    }
+def register_facts(name: str, source) -> None:
+    _fact_sources[name] = source
 
 
 def post_deployment(change, head_id: int | None) -> dict | None:
@@ -481,7 +468,7 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
         },
         "gate": _gate(change, reason),
         "signoffs": [_signoff(r) for r in selectors.valid_approvals(change)],
-        "discussion": discussion_facts(change),
+        **{name: source(change) for name, source in _fact_sources.items()},
         "deployments": deployments,
         "audit": {
             "head": {

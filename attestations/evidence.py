@@ -24,8 +24,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from changes import audit, checkpoints
-from changes.errors import Conflict
 from changes.models import AuditEvent, ChangeRequest
+from core.errors import Conflict
 
 from . import intoto
 from .keys import SigningKeyError, load_signer, public_key_pem

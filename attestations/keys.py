@@ -17,12 +17,9 @@ The functions take explicit arguments that override settings, so the module work
 tested) without a configured Django project.
 """
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from core import crypto, files
 
 __all__ = [
     "Signer",
@@ -99,26 +98,10 @@ def _settings():
 
 
 def _private_key_from_text(text: str, source: str) -> Ed25519PrivateKey:
-    text = text.strip()
     try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_private_key(
-                text.replace("\\n", "\n").encode("ascii"), password=None
-            )
-        else:
-            # Standard or URL-safe alphabet, padding optional: env values get mangled both ways.
-            compact = "".join(text.split()).replace("-", "+").replace("_", "/")
-            raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-            if len(raw) != 32:
-                raise SigningKeyError(f"{source}: base64 key must decode to 32 bytes")
-            key = Ed25519PrivateKey.from_private_bytes(raw)
-    except SigningKeyError:
-        raise
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
-        raise SigningKeyError(f"{source}: not a readable private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError(f"{source}: attestations are signed with Ed25519 keys only")
-    return key
+        return crypto.ed25519_private_key(text, source, signs="attestations")
+    except crypto.UnreadableKey as exc:
+        raise SigningKeyError(str(exc)) from None
 
 
 def load_signer(*, pem: str | None = None, path: str | os.PathLike | None = None) -> Signer:
@@ -165,32 +148,13 @@ def ensure_dev_key(path: str | os.PathLike | None = None) -> tuple[Path, bool]:
     key_path = Path(path)
     if key_path.exists():
         return key_path, False
-    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=".key-", dir=key_path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp_name, key_path)
-        except FileExistsError:
-            return key_path, False
-        except OSError:
-            # Some volumes refuse hard links; exclusive create still never overwrites a key.
-            try:
-                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return key_path, False
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-    finally:
-        os.unlink(tmp_name)
+    if not files.write_once(key_path, pem):
+        return key_path, False
     logger.warning("generated a development attestation signing key at %s", key_path)
     return key_path, True
 

@@ -46,7 +46,6 @@ __all__ = [
     "pdf_text",
     "render_pdf",
     "resolve_asset",
-    "safe_url_fetcher",
 ]
 
 logger = logging.getLogger(__name__)
@@ -181,23 +180,6 @@ class SafeURLFetcher(URLFetcher):
         return URLFetcherResponse(
             url, body=target.read_bytes(), headers={"Content-Type": content_type}
         )
-
-
-_default_fetcher = SafeURLFetcher()
-
-
-def safe_url_fetcher(url, timeout=10, ssl_context=None):
-    """Function form of ``SafeURLFetcher`` (the pre-68 url_fetcher signature).
-
-    Returns a ``URLFetcherResponse`` for a static asset, raises ``AssetRefused`` otherwise.
-    ``timeout`` and ``ssl_context`` are accepted and ignored: nothing is fetched over a
-    network. It can be passed to WeasyPrint 70 directly because it carries the
-    ``_fail_on_errors`` attribute WeasyPrint reads, but prefer ``SafeURLFetcher()``.
-    """
-    return _default_fetcher.fetch(url)
-
-
-safe_url_fetcher._fail_on_errors = False  # type: ignore[attr-defined]
 
 
 _local = threading.local()

@@ -7,7 +7,7 @@ may follow which is the state graph in ``attestations/states.py``.
 from __future__ import annotations
 
 from changes import permissions as change_rules
-from changes import roles
+from core import roles
 
 
 def can_list_all(user) -> bool:

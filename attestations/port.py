@@ -23,6 +23,22 @@ class Attestations(AttestationPort):
 
         return PANEL_TEMPLATE, views.panel_context(change, user)
 
+    def ensure_demo_key(self) -> str:
+        """Generate the development signing key unless one is configured or present."""
+        import logging
+
+        from . import keys
+
+        # The key module logs the same news as a warning; say it once, to the caller.
+        key_logger = logging.getLogger(keys.__name__)
+        level = key_logger.level
+        key_logger.setLevel(logging.ERROR)
+        try:
+            path, created = keys.ensure_dev_key()
+        finally:
+            key_logger.setLevel(level)
+        return f"Generated a development signing key at {path}" if created else ""
+
     def statuses(self, change_ids) -> dict[int, str]:
         """The newest attestation's status per change; "ready" when any version is ready
         (the download then serves the newest ready PDF)."""

@@ -26,8 +26,8 @@ import re
 from datetime import datetime
 
 from changes import audit, checkpoints
-from changes.filters import parse_id
 from changes.models import AuditEvent, ChangeRequest, Review
+from core.ids import parse_id
 
 from .checks import Check, check
 from .models import Attestation
@@ -80,10 +80,8 @@ def _check_runs(change: ChangeRequest, content_sha256: str, subjects: dict) -> C
     }
     if not runs:
         return check("record_runs", True, "no evaluation run is cited")
-    try:
-        from evaluations.models import EvaluationRun
-    except ImportError:
-        return check("record_runs", False, "the evaluation records are not installed")
+    from evaluations.models import EvaluationRun
+
     ids = [parse_id(r) for r in runs]
     if None in ids:
         return check("record_runs", False, "a run subject does not name a numeric run id")

@@ -19,8 +19,8 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from changes import audit, checkpoints
-from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import document, selectors
 from . import permissions as rules

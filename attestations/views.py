@@ -9,8 +9,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from changes import selectors as change_selectors
 from changes.models import AISystem
-from changes.views._common import change_or_404, deny, paginate
+from core.ui import deny, or_404, paginate
 
 from . import permissions, selectors, services
 from .models import Attestation
@@ -86,7 +87,7 @@ def panel_context(change, user) -> dict:
 @require_GET
 def change_panel(request, pk):
     """The panel alone, for htmx polling while a version renders."""
-    change = change_or_404(request.user, pk)
+    change = or_404(change_selectors.change_for, request.user, pk, detail="No such change.")
     context = {"change": change, **panel_context(change, request.user)}
     return render(request, PANEL_TEMPLATE, context)
 

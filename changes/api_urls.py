@@ -3,7 +3,7 @@ suffixes, and only the methods each resource supports (anything else is 405)."""
 
 from django.urls import path
 
-from . import apis, env_apis
+from . import apis, audit_apis, env_apis
 
 LIST = {"get": "list"}
 LIST_CREATE = {"get": "list", "post": "create"}
@@ -68,6 +68,6 @@ urlpatterns = [
     path("changes/<int:pk>/rebase/", env_apis.ChangeRebaseApi.as_view(), name="api-rebase"),
     path("changes/<int:pk>/stages/", env_apis.ChangeStagesApi.as_view(), name="api-stages"),
     path("changes/<int:pk>/stage/", env_apis.ChangeStageApi.as_view(), name="api-stage"),
-    path("audit/events/", apis.AuditEventsApi.as_view(), name="api-audit-events"),
-    path("audit/verify/", apis.AuditVerifyApi.as_view(), name="api-audit-verify"),
+    path("audit/events/", audit_apis.AuditEventsApi.as_view(), name="api-audit-events"),
+    path("audit/verify/", audit_apis.AuditVerifyApi.as_view(), name="api-audit-verify"),
 ]

@@ -2,41 +2,34 @@
 
 Thin views: an input serializer parses the request, one service (writes) or one selector
 (reads, always scoped to ``request.user``) does the work, an output serializer renders it.
-Domain errors become 400/403/409 centrally in ``changes.errors.api_exception_handler``;
+Domain errors become 400/403/409 centrally in ``core.errors.api_exception_handler``;
 a change the user may not see is a 404, never a 403, so its existence does not leak.
 """
 
 from __future__ import annotations
-
-import csv
-import json
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.core.paginator import Paginator as DjangoPaginator
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
 from rest_framework import status, viewsets
 from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission, IsAuthenticated
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from core.api import Pagination, RoleGate, errors, or_404, parse
+from core.errors import NotAllowed, ValidationFailed
+from core.throttle import TooManyAttempts
+
 from . import (
-    audit,
-    checkpoints,
     diff,
     env_services,
     longpoll,
@@ -46,42 +39,10 @@ from . import (
     tokens,
 )
 from . import serializers as s
-from .errors import NotAllowed, ValidationFailed
 from .filters import ChangeFilter
-from .models import AISystem, AuditEvent, ChangeRequest, ProtocolVersion, Review, Team
-from .throttle import TooManyAttempts
+from .models import AISystem, ChangeRequest, ProtocolVersion, Review, Team
 
-# --- shared pieces -----------------------------------------------------------------------
-
-_ERROR_TEXT = {
-    400: "Invalid input: `detail` names the first bad field, `fields` lists them all.",
-    401: "Not authenticated: send `Authorization: Token <token>`.",
-    403: "Not allowed (role, independence rule, re-authentication); audited as "
-    "`permission.denied`. Independence failures list every `reasons`.",
-    404: "No such object, or not visible to you; on a list, no such page (`page` past the "
-    "end or not a positive integer) or no such `format`.",
-    409: "Not allowed in the current state: `invalid_transition`, `stale_content`, "
-    "`duplicate_approval`, `not_editable`, `duplicate`, or `gate_closed` with `reasons`; "
-    "deploys also `stale_base`, `out_of_order`, `blackout`, `already_deployed`.",
-    429: "Too many requests: too many waiting at once (`throttled`) or too many wrong "
-    "passwords (`too_many_attempts`); retry after `Retry-After` seconds.",
-}
-
-
-def errors(*codes: int, media_type: str | None = None) -> dict:
-    """Documented error responses (bodies are ``{"detail", "code", ...}``)."""
-    return {
-        ((code, media_type) if media_type else code): OpenApiResponse(
-            s.ErrorSerializer, description=_ERROR_TEXT[code]
-        )
-        for code in codes
-    }
-
-
-class Pagination(PageNumberPagination):
-    page_size = 25
-    page_size_query_param = "page_size"
-    max_page_size = 100
+# --- change lookups and role gates ----------------------------------------------------------
 
 
 class ChangeRowsPaginator(DjangoPaginator):
@@ -96,18 +57,8 @@ class ChangeListPagination(Pagination):
     django_paginator_class = ChangeRowsPaginator
 
 
-def parse(serializer_class, data, request, **kwargs) -> dict:
-    """Validate ``data`` with an input serializer; invalid input raises 400."""
-    serializer = serializer_class(data=data, context={"request": request}, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def visible_change(request, pk) -> ChangeRequest:
-    try:
-        return selectors.change_for(request.user, pk)
-    except ChangeRequest.DoesNotExist:
-        raise NotFound("No such change.")
+    return or_404(selectors.change_for, request.user, pk, detail="No such change.")
 
 
 def change_detail(request, pk) -> dict:
@@ -122,39 +73,21 @@ def change_detail(request, pk) -> dict:
     return s.ChangeDetailSerializer(change, context={"request": request}).data
 
 
-class _RoleGate(BasePermission):
-    """Refuses a role-gated write before its input is parsed (the service checks again), so
-    a refused user gets 403 whatever the body. Reads pass unless ``gate_reads``."""
-
-    gate_reads = False
-    gated_methods = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-    def allows(self, user) -> bool:
-        raise NotImplementedError
-
-    def has_permission(self, request, view):
-        if request.method in SAFE_METHODS and not self.gate_reads:
-            return True
-        if request.method not in SAFE_METHODS and request.method not in self.gated_methods:
-            return True
-        return self.allows(request.user)
-
-
-class AdminWrites(_RoleGate):
+class AdminWrites(RoleGate):
     message = "Only admins register AI systems."
 
     def allows(self, user):
         return permissions.can_manage_systems(user)
 
 
-class EngineerWrites(_RoleGate):
+class EngineerWrites(RoleGate):
     message = "Only engineers add protocol versions."
 
     def allows(self, user):
         return permissions.can_create_protocol(user, None)
 
 
-class EngineerFiles(_RoleGate):
+class EngineerFiles(RoleGate):
     """Only filing (POST) is role-gated; who may edit a given change is the service's call."""
 
     message = "Only engineers file protocol changes."
@@ -162,14 +95,6 @@ class EngineerFiles(_RoleGate):
 
     def allows(self, user):
         return permissions.can_create_change(user, None)
-
-
-class AuditReaders(_RoleGate):
-    message = "Only auditors and admins read the audit log."
-    gate_reads = True
-
-    def allows(self, user):
-        return permissions.can_read_audit(user)
 
 
 # --- auth --------------------------------------------------------------------------------
@@ -672,159 +597,3 @@ class ChangeTimelineApi(_ChangeOperation):
     def get(self, request, pk):
         page = self.paginate_queryset(selectors.timeline(self.change()))
         return self.get_paginated_response(s.AuditEventSerializer(page, many=True).data)
-
-
-# --- audit log ---------------------------------------------------------------------------
-
-
-class JSONLinesRenderer(BaseRenderer):
-    """Selected by ``?format=jsonl`` (or ``Accept: application/x-ndjson``); the view streams."""
-
-    media_type = "application/x-ndjson"
-    format = "jsonl"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return (json.dumps(data, ensure_ascii=False) + "\n").encode()
-
-
-class CSVRenderer(BaseRenderer):
-    """Selected by ``?format=csv`` (or ``Accept: text/csv``); the view streams."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return json.dumps(data, ensure_ascii=False).encode()
-
-
-AUDIT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_id",
-    "actor_username",
-    "verb",
-    "object_type",
-    "object_id",
-    "data",
-    "prev_hash",
-    "hash",
-)
-
-
-def audit_records(queryset):
-    """Every event of ``queryset`` as a dict, streamed from the database in chunks."""
-    for row in queryset.values_list(*audit.VERIFY_COLUMNS).iterator(chunk_size=2000):
-        record = dict(zip(audit.VERIFY_COLUMNS, row, strict=True))
-        if isinstance(record["data"], str):
-            record["data"] = json.loads(record["data"])
-        record["created_at"] = s.audit_time(record["created_at"])
-        yield {name: record[name] for name in AUDIT_FIELDS}
-
-
-def jsonl_lines(queryset):
-    for record in audit_records(queryset):
-        yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _csv_cell(value):
-    # Spreadsheets execute cells starting with these; auditors open exports in them.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def csv_lines(queryset):
-    writer = csv.writer(_Echo())
-    yield writer.writerow(AUDIT_FIELDS)
-    for record in audit_records(queryset):
-        record["data"] = json.dumps(record["data"], ensure_ascii=False, sort_keys=True)
-        yield writer.writerow([_csv_cell(record[name]) for name in AUDIT_FIELDS])
-
-
-class AuditEventsApi(GenericAPIView):
-    """The append-only audit log (auditors and admins).
-
-    ``?format=jsonl`` streams every matching event as JSON lines and ``?format=csv`` as CSV;
-    otherwise a paginated JSON list. Each event carries ``prev_hash`` and ``hash`` so an
-    export can be re-verified offline.
-    """
-
-    queryset = AuditEvent.objects.none()  # schema introspection only
-    serializer_class = s.AuditEventSerializer
-    permission_classes = [IsAuthenticated, AuditReaders]
-    pagination_class = Pagination
-    filter_backends = []
-    # DRF reads ``?format=`` (URL_FORMAT_OVERRIDE) to pick a renderer, so the export formats
-    # are renderers; the view streams them itself.
-    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, JSONLinesRenderer, CSVRenderer]
-
-    def handle_exception(self, exc):
-        response = super().handle_exception(exc)
-        # Errors are JSON whatever export format was asked for.
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
-
-    @extend_schema(
-        tags=["audit"],
-        parameters=[
-            s.AuditQuerySerializer,
-            OpenApiParameter(
-                "format",
-                str,
-                enum=["json", "jsonl", "csv"],
-                description="`jsonl` or `csv` streams every matching event (no pagination).",
-            ),
-        ],
-        responses={
-            (200, "application/json"): s.AuditEventSerializer(many=True),
-            (200, "application/x-ndjson"): OpenApiResponse(
-                OpenApiTypes.STR, description="One AuditEvent JSON object per line."
-            ),
-            (200, "text/csv"): OpenApiResponse(
-                OpenApiTypes.STR, description="A header row, then one event per row."
-            ),
-            **errors(400, 401, 403, 404, media_type="application/json"),
-        },
-    )
-    def get(self, request):
-        query = parse(s.AuditQuerySerializer, request.query_params, request)
-        events = selectors.audit_events(**query)
-        export = request.accepted_renderer.format
-        if export in ("jsonl", "csv"):
-            lines = jsonl_lines(events) if export == "jsonl" else csv_lines(events)
-            response = StreamingHttpResponse(
-                lines, content_type=f"{request.accepted_renderer.media_type}; charset=utf-8"
-            )
-            response["Content-Disposition"] = f'attachment; filename="audit-events.{export}"'
-            return response
-        page = self.paginate_queryset(events)
-        return self.get_paginated_response(s.AuditEventSerializer(page, many=True).data)
-
-
-class AuditVerifyApi(APIView):
-    """Walk the hash chain and name the first broken event (auditors and admins)."""
-
-    permission_classes = [IsAuthenticated, AuditReaders]
-
-    @extend_schema(tags=["audit"], responses={200: s.AuditVerifySerializer, **errors(401, 403)})
-    def get(self, request):
-        # The chain on its own, then against the newest signed checkpoint (docs/AUDIT.md).
-        report = checkpoints.verify_anchored()
-        result = {
-            "valid": report.ok,
-            "events": report.events,
-            "first_bad_event": report.first_bad_event,
-            "reason": None if report.ok else report.reason,
-            "head_id": report.head_id,
-            "head_hash": report.head_hash or None,
-            "checkpoint": report.checkpoint.name if report.checkpoint else None,
-        }
-        return Response(s.AuditVerifySerializer(result).data)

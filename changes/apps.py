@@ -8,6 +8,14 @@ class ChangesConfig(AppConfig):
     verbose_name = "Protocol changes"
 
     def ready(self):
+        from core import ports
+
+        from . import audit
+        from .models import ApiToken
+
+        ports.register_audit_writer(audit.append)
+        ports.register_token_model(ApiToken)
+
         from . import (  # noqa: F401
             audit_auth,  # login/logout/failure auditing
             audit_roles,  # role, team and account-flag auditing

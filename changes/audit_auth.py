@@ -11,7 +11,9 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.core.cache import cache
 from django.dispatch import receiver
 
-from . import audit, throttle
+from core import throttle
+
+from . import audit
 
 _PENDING = "pcm:auth:failures:pending"
 _SUMMARY_LOCK = "pcm:auth:failures:summary"

@@ -5,57 +5,25 @@ all three can be changed outside the workflow services (the Django admin, the sh
 migration). Signals are the one place that sees every such write, so the audit events are
 appended here, inside the writer's transaction. Observation only: no workflow state moves.
 
-The acting user comes from ``ActorMiddleware`` (the request's user); outside a request it is
-empty and the event records ``actor_username=""`` (a shell or a migration).
+The acting user comes from ``core.request_context.ActorMiddleware`` (the request's user);
+outside a request it is empty and the event records ``actor_username=""`` (a shell or a
+migration).
 """
 
 from __future__ import annotations
-
-from contextvars import ContextVar
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_save, pre_save
 from django.dispatch import receiver
 
+from core.request_context import current_actor
+
 from . import audit
 from .models import Team
 
 User = get_user_model()
-_actor: ContextVar = ContextVar("pcm_audit_actor", default=None)
 WATCHED_USER_FLAGS = ("is_active", "is_superuser", "is_staff")
-
-
-class ActorMiddleware:
-    """Remember the request being served, for signal handlers and the password throttle.
-
-    Also puts ``Retry-After`` on a 429 when the throttle said how long to wait, whichever view
-    (API or page) rendered it.
-    """
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        token = _actor.set(request)
-        try:
-            response = self.get_response(request)
-        finally:
-            _actor.reset(token)
-        wait = getattr(request, "pcm_retry_after", None)
-        if wait and response.status_code == 429 and not response.has_header("Retry-After"):
-            response["Retry-After"] = str(int(wait))
-        return response
-
-
-def current_request():
-    return _actor.get()
-
-
-def current_actor():
-    request = _actor.get()
-    user = getattr(request, "user", None) if request is not None else None
-    return user if getattr(user, "is_authenticated", False) else None
 
 
 def _pairs(instance, reverse: bool, pk_set) -> list[tuple[int, int]]:

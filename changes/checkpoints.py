@@ -15,9 +15,7 @@ import binascii
 import fcntl
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -29,6 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 from django.utils import timezone
+
+from core import crypto, files
 
 from . import audit
 from .models import AuditCheckpoint, AuditEvent
@@ -159,20 +159,10 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: list[bytes], roo
 
 
 def _private_key_from_text(text: str, source: str) -> Ed25519PrivateKey:
-    text = text.strip()
     try:
-        if "-----BEGIN" in text:
-            key = serialization.load_pem_private_key(
-                text.replace("\\n", "\n").encode("ascii"), password=None
-            )
-        else:
-            raw = base64.b64decode("".join(text.split()), validate=True)
-            key = Ed25519PrivateKey.from_private_bytes(raw)
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError) as exc:
-        raise CheckpointError(f"{source}: not a readable Ed25519 private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CheckpointError(f"{source}: checkpoints are signed with Ed25519 keys only")
-    return key
+        return crypto.ed25519_private_key(text, source, signs="checkpoints")
+    except crypto.UnreadableKey as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def signing_key() -> Ed25519PrivateKey:
@@ -356,28 +346,6 @@ def signature_valid(checkpoint: Checkpoint, keys: Iterable[Ed25519PublicKey]) ->
 
 def store_dir() -> Path:
     return Path(settings.AUDIT_CHECKPOINT_DIR)
-
-
-def _write_once(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` atomically, never replacing an existing file.
-
-    A temporary file is fsynced and hard-linked into place: readers see the whole file or
-    none, and ``link`` fails instead of overwriting. Returns False if the path existed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        os.unlink(tmp)
-    return True
 
 
 @contextmanager
@@ -688,14 +656,14 @@ def _publish(key: Ed25519PrivateKey, origin: str, reason: str) -> Checkpoint:
                 f"{event_id} {event_hash}\n" for event_id, event_hash in report.new_leaves
             )
             leaf_path = store_dir() / LEAVES_DIR / f"{covered:012d}-{size:012d}.txt"
-            if not _write_once(leaf_path, lines.encode("ascii")):
+            if not files.write_once(leaf_path, lines.encode("ascii"), dir_mode=0o777):
                 raise CheckpointError(f"{leaf_path.name} already exists")
         now = timezone.now()
         time = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
         body = format_body(origin, size, report.root, report.head_id, report.head_hash, time)
         note = sign_body(body, key, origin)
         name = f"{size:012d}-{_stamp(now)}{CHECKPOINT_SUFFIX}"
-        if not _write_once(store_dir() / name, note.encode("utf-8")):
+        if not files.write_once(store_dir() / name, note.encode("utf-8"), dir_mode=0o777):
             raise CheckpointError(f"{name} already exists; not overwriting it")
         AuditCheckpoint.objects.create(
             tree_size=size,

@@ -126,7 +126,7 @@ class ChangeStageApi(_ChangeOperation):
         try:
             return request.query_params["environment"], int(request.query_params["stage"])
         except (KeyError, ValueError):
-            from .errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed("environment and stage (a number) are required.") from None
 

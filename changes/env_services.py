@@ -9,6 +9,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from core.errors import Conflict, NotAllowed, ValidationFailed
+
 from . import (
     audit,
     checkpoints,
@@ -20,7 +22,6 @@ from . import (
     states,
 )
 from .env_models import DEFAULT_PATH, Environment, LiveVersion, RolloutStage
-from .errors import Conflict, NotAllowed, ValidationFailed
 from .models import AISystem, ChangeRequest, Deployment, ProtocolVersion
 
 CODE_PRIORITY = ("out_of_order", "stale_base", "blackout", "already_deployed")

@@ -5,30 +5,16 @@ from __future__ import annotations
 import contextlib
 
 from django import forms
-from django.apps import apps
 from django.db.models import Q
 from django.urls import reverse
 
-from . import services, states
-from .filters import parse_id
+from core.ids import parse_id
+
+from . import hooks, services, states
 from .models import AISystem, ChangeRequest, ProtocolVersion
 
 TEXTAREA = {"rows": 8, "class": "md-input"}
 MARKDOWN_FIELDS = ("rationale", "test_plan", "rollout_plan", "backout_plan")
-
-
-def suite_choices() -> list[tuple[int, str]]:
-    """Evaluation suites an engineer may link, or [] while the evaluations app has none."""
-    try:
-        suite_model = apps.get_model("evaluations", "Suite")
-    except LookupError:
-        return []
-    choices = []
-    for suite in suite_model.objects.all().order_by("name", "pk"):
-        version = getattr(suite, "version", "")
-        label = f"{suite.name} v{version}" if version else str(suite.name)
-        choices.append((suite.pk, label))
-    return choices
 
 
 #: Protocol versions are listed oldest first, as they were added (v1 before v2).
@@ -132,7 +118,7 @@ class ChangeRequestForm(forms.Form):
     def __init__(self, *args, change: ChangeRequest | None = None, **kwargs):
         self.change = change
         super().__init__(*args, **kwargs)
-        self.fields["suites"].choices = suite_choices()
+        self.fields["suites"].choices = hooks.evaluation().suite_choices()
         if change is not None:
             self.fields["system"].disabled = True
             self.fields["system"].help_text = "A change stays on the system it was filed for."

@@ -15,7 +15,7 @@ class EvaluationPort:
     def link_suites(self, change, suite_ids: list[int]) -> None:
         """Replace the change's linked suites; raise ValidationFailed for unknown ids."""
         if suite_ids:
-            from .errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed("No evaluation engine is installed to run suites.")
 
@@ -51,6 +51,10 @@ class EvaluationPort:
         """A digest of the runs that evaluated the current content (approvals bind to it)."""
         return ""
 
+    def suite_choices(self) -> list[tuple[int, str]]:
+        """(id, label) of every suite an engineer may link, for the change form."""
+        return []
+
 
 class AttestationPort:
     """What the workflow needs from the attestation issuer."""
@@ -67,6 +71,11 @@ class AttestationPort:
         "rendering", "failed"); a change without one is absent. Lists use it to offer a
         download only where there is something to download."""
         return {}
+
+    def ensure_demo_key(self) -> str:
+        """Make sure a development signing key exists (``seed_demo``); what to tell the
+        operator when one was just generated, else ""."""
+        return ""
 
 
 _evaluation: EvaluationPort = EvaluationPort()

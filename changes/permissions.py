@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import roles, states
+from core import roles
+
+from . import states
 from .models import CRITICALITY_CHOICES, CROSS_TEAM_CRITICALITIES, EMERGENCY_MIN_APPROVALS
 
 #: Every criticality, lowest first (the names the models, the API and the CLI accept).

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
-from . import hooks, permissions, roles, states
+from core import roles
+
+from . import hooks, permissions, states
 from .models import (
     AISystem,
     AuditEvent,

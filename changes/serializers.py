@@ -46,24 +46,6 @@ def _user_ref(user) -> str | None:
     return user.username if user is not None else None
 
 
-# --- errors (documentation only: errors are rendered by changes.errors) -----------------
-
-
-class ErrorSerializer(serializers.Serializer):
-    """Every error body: ``detail`` in words and a machine-readable ``code``."""
-
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    reasons = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        help_text="Every unmet condition (deploy gate, independence rules).",
-    )
-    fields = serializers.DictField(
-        required=False, help_text="Field name -> list of messages, for invalid input."
-    )
-
-
 # --- auth --------------------------------------------------------------------------------
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import audit, content, hooks, permissions, roles, states, throttle
-from .errors import Conflict, NotAllowed, ValidationFailed
+from core import roles, throttle
+from core.errors import Conflict, NotAllowed, ValidationFailed
+
+from . import audit, content, hooks, permissions, states
 from .models import (
     AISystem,
     ChangeRequest,

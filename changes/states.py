@@ -6,6 +6,8 @@ test walks every (from, to) pair of :data:`STATES` against :data:`TRANSITIONS`.
 
 from __future__ import annotations
 
+from core import errors
+
 DRAFT = "draft"
 SUBMITTED = "submitted"
 EVALUATING = "evaluating"
@@ -81,7 +83,7 @@ REVIEWABLE = frozenset({AWAITING_REVIEW, APPROVED})
 TERMINAL = frozenset({REJECTED, CLOSED, WITHDRAWN})
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(errors.InvalidTransition):
     """Raised when a change may not move from one state to another."""
 
     def __init__(self, current: str, target: str):

@@ -1,4 +1,4 @@
-"""API tokens: issue (shown once), look up by hash, rotate, revoke; scopes per request.
+"""API tokens: issue (shown once), look up by hash, rotate, revoke (``core.tokens``: scopes).
 
 Why hashed: a database or admin page that leaks stored keys must not leak usable tokens.
 The key is ``pcm_<prefix>_<secret>`` with 256 bits of randomness; only its SHA-256 is
@@ -8,7 +8,6 @@ Design notes: ``docs/api-tokens.md``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 
@@ -19,26 +18,13 @@ from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from core.errors import ValidationFailed
+from core.tokens import KEY_PREFIX, hash_key
+
 from . import audit
-from .errors import ValidationFailed
 from .models import TOKEN_SCOPES, ApiToken
 
-KEY_PREFIX = "pcm_"
 ALL_SCOPES = list(TOKEN_SCOPES)
-# Unsafe requests that need a scope other than ``write``, by URL name.
-SCOPE_BY_URL_NAME = {
-    "api-change-deploy": "deploy",
-    "api-suite-list": "ingest",
-    "api-protocol-list": "ingest",
-    "api-attestation-verify": "ingest",
-    "api-token-rotate": "read",  # any valid token may replace itself
-    "api-token-revoke": "read",
-}
-SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def max_ttl_days() -> int:
@@ -125,16 +111,6 @@ def find(key: str) -> ApiToken | None:
     if token is None or token.revoked_at is not None or token.expires_at <= timezone.now():
         return None
     return token
-
-
-def required_scope(request) -> str:
-    """The scope a request needs: ``read`` for safe methods, else by URL name or ``write``."""
-    method = getattr(request, "method", "GET").upper()
-    match = getattr(getattr(request, "_request", request), "resolver_match", None)
-    name = getattr(match, "url_name", None)
-    if name in SCOPE_BY_URL_NAME and method not in SAFE_METHODS:
-        return SCOPE_BY_URL_NAME[name]
-    return "read" if method in SAFE_METHODS else "write"
 
 
 # --- a password change revokes every token ----------------------------------------------------

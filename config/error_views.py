@@ -1,6 +1,6 @@
 """Error pages: styled HTML for people, ``{"detail", "code"}`` JSON under ``/api/``.
 
-DRF answers errors raised inside its views itself (changes.errors.api_exception_handler);
+DRF answers errors raised inside its views itself (core.errors.api_exception_handler);
 these handlers cover the rest: an ``/api/`` URL that matches no route, a crash that escaped
 a view, a CSRF or permission failure raised by Django. With DEBUG on, Django shows its
 technical pages instead and these are not called for 404/500.

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
+    "core",
     "changes",
     "evaluations",
     "attestations",
@@ -47,7 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "changes.limits.RequestSizeLimitMiddleware",
+    "core.limits.RequestSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -55,7 +56,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "changes.audit_roles.ActorMiddleware",
+    "core.request_context.ActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -74,7 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "changes.context_processors.roles_context",
+                "core.context_processors.roles_context",
                 "reviews.context_processors.inbox",
             ],
         },
@@ -101,7 +102,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "changes.authentication.ThrottledModelBackend",
+    "core.authentication.ThrottledModelBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -113,7 +114,7 @@ LOGOUT_REDIRECT_URL = "login"
 
 # Password checks are rate-limited (docs/rate-limits.md). django-axes locks a username+client
 # pair after repeated failures (a third party only ever locks their own address out);
-# changes.throttle adds a per-client limit, a per-account soft delay (never a lockout) for
+# core.throttle adds a per-client limit, a per-account soft delay (never a lockout) for
 # unauthenticated attempts, and a per-account and per-client limit on sign-off passwords.
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
@@ -124,8 +125,8 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # the client address is the one the outermost proxy saw. Left at 0 behind a proxy, every
 # client shares the proxy's address and per-client limits apply to everyone at once.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
-AXES_CLIENT_IP_CALLABLE = "changes.throttle.client_ip"
-AXES_WHITELIST_CALLABLE = "changes.throttle.delayed_by_throttle"
+AXES_CLIENT_IP_CALLABLE = "core.throttle.client_ip"
+AXES_WHITELIST_CALLABLE = "core.throttle.delayed_by_throttle"
 PASSWORD_FAILURE_WINDOW_SECONDS = env.int("PASSWORD_FAILURE_WINDOW_SECONDS", default=900)
 SIGNOFF_FAILURE_LIMIT = env.int("SIGNOFF_FAILURE_LIMIT", default=5)
 CLIENT_FAILURE_LIMIT = env.int("CLIENT_FAILURE_LIMIT", default=30)
@@ -197,13 +198,13 @@ MEDIA_URL = "media/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "changes.authentication.TokenWithRolesAuthentication",
+        "core.authentication.TokenWithRolesAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON with size and depth limits checked before parsing (changes/limits.py).
     "DEFAULT_PARSER_CLASSES": [
-        "changes.limits.LimitedJSONParser",
+        "core.limits.LimitedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -211,7 +212,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 25,
     "DEFAULT_FILTER_BACKENDS": ["changes.filters.FilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "changes.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
 }
 # Requests one web process lets wait at once on ``?wait_for=`` (changes.longpoll); keep it
 # below gunicorn's threads so waiting clients never take every thread.
@@ -335,7 +336,7 @@ EVAL_SECRETS_FILE = env.str("EVAL_SECRETS_FILE", default="")
 REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=64 * 1024 * 1024)
 FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
 FILE_UPLOAD_HANDLERS = [
-    "changes.limits.CappedUploadHandler",
+    "core.limits.CappedUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from changes import health
+from core import health
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

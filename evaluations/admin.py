@@ -9,9 +9,9 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from changes import roles
-from changes.admin import SafeLookupsAdmin
-from changes.errors import DomainError
+from core import roles
+from core.admin import ReadOnlyAdmin, SafeLookupsAdmin
+from core.errors import DomainError
 
 from . import registry
 from .models import (
@@ -23,17 +23,6 @@ from .models import (
     Sample,
     Suite,
 )
-
-
-class ReadOnlyAdmin(SafeLookupsAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Suite)

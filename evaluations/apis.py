@@ -4,7 +4,7 @@ Thin views: requests are parsed by input serializers, writes go through
 ``evaluations.services``, and every read of a run is scoped through the visibility of its
 change (``changes.selectors.visible_changes``): a run on a change the user may not see is a
 404, never a 403, so its existence does not leak. Domain errors become 400/403/409 centrally
-(``changes.errors.api_exception_handler``).
+(``core.errors.api_exception_handler``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.response import Response
 
-from changes.apis import Pagination, errors, parse, visible_change
-from changes.errors import ValidationFailed
-from changes.selectors import visible_changes
+from changes.selectors import change_for, visible_changes
+from core.api import Pagination, errors, or_404, parse
+from core.errors import ValidationFailed
 
 from . import permissions, selectors, services
 from . import serializers as s
@@ -271,7 +271,7 @@ class ChangeEvaluationsApi(GenericAPIView):
         responses={200: s.RunSummarySerializer(many=True), **errors(401, 404)},
     )
     def get(self, request, pk):
-        change = visible_change(request, pk)
+        change = or_404(change_for, request.user, pk, detail="No such change.")
         runs = selectors.runs_for_change(change)
         page = self.paginate_queryset(runs)
         data = [

@@ -18,8 +18,8 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from changes import roles
-from changes.errors import Conflict
+from core import roles
+from core.errors import Conflict
 
 from . import services
 from .models import Suite

@@ -17,7 +17,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 
-from changes import limits
+from core import limits
 
 MAX_SOURCE_BYTES = 2_000_000
 

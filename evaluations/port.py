@@ -57,6 +57,17 @@ class DjangoEvaluationPort(EvaluationPort):
     def evaluation_digest(self, change) -> str:
         return selectors.evaluation_digest(change)
 
+    def suite_choices(self) -> list[tuple[int, str]]:
+        """Every suite, by name then id, labelled "name vVERSION"."""
+        from .models import Suite
+
+        return [
+            (pk, f"{name} v{version}" if version else str(name))
+            for pk, name, version in Suite.objects.order_by("name", "pk").values_list(
+                "pk", "name", "version"
+            )
+        ]
+
     def panel(self, change, user) -> tuple[str, dict] | None:
         """The change page's evaluation section. Context keys (agreed with the UI):
         ``change``; ``runs`` (every run of the change, newest first, with its suite);

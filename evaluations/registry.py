@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from django.conf import settings
 
-from changes.errors import ValidationFailed
+from core.errors import ValidationFailed
 
 from .models import JudgeModel, RegisteredSecret
 from .targets import TargetConfigError, validate_target_config
@@ -274,7 +274,8 @@ def secret_save(*, actor, secret: RegisteredSecret, created: bool) -> Registered
     ``secret.changed`` with the name, source kind and grants: never a value (none is held)."""
     from django.db import transaction
 
-    from changes import audit, roles
+    from changes import audit
+    from core import roles
 
     if not roles.is_admin(actor):
         raise ValidationFailed("Only admins register secrets.")
@@ -308,7 +309,8 @@ def judge_model_save(*, actor, judge: JudgeModel, created: bool) -> JudgeModel:
     ``judge.registered`` or ``judge.changed`` with its name, model and host."""
     from django.db import transaction
 
-    from changes import audit, roles
+    from changes import audit
+    from core import roles
 
     if not roles.is_admin(actor):
         raise ValidationFailed("Only admins register judge models.")

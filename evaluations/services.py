@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from changes import audit
 from changes import services as change_services
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import dispatch, executor, gates, leases, permissions, registry, runner, selectors
 from . import states as run_states

@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from changes import limits
 from changes.permissions import is_strict
+from core import limits
 
 from . import graders as grader_mod
 

@@ -23,9 +23,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from changes import hooks
-from changes.errors import DomainError, as_domain_error
-from changes.selectors import visible_changes
-from changes.views._common import change_or_404, deny, paginate, report
+from changes.selectors import change_for, visible_changes
+from core.errors import DomainError, as_domain_error
+from core.ui import deny, or_404, paginate, report
 
 from . import permissions, selectors, services
 from . import serializers as read
@@ -458,7 +458,7 @@ def run_cancel(request, pk):
 def change_panel(request, pk):
     """The change page's evaluation section on its own, for htmx polling while runs are live;
     when the last live run finishes the whole page is refreshed (its state has moved)."""
-    change = change_or_404(request.user, pk)
+    change = or_404(change_for, request.user, pk, detail="No such change.")
     result = hooks.evaluation().panel(change, request.user)
     if result is None:
         raise Http404("No evaluation panel.")

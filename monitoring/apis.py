@@ -14,31 +14,15 @@ from rest_framework.views import APIView
 
 from changes import selectors as change_selectors
 from changes.models import AISystem, ChangeRequest
-from changes.serializers import ErrorSerializer
+from core.api import errors, or_404
 
 from . import ingest, services
 from . import serializers as s
 from .authentication import IngestPrincipal, IngestTokenAuthentication
 
-_ERROR_TEXT = {
-    400: "Invalid input: `detail` says what is wrong.",
-    401: "Not authenticated.",
-    403: "Not allowed (role, independence, or a token of another system); audited.",
-    404: "No such object, or not visible to you.",
-}
-
-
-def errors(*codes: int) -> dict:
-    """Documented error responses (bodies are ``{"detail", "code", ...}``). The workflow
-    app's web layer is not imported here (docs/DESIGN.md), so the texts are our own."""
-    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in codes}
-
 
 def visible_change(request, pk) -> ChangeRequest:
-    try:
-        return change_selectors.change_for(request.user, pk)
-    except ChangeRequest.DoesNotExist:
-        raise NotFound("No such change.") from None
+    return or_404(change_selectors.change_for, request.user, pk, detail="No such change.")
 
 
 JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes import audit, permissions
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import stats
 from .models import Decision, ReviewConfig, ReviewItem

@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from changes import audit, permissions
-from changes.errors import NotAllowed, ValidationFailed
+from core.errors import NotAllowed, ValidationFailed
 
 from . import ingest
 from .live import known_environments, live

@@ -10,8 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from changes.errors import DomainError
 from changes.models import AISystem
+from core.errors import DomainError
 
 from . import charts, discrepancy, permissions, review, selectors, services
 from .forms import IncidentActionForm, MonitorForm, ReviewForm, TokenForm

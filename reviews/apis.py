@@ -1,7 +1,7 @@
 """REST API of the review-collaboration app (mounted under ``/api/v1/``).
 
 Thin views: parse, call one service or selector scoped to ``request.user``, render. Domain
-errors become 400/403/409 centrally (``changes.errors.api_exception_handler``).
+errors become 400/403/409 centrally (``core.errors.api_exception_handler``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from changes.apis import errors
+from core.api import errors, or_404
 
 from . import discussion, rules, selectors, services, snapshots, webhooks
 from . import requests as review_requests
@@ -70,11 +70,11 @@ class NotificationReadApi(APIView):
         data = request.data if isinstance(request.data, dict) else {}
         ids = None if data.get("all") is True else data.get("ids")
         if ids is None and data.get("all") is not True:
-            from changes.errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed('ids: give a list of ids, or {"all": true}.')
         if ids is not None and not isinstance(ids, list):
-            from changes.errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             raise ValidationFailed("ids: must be a list of notification ids.")
         marked = services.notifications_mark_read(actor=request.user, ids=ids)
@@ -99,12 +99,8 @@ class NotificationPreferencesApi(APIView):
 
 def _visible_change(request, pk):
     from changes import selectors as change_selectors
-    from changes.models import ChangeRequest
 
-    try:
-        return change_selectors.change_for(request.user, pk)
-    except ChangeRequest.DoesNotExist:
-        raise NotFound() from None
+    return or_404(change_selectors.change_for, request.user, pk)
 
 
 class ReviewRequestsApi(APIView):
@@ -148,8 +144,8 @@ class SinceMyReviewApi(APIView):
 
     @extend_schema(tags=["reviews"], responses={200: dict, **ERRORS})
     def get(self, request, pk):
-        from changes.errors import ValidationFailed
         from changes.models import Review
+        from core.errors import ValidationFailed
 
         change = _visible_change(request, pk)
         sha = request.query_params.get("sha256")
@@ -260,7 +256,7 @@ class ThreadResolveApi(APIView):
 
 
 def _admin_only(request):
-    from changes.errors import NotAllowed
+    from core.errors import NotAllowed
 
     from .permissions import may_manage_webhooks
 
@@ -313,8 +309,8 @@ class WebhookListApi(APIView):
 
     @extend_schema(tags=["webhooks"], request=dict, responses={201: dict, **ERRORS})
     def post(self, request):
-        from changes.errors import ValidationFailed
         from changes.models import AISystem
+        from core.errors import ValidationFailed
 
         _admin_only(request)
         data = request.data if isinstance(request.data, dict) else {}

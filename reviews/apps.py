@@ -11,6 +11,7 @@ class ReviewsConfig(AppConfig):
     def ready(self):
         # The workflow (``changes``) never imports this app: it hears audit events and draws
         # page panels through the seams in ``changes.hooks``.
+        from attestations import document
         from changes import hooks
 
         from . import discussion, events, panels, rules
@@ -20,3 +21,4 @@ class ReviewsConfig(AppConfig):
         hooks.register_panel("dashboard", panels.dashboard_panel)
         hooks.register_gate_rule(discussion.gate_reasons)
         hooks.register_gate_rule(rules.unmet)
+        document.register_facts("discussion", discussion.attestation_facts)

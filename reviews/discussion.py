@@ -6,8 +6,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from changes import audit
-from changes.errors import NotAllowed, ValidationFailed
 from changes.models import ChangeRequest
+from core.errors import NotAllowed, ValidationFailed
 
 from .models import Comment, Thread
 from .permissions import may_comment, may_resolve
@@ -166,4 +166,23 @@ def counts(change: ChangeRequest) -> dict:
         "resolved": rows.filter(resolved_at__isnull=False).count(),
         "unresolved": rows.filter(resolved_at__isnull=True).count(),
         "unresolved_blocking": rows.filter(resolved_at__isnull=True, blocking=True).count(),
+    }
+
+
+def attestation_facts(change) -> dict:
+    """Thread counts for the attested content hash, for the attestation's review section.
+
+    Threads keep the hash they were opened on, so the counts are those of the content the
+    attestation signs; threads opened on earlier content are counted apart, because a reader
+    weighing "0 unresolved" must know whether the talk happened on this text or an older one.
+    """
+    rows = Thread.objects.filter(change=change)
+    here = rows.filter(content_sha256=change.content_sha256)
+    return {
+        "content_sha256": change.content_sha256,
+        "threads": here.count(),
+        "resolved": here.filter(resolved_at__isnull=False).count(),
+        "unresolved": here.filter(resolved_at__isnull=True).count(),
+        "unresolved_blocking": here.filter(resolved_at__isnull=True, blocking=True).count(),
+        "earlier_content_threads": rows.exclude(content_sha256=change.content_sha256).count(),
     }

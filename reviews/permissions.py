@@ -2,12 +2,13 @@
 and webhooks; and while which states a change takes review requests.
 
 Every such rule of this app lives here (CONTRIBUTING.md, "Where rules live"). Role names and
-memberships are the workflow's (``changes.roles``, ``changes.permissions``).
+memberships are the workflow's (``core.roles``, ``changes.permissions``).
 """
 
 from __future__ import annotations
 
-from changes import roles, states
+from changes import states
+from core import roles
 
 #: A change in these states takes no more review requests.
 CLOSED = frozenset({states.WITHDRAWN, states.REJECTED, states.CLOSED})

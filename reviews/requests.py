@@ -8,9 +8,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from changes import audit, permissions, roles, states
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from changes import audit, permissions, states
 from changes.models import ChangeRequest, Review
+from core import roles
+from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from .models import ReviewRequest
 from .permissions import may_request, takes_reviews

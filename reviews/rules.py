@@ -11,10 +11,11 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from changes import audit, permissions, roles
-from changes.errors import NotAllowed, ValidationFailed
+from changes import audit, permissions
 from changes.models import AISystem, ChangeRequest, Team
 from changes.selectors import valid_approvals
+from core import roles
+from core.errors import NotAllowed, ValidationFailed
 
 from .models import ReviewerRuleSet
 from .permissions import may_manage_rules

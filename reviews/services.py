@@ -16,8 +16,8 @@ from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from changes.errors import ValidationFailed
 from changes.models import AuditEvent
+from core.errors import ValidationFailed
 
 from . import events
 from . import models as m

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from changes.errors import DomainError
+from core.errors import DomainError
 
 from . import models as m
 from . import selectors, services
@@ -148,7 +148,7 @@ def thread_reply(request, pk, thread_pk):
 
 
 def _require_admin(request, detail="Only admins manage webhook endpoints.", may=None):
-    from changes.views._common import deny
+    from core.ui import deny
 
     from .permissions import may_manage_webhooks
 
@@ -307,8 +307,8 @@ def ruleset_edit(request, pk):
     and the form comes back as typed (400)."""
     from django.contrib.auth import get_user_model
 
-    from changes import roles
     from changes.models import AISystem, Team
+    from core import roles
 
     from . import rules as rule_sets
     from .models import ReviewerRuleSet

@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from changes import audit
-from changes.errors import NotAllowed, ValidationFailed
+from core.errors import NotAllowed, ValidationFailed
 from evaluations.targets import hostguard
 
 from . import models as m

@@ -181,13 +181,14 @@ def token_for(user, scopes=None) -> str:
 
     from changes import tokens
     from changes.models import ApiToken
+    from core.tokens import KEY_PREFIX, hash_key
 
     prefix = secrets.token_hex(4)
-    key = f"{tokens.KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     ApiToken.objects.create(
         user=user,
         prefix=prefix,
-        key_sha256=tokens.hash_key(key),
+        key_sha256=hash_key(key),
         scopes=tokens.clean_scopes(scopes),
         expires_at=timezone.now() + timedelta(days=1),
     )

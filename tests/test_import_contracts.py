@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("changes", "evaluations", "attestations")
+PACKAGES = ("core", "changes", "evaluations", "attestations", "reviews", "monitoring", "pcm")
 
 
 def _copy_packages(dest: Path) -> None:
@@ -51,3 +53,43 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path):
     assert "the gate, its statistics and the result contract import no app BROKEN" in (
         result.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden_import", "contract"),
+    [
+        # the platform layer reaching up into a domain app
+        ("core/ui.py", "import changes.models", "core imports no domain app"),
+        # the evaluation API borrowing the workflow's API module instead of core.api
+        (
+            "evaluations/apis.py",
+            "import changes.apis",
+            "evaluations imports no other app's web layer",
+        ),
+        # the attestation records parsing ids with the workflow's filters (issue 11)
+        (
+            "attestations/records.py",
+            "import changes.filters",
+            "attestations imports no other app's web layer",
+        ),
+        # a sibling importing a sibling
+        ("monitoring/services.py", "import reviews.models", "apps import downwards only"),
+        # the workflow reaching up into a later app
+        ("changes/services.py", "import reviews.models", "apps import downwards only"),
+        # the CLI importing the server's code
+        ("pcm/cli.py", "import core.roles", "pcm imports no app"),
+    ],
+)
+def test_each_new_contract_breaks_on_its_forbidden_import(
+    tmp_path, module, forbidden_import, contract
+):
+    # given: one forbidden import added to an otherwise clean copy
+    _copy_packages(tmp_path)
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{forbidden_import}  # noqa\n")
+
+    result = _lint(tmp_path)
+
+    assert result.returncode != 0
+    broken = [line for line in result.stdout.splitlines() if line.endswith("BROKEN")]
+    assert len(broken) >= 1 and any(contract in line for line in broken), result.stdout

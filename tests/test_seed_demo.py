@@ -9,6 +9,7 @@ from django.core.management import call_command
 from changes import states, tokens
 from changes.management.commands.seed_demo import DEMO_USERS
 from changes.models import AISystem, ApiToken, AuditEvent, ChangeRequest, ProtocolVersion, Team
+from core.tokens import KEY_PREFIX
 
 pytestmark = pytest.mark.django_db
 
@@ -90,7 +91,7 @@ def test_second_run_adds_nothing_and_prints_the_same_logins():
         assert f"{username} / {password}" in second.splitlines()
 
     # keys are stored hashed: the first run prints a working key, later runs only its prefix
-    key = next(w for w in first.split() if w.startswith(tokens.KEY_PREFIX))
+    key = next(w for w in first.split() if w.startswith(KEY_PREFIX))
     token = tokens.find(key)
     assert token is not None and token.scopes == ["read", "deploy"]
     assert key not in second and f"({token.prefix}…" in second
@@ -147,7 +148,7 @@ def test_a_demo_seed_without_context_is_called_with_stdout_and_style_only(monkey
 def test_a_change_that_cannot_be_submitted_stays_a_draft_with_a_warning(monkeypatch):
     # given: submitting is refused (e.g. an engine that needs suites nobody offered)
     from changes import services
-    from changes.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     def refuse(**kwargs):
         raise ValidationFailed("suites: link at least one evaluation suite before submitting")

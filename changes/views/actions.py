@@ -7,11 +7,13 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.errors import DomainError, NotAllowed, as_domain_error
+from core.ui import attach_to_form, audit_denial, deny, report
+
 from .. import env_selectors, permissions, selectors, services
-from ..errors import DomainError, NotAllowed
 from ..forms import DeployForm, ReviewForm, WithdrawForm
 from ..states import InvalidTransition
-from ._common import attach_to_form, audit_denial, change_or_404, deny, domain_error, report
+from ._common import change_or_404
 
 
 def _run(request, change, action, success: str):
@@ -19,7 +21,7 @@ def _run(request, change, action, success: str):
     try:
         action()
     except (DomainError, InvalidTransition) as exc:
-        report(request, domain_error(exc))
+        report(request, as_domain_error(exc))
     else:
         messages.success(request, success)
     return redirect("change-detail", pk=change.pk)
@@ -151,7 +153,7 @@ def change_review(request, pk):
                     expected_sha256=data["expected_sha256"],
                 )
             except (DomainError, InvalidTransition) as exc:
-                error = domain_error(exc)
+                error = as_domain_error(exc)
                 if isinstance(error, NotAllowed):
                     audit_denial(request, error.detail)
                 if error.code == "reauthentication_failed":

@@ -12,9 +12,10 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from core.ui import deny, paginate
+
 from .. import checkpoints, hooks, permissions, selectors
 from ..forms import AuditFilterForm, ChangeFilterForm
-from ._common import deny, paginate
 
 AUDIT_PAGE_SIZE = 50
 

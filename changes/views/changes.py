@@ -7,9 +7,12 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import diff, env_selectors, hooks, permissions, roles, selectors, services, states
-from ..errors import DomainError
-from ..filters import parse_id
+from core import roles
+from core.errors import DomainError
+from core.ids import parse_id
+from core.ui import attach_to_form, deny, paginate
+
+from .. import diff, env_selectors, hooks, permissions, selectors, services, states
 from ..forms import (
     MARKDOWN_FIELDS,
     ChangeFilterForm,
@@ -23,15 +26,7 @@ from ..forms import (
 )
 from ..markdown import render_markdown
 from ..models import AISystem
-from ._common import (
-    attach_to_form,
-    attestation_panel,
-    change_or_404,
-    deny,
-    evaluation_panel,
-    paginate,
-    slot_panels,
-)
+from ._common import attestation_panel, change_or_404, evaluation_panel, slot_panels
 
 PREVIEW_FIELDS = frozenset(MARKDOWN_FIELDS)
 PREVIEW_MAX_CHARS = max(services.TEXT_LIMITS.values())

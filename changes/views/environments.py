@@ -7,9 +7,11 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.errors import DomainError, as_domain_error
+from core.ui import report
+
 from .. import env_services
-from ..errors import DomainError
-from ._common import change_or_404, domain_error, report
+from ._common import change_or_404
 
 
 @login_required
@@ -21,7 +23,7 @@ def change_rollback(request, pk):
             actor=request.user, change_request=change, emergency=bool(request.POST.get("emergency"))
         )
     except DomainError as exc:
-        report(request, domain_error(exc))
+        report(request, as_domain_error(exc))
         return redirect("change-detail", pk=change.pk)
     messages.success(request, f"{rollback.reference} filed: it rolls back {change.reference}.")
     return redirect("change-detail", pk=rollback.pk)
@@ -36,7 +38,7 @@ def change_rebase(request, pk):
     try:
         preview = env_services.rebase_preview(change)
     except DomainError as exc:
-        report(request, domain_error(exc))
+        report(request, as_domain_error(exc))
         return redirect("change-detail", pk=change.pk)
     status, error = 200, None
     if request.method == "POST":

@@ -9,12 +9,13 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from core.errors import DomainError
+from core.ids import parse_id
+from core.ui import attach_to_form, deny
+
 from .. import diff, env_selectors, permissions, selectors, services
-from ..errors import DomainError
-from ..filters import parse_id
 from ..forms import ProtocolVersionForm
 from ..models import ProtocolVersion
-from ._common import attach_to_form, deny
 
 
 def _system_or_404(user, pk):

@@ -18,7 +18,6 @@ from attestations.pdf import (
     pdf_text,
     render_pdf,
     resolve_asset,
-    safe_url_fetcher,
 )
 
 from .conftest import CONTENT_SHA, REPO
@@ -177,7 +176,7 @@ def test_shipped_fonts_and_licence_are_present():
 )
 def test_static_assets_are_served(url):
     assert resolve_asset(url).is_file()
-    response = safe_url_fetcher(url)
+    response = SafeURLFetcher().fetch(url)
     assert response.read()[:4] in (b"\x00\x01\x00\x00", b"/*\n ")
 
 
@@ -211,7 +210,7 @@ def test_static_assets_are_served(url):
 )
 def test_everything_else_is_refused(url):
     with pytest.raises(AssetRefused):
-        safe_url_fetcher(url)
+        SafeURLFetcher().fetch(url)
 
 
 def test_a_symlink_out_of_the_static_root_is_refused(tmp_path):
@@ -236,7 +235,7 @@ def test_prefixed_staticfiles_dirs_are_honoured(tmp_path):
 
 def test_the_function_form_works_as_a_weasyprint_70_fetcher():
     html = '<link rel="stylesheet" href="attestations/pdf.css"><img src="file:///etc/passwd">x'
-    pdf = HTML(string=html, base_url="asset:/", url_fetcher=safe_url_fetcher).write_pdf()
+    pdf = HTML(string=html, base_url="asset:/", url_fetcher=SafeURLFetcher()).write_pdf()
     assert pdf.startswith(b"%PDF-")
 
 

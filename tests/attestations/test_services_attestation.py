@@ -13,8 +13,8 @@ from django.utils import timezone
 from attestations import document, services, tasks
 from attestations.models import Attestation
 from changes import hooks
-from changes.errors import Conflict, NotAllowed
 from changes.models import AuditEvent
+from core.errors import Conflict, NotAllowed
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     approve,
     approved_change,
@@ -289,7 +289,7 @@ def test_the_registered_port_is_ours():
 
 
 def test_an_unknown_reason_is_refused(engineer):
-    from changes.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     change = make_change(author=engineer)
     with pytest.raises(ValidationFailed):

@@ -157,8 +157,8 @@ def test_the_token_lookup_reads_every_role_in_one_query(db):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from changes import roles
-    from changes.authentication import TokenWithRolesAuthentication
+    from core import roles
+    from core.authentication import TokenWithRolesAuthentication
     from tests.factories import UserFactory
 
     # given: a user holding two roles, with a token
@@ -177,8 +177,8 @@ def test_the_token_lookup_reads_every_role_in_one_query(db):
 
 
 def test_a_user_without_roles_has_none_and_is_still_authenticated(db):
-    from changes import roles
-    from changes.authentication import TokenWithRolesAuthentication
+    from core import roles
+    from core.authentication import TokenWithRolesAuthentication
     from tests.factories import UserFactory
 
     user = UserFactory(username="no-hats")

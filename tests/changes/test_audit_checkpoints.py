@@ -18,6 +18,7 @@ from django.urls import reverse
 
 from changes import audit, checkpoints, services
 from changes.models import AuditCheckpoint, AuditEvent
+from core import files
 from tests.changes.test_api_support import pin_null_ports, url
 from tests.factories import PASSWORD, make_change
 
@@ -105,7 +106,7 @@ def test_checkpoints_are_never_overwritten(settings, published, engineer):
     # when: more events are checkpointed, and a writer tries the same file name again
     audit.append(actor=engineer, verb="test.more")
     second = checkpoints.publish_checkpoint()
-    rewritten = checkpoints._write_once(store / published.name, b"forged")
+    rewritten = files.write_once(store / published.name, b"forged")
 
     # then: the first file is untouched and the new one sits beside it
     assert rewritten is False

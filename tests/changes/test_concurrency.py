@@ -10,9 +10,9 @@ import pytest
 from django.db import connection, connections
 
 from changes import audit, services, states
-from changes.errors import DomainError
 from changes.models import AuditEvent, Deployment, Review
 from changes.states import InvalidTransition
+from core.errors import DomainError
 from tests.factories import PASSWORD, SystemFactory, UserFactory, make_change
 
 pytestmark = [

@@ -11,8 +11,8 @@ from django.db import connection, connections
 
 from changes import audit, env_selectors, services
 from changes.env_models import LiveVersion
-from changes.errors import Conflict
 from changes.models import Deployment
+from core.errors import Conflict
 from tests.changes.env_support import approved, system_with
 from tests.factories import ProtocolFactory
 

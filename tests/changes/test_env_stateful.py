@@ -15,9 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from changes import env_selectors, env_services, services, states
 from changes.env_models import Environment, LiveVersion
-from changes.errors import DomainError
 from changes.models import ChangeRequest, Deployment
 from changes.states import InvalidTransition
+from core.errors import DomainError
 from tests.changes.env_support import approve
 from tests.factories import ProtocolFactory, SystemFactory, TeamFactory, UserFactory, change_fields
 

@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from changes import env_selectors, env_services, environments, services, states
 from changes.env_models import Environment, LiveVersion, RolloutStage
-from changes.errors import Conflict, ValidationFailed
 from changes.models import AuditEvent, ChangeRequest, Deployment, ProtocolVersion
+from core.errors import Conflict, ValidationFailed
 from tests.changes.env_support import approve, approved, new_version, system_with
 from tests.factories import PASSWORD, change_fields
 

@@ -72,7 +72,7 @@ def test_deploy_roles(request, who, may_deploy):
 
 def test_nul_characters_are_refused_as_bad_input(engineer):
     # given a change; when an edit carries a NUL character (PostgreSQL text cannot hold it)
-    from changes.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     change = make_change(author=engineer)
     before = (change.title, change.revision)
@@ -137,7 +137,7 @@ def test_independence_matrix_new_rules(request, engineer, who, setup, expected_o
     ],
 )
 def test_emergency_confirmation_matrix(request, engineer, who, may_confirm):
-    from changes.errors import NotAllowed
+    from core.errors import NotAllowed
 
     system = SystemFactory(owner_team=engineer.teams.first(), criticality="high")
     change = make_change(author=engineer, system=system, change_type="emergency")

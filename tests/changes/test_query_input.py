@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from changes.filters import MAX_ID, parse_id
 from changes.models import ChangeRequest
+from core.ids import MAX_ID, parse_id
 from tests.changes.test_api_support import pin_null_ports, url
 from tests.factories import ProtocolFactory, SystemFactory
 

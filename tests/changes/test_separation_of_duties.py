@@ -13,8 +13,8 @@ import pytest
 from django.contrib.auth.models import Group
 
 from changes import audit, permissions, selectors, services
-from changes.errors import Conflict, NotAllowed
 from changes.models import AuditEvent, ChangeRequest
+from core.errors import Conflict, NotAllowed
 from tests.changes.test_api_support import (
     approve,
     awaiting_review,

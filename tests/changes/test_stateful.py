@@ -20,9 +20,9 @@ from hypothesis.stateful import (
 )
 
 from changes import audit, permissions, selectors, services, states
-from changes.errors import DomainError
 from changes.models import ChangeRequest, Deployment
 from changes.states import InvalidTransition
+from core.errors import DomainError
 from tests.factories import PASSWORD, SystemFactory, TeamFactory, UserFactory, make_change
 
 REFUSED = (DomainError, InvalidTransition)

@@ -5,9 +5,9 @@ import itertools
 import pytest
 
 from changes import audit, services, states
-from changes.errors import Conflict, DomainError
 from changes.models import AuditEvent, ChangeRequest, Review
 from changes.states import InvalidTransition
+from core.errors import Conflict, DomainError
 from tests.factories import PASSWORD, SystemFactory, make_change
 
 ALL_PAIRS = list(itertools.product(states.STATES, states.STATES))

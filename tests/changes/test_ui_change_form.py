@@ -294,7 +294,7 @@ def test_a_reviewer_cannot_edit_and_nothing_changes(client, engineer, reviewer, 
 def test_service_errors_land_on_the_form(client, engineer, setup, monkeypatch):
     # given a service that refuses the input with a field-named message
     from changes import services
-    from changes.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     def refuse(**kwargs):
         raise ValidationFailed("title: must not mention secrets.")

@@ -9,8 +9,8 @@ import pytest
 
 from changes import services as change_services
 from changes import states
-from changes.errors import ValidationFailed
 from changes.models import ChangeRequest
+from core.errors import ValidationFailed
 from evaluations import gates, services
 from evaluations.models import ChangeSuite, EvaluationRun
 from tests.evaluations.conftest import drain, suite_document

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from changes import audit, hooks, states
 from changes import services as change_services
-from changes.errors import Conflict, NotAllowed, ValidationFailed
 from changes.models import AuditEvent
+from core.errors import Conflict, NotAllowed, ValidationFailed
 from evaluations import dispatch, reaper, runner, selectors, services
 from evaluations.models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from tests.evaluations.conftest import drain, suite_document, suite_text

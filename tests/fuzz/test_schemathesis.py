@@ -51,9 +51,10 @@ from schemathesis.checks import (
 from schemathesis.errors import FailureGroup
 
 from attestations.keys import ensure_dev_key
-from changes import longpoll, roles, states, tokens
+from changes import longpoll, states, tokens
 from changes.models import ChangeRequest
 from config.wsgi import application
+from core import roles
 from tests.evaluations.conftest import suite_document
 from tests.factories import PASSWORD
 from tests.fuzz.world import PERSONAS, World, build_world

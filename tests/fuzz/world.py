@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth.models import User
 
-from changes import roles, services, states
+from changes import services, states
 from changes.models import AISystem, ChangeRequest, ProtocolVersion, Team
+from core import roles
 from evaluations import services as evaluation_services
 from evaluations.models import EvaluationRun
 from tests.evaluations.conftest import drain, suite_text

@@ -14,8 +14,8 @@ from attestations import services as attestation_services
 from attestations.models import Attestation
 from changes import services as change_services
 from changes import states
-from changes.errors import Conflict
 from changes.models import AuditEvent
+from core.errors import Conflict
 from monitoring import grading
 from monitoring import services as monitoring_services
 from monitoring.models import ReviewItem

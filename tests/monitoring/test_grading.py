@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 from django.db.models import Sum
 
-from changes.errors import NotAllowed, ValidationFailed
+from core.errors import NotAllowed, ValidationFailed
 from monitoring import grading, services, tasks
 from monitoring.models import Decision, Rollup
 

@@ -155,7 +155,7 @@ def test_per_token_rate_limit(deployed, admin_user, live_hash):
 
 
 def test_only_admins_and_owners_create_tokens(deployed, reviewer, engineer):
-    from changes.errors import NotAllowed
+    from core.errors import NotAllowed
 
     with pytest.raises(NotAllowed):
         services.ingest_token_create(actor=reviewer, system=deployed.system, name="x")

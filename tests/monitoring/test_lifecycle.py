@@ -99,7 +99,7 @@ def test_the_monitor_is_refused_while_the_change_is_under_evaluation(ports, worl
         **change_fields(),
     )  # fmt: skip
     services.change_request_submit(actor=engineer, change_request=change)
-    from changes.errors import NotAllowed
+    from core.errors import NotAllowed
 
     with pytest.raises(NotAllowed):
         monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
@@ -420,7 +420,7 @@ def test_the_judge_labels_a_sample_of_live_decisions_and_counts_unparsable_votes
 
 
 def test_a_monitor_judge_must_name_a_registered_model_and_a_rate(deployed, admin_user, db):
-    from changes.errors import ValidationFailed
+    from core.errors import ValidationFailed
 
     with pytest.raises(ValidationFailed) as refused:
         monitoring_services.monitor_set(

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from changes.errors import ValidationFailed
+from core.errors import ValidationFailed
 from monitoring import grading, services
 from monitoring.models import Decision, ReviewConfig, ReviewItem, Rollup
 

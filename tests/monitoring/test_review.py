@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from changes.errors import Conflict, NotAllowed, ValidationFailed
+from core.errors import Conflict, NotAllowed, ValidationFailed
 from monitoring import grading, review
 from monitoring.models import Incident, ReviewConfig, ReviewItem
 

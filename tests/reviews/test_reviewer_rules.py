@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 
 from changes import hooks, selectors, services
-from changes.errors import NotAllowed
 from changes.models import AuditEvent
+from core.errors import NotAllowed
 from reviews import rules
 from reviews.models import ReviewerRuleSet
 from tests.changes.ports import PassingEvaluationPort

@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from changes import limits
+from core import limits
 from tests.conftest import api_client_for
 from tests.evaluations.conftest import suite_text
 

@@ -12,8 +12,8 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from changes import throttle
 from changes.models import AuditEvent, Review
+from core import throttle
 from tests.changes.test_api_support import awaiting_review, pin_null_ports, url
 from tests.conftest import api_client_for
 from tests.factories import PASSWORD, make_change

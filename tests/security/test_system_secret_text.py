@@ -8,8 +8,8 @@ import pytest
 from django.conf import settings
 
 from changes import services
-from changes.errors import ValidationFailed
 from changes.models import AISystem, AuditEvent
+from core.errors import ValidationFailed
 from evaluations.models import RegisteredSecret
 from tests.changes.test_ui_pages import login
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import logging
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,10 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from changes import hooks, permissions, roles, services, states, tokens
-from changes.errors import DomainError
+from changes import hooks, permissions, services, states, tokens
 from changes.models import AISystem, ApiToken, ChangeRequest, ProtocolVersion, Team
+from core import roles
+from core.errors import DomainError
 
 # username, password, roles, team, superuser. The passwords are for the demo only.
 DEMO_USERS = [
@@ -303,22 +303,7 @@ class Command(BaseCommand):
     # --- steps --------------------------------------------------------------------------
 
     def _ensure_dev_key(self) -> str:
-        try:
-            keys = importlib.import_module("attestations.keys")
-        except ImportError:
-            return ""
-        ensure = getattr(keys, "ensure_dev_key", None)
-        if ensure is None:
-            return ""
-        # The key module logs the same news as a warning; say it once, on stdout.
-        key_logger = logging.getLogger(keys.__name__)
-        level = key_logger.level
-        key_logger.setLevel(logging.ERROR)
-        try:
-            path, created = ensure()
-        finally:
-            key_logger.setLevel(level)
-        return f"Generated a development signing key at {path}" if created else ""
+        return hooks.attestation().ensure_demo_key()
 
     def _users(self) -> dict:
         User = get_user_model()

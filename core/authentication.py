@@ -27,6 +27,8 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.exceptions import PermissionDenied as ScopeDenied
 
+from . import ports, tokens
+
 # Group names never contain control characters (roles are fixed names), so this cannot split
 # one name in two.
 _SEPARATOR = "\x1f"
@@ -75,15 +77,13 @@ class TokenWithRolesAuthentication(TokenAuthentication):
     """``Authorization: Token pcm_...`` (or ``Bearer``): a hashed, expiring, scoped token.
 
     The token must be live (not revoked, not expired), its owner active, and it must carry
-    the scope this request needs (``changes.tokens.required_scope``); otherwise 401 or 403.
+    the scope this request needs (``core.tokens.required_scope``); otherwise 401 or 403.
     Keys of the old clear-text kind are refused.
     """
 
     keyword = "Token"
 
     def authenticate(self, request):
-        from . import tokens  # not at import time: DRF loads this class while errors.py loads
-
         header = get_authorization_header(request).split()
         if not header or header[0].lower() not in (b"token", b"bearer"):
             return None
@@ -104,9 +104,7 @@ class TokenWithRolesAuthentication(TokenAuthentication):
         return result
 
     def authenticate_credentials(self, key):
-        from . import tokens
-        from .models import ApiToken
-
+        ApiToken = ports.token_model()  # noqa: N806 - a model class, lent by changes
         if not key.startswith(tokens.KEY_PREFIX):
             raise AuthenticationFailed(
                 _("Invalid token. Exchange your password for a new one at /api/v1/auth/token/.")
@@ -140,14 +138,14 @@ class TokenWithRolesAuthentication(TokenAuthentication):
 
 class ThrottledModelBackend(ModelBackend):
     """Django's username/password backend with the per-account soft delay and the per-client
-    limit of ``changes.throttle`` (django-axes still locks a username+client pair first).
+    limit of ``core.throttle`` (django-axes still locks a username+client pair first).
 
     A delayed attempt is refused before the password is checked and is not counted, so
     hammering an account cannot lengthen its delay beyond the cap.
     """
 
     def authenticate(self, request, username=None, password=None, **kwargs):
-        from . import throttle
+        from . import throttle  # not at import time: DRF's APIView loads this module early
 
         if username is None:
             username = kwargs.get(get_user_model().USERNAME_FIELD)

@@ -15,6 +15,7 @@ from django.core.cache import cache
 from rest_framework import status
 
 from .errors import DomainError
+from .request_context import current_request
 
 
 class TooManyAttempts(DomainError):
@@ -105,8 +106,6 @@ def check_signoff_password(user, password: str, *, request=None) -> bool:
     signed-in account itself (or its client) can reach this limit, so nobody else can use it
     to lock a reviewer out. Returns whether the password matched.
     """
-    from .audit_roles import current_request
-
     request = request or current_request()
     counters = _signoff_counters(user, client_ip(request))
     blocked = [c for c in counters if c.blocked()]

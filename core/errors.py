@@ -13,7 +13,12 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from .states import InvalidTransition
+from . import audit
+
+
+class InvalidTransition(Exception):
+    """A state graph (``changes.states`` and the others) refuses ``current -> target``;
+    answered as 409 ``invalid_transition``."""
 
 
 class DomainError(Exception):
@@ -115,18 +120,4 @@ def api_exception_handler(exc, context):
 def _audit_denial(error: DomainError, context) -> None:
     if error.status_code != status.HTTP_403_FORBIDDEN:
         return
-    from . import audit
-
-    request = context.get("request")
-    user = getattr(request, "user", None)
-    audit.append(
-        actor=user if getattr(user, "is_authenticated", False) else None,
-        verb="permission.denied",
-        object_type="request",
-        object_id="",
-        data={
-            "path": getattr(request, "path", ""),
-            "method": getattr(request, "method", ""),
-            "detail": error.detail,
-        },
-    )
+    audit.record_denial(context.get("request"), error.detail)
