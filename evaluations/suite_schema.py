@@ -56,6 +56,9 @@ SUITE_JSON_SCHEMA: dict = {
             "properties": {
                 "patterns": {"type": "array", "items": _TEXT},
                 "judge": {"type": "boolean"},
+                # Which traces the judge reads: evaluations/reasoning.py, docs/GATE.md.
+                "judge_scope": {"enum": ["all", "flagged", "sample"]},
+                "judge_sample": _OPEN_UNIT,
             },
         },
     },
@@ -115,6 +118,7 @@ SUITE_JSON_SCHEMA: dict = {
                 "require_worst_case": {"type": "boolean"},
                 "pass_probability": _OPEN_UNIT,
                 "slip_rate": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5},
+                "max_flagged_reasoning": _UNIT,
             },
         },
     },
@@ -819,6 +823,12 @@ def _normalise(doc: dict) -> dict:
             # [] means "the default pattern list" (graders.DEFAULT_AF_PATTERNS).
             "patterns": list(doc.get("af_reasoning", {}).get("patterns", [])),
             "judge": bool(doc.get("af_reasoning", {}).get("judge", False)),
+            # Only when set, so the hash of a suite that does not use them is unchanged.
+            **{
+                key: doc["af_reasoning"][key]
+                for key in ("judge_scope", "judge_sample")
+                if key in doc.get("af_reasoning", {})
+            },
         },
     }
     judge = _normalise_judge(doc)
