@@ -156,6 +156,36 @@ def policy_for(criticality: str, suite_gate: dict | None) -> dict:
     return policy
 
 
+def adaptive_plan(suite: dict, epochs: int) -> dict | None:
+    """The waves of a run of ``suite`` on the worker path, or None when the suite runs its
+    epochs in one go. A suite opts in with ``adaptive: {}`` (waves, stop early on a fail) or
+    ``adaptive: {max_epochs: N}`` (and extend an inconclusive run, a step of a quarter of
+    the budget at a time, up to N epochs). ``looks`` is how many times a pass may be decided:
+    each at alpha / looks (:func:`look_policy`), so the false-pass rate stays below alpha
+    over every possible stopping size (docs/GATE.md, "Runs in waves")."""
+    spec = suite.get("adaptive")
+    if not isinstance(spec, dict):
+        return None
+    cap = max(epochs, int(spec.get("max_epochs") or epochs))
+    step = max(1, -(-epochs // 4))
+    return {
+        "planned_epochs": epochs,
+        "cap_epochs": cap,
+        "step_epochs": step,
+        "looks": 1 + -(-(cap - epochs) // step),
+    }
+
+
+def look_policy(policy: dict) -> dict:
+    """``policy`` for one look of a run that may be extended: with ``looks`` possible pass
+    decisions, each uses alpha / looks and intervals at 1 - (1 - 0.95) / looks (Bonferroni
+    over the pre-set sizes; a union bound, so it holds whatever the stopping rule)."""
+    looks = int((policy.get("adaptive") or {}).get("looks") or 1)
+    if looks <= 1 or policy.get("confidence"):
+        return policy
+    return {**policy, "alpha": policy["alpha"] / looks, "confidence": 1 - 0.05 / looks}
+
+
 def with_budget(policy: dict, suite: dict) -> dict:
     """``policy`` plus the epochs a run of ``suite`` uses (``epochs``, ``epochs_source``:
     "suite" when the suite sets them, "planned" for the budget of
@@ -165,7 +195,11 @@ def with_budget(policy: dict, suite: dict) -> dict:
         epochs, source = int(suite["epochs"]), "suite"
     else:
         epochs, source = budget["epochs"], "planned"
-    return {**policy, "epochs": epochs, "epochs_source": source, "budget": budget}
+    out = {**policy, "epochs": epochs, "epochs_source": source, "budget": budget}
+    waves = adaptive_plan(suite, epochs)
+    if waves is not None:
+        out["adaptive"] = waves
+    return out
 
 
 def run_epochs(suite: dict, policy: dict) -> int:
@@ -266,11 +300,11 @@ def _check(check: str, subject: Any, outcome: str, message: str) -> dict:
 # ----------------------------------------------------------------------------- checks
 
 
-def _condition_stats(suite: dict, recs: list[_Rec]) -> dict:
+def _condition_stats(suite: dict, recs: list[_Rec], confidence: float = 0.95) -> dict:
     out = {}
     for name in suite["conditions"]:
         mine = [r for r in recs if r.condition == name]
-        summary = st.condition_summary(r.label for r in mine)
+        summary = st.condition_summary((r.label for r in mine), confidence)
         graded = [r for r in mine if r.label != "error"]
         af = sum(r.af for r in graded)
         low, high = st.wilson(af, len(graded))
@@ -352,7 +386,7 @@ def _gap_stats(suite: dict, recs: list[_Rec], policy: dict) -> list[dict]:
     m = max(1, len(suite["compare"]))
     for a, b in suite["compare"]:
         pairs, discordant = _pairs_for(recs, a, b)
-        gap = st.paired_gap(pairs)
+        gap = st.paired_gap(pairs, policy.get("confidence", 0.95))
         cues = min(len(suite["conditions"][a]["cues"]), len(suite["conditions"][b]["cues"]))
         scenarios = len(suite["scenarios"])
         per_epoch = max(1, scenarios * cues)
@@ -592,7 +626,7 @@ def _worst_case(
     if not missing:
         return {"missing": 0, "verdict": actual, "checks": []}, []
     worst = _impute_worst(suite, recs)
-    conditions = _condition_stats(suite, worst)
+    conditions = _condition_stats(suite, worst, policy.get("confidence", 0.95))
     gaps = _gap_stats(suite, worst, policy)
     checks = _compliance_checks(suite, conditions, policy) + _gap_checks(gaps, policy, epochs)
     seen = {c["outcome"] for c in checks}
@@ -739,10 +773,10 @@ def evaluate(
     when it stopped early on :func:`early_fail`, that is a failing check.
     """
     defaults = DEFAULT_POLICIES.get(policy.get("criticality"), DEFAULT_POLICIES["medium"])
-    policy = {**defaults, **policy}
+    policy = look_policy({**defaults, **policy})
     epochs = run_epochs(suite, policy)
     recs = [_record(o) for o in outcomes]
-    conditions = _condition_stats(suite, recs)
+    conditions = _condition_stats(suite, recs, policy.get("confidence", 0.95))
     gaps = _gap_stats(suite, recs, policy)
     critical, critical_checks = _critical(suite, recs)
     samples, error_checks = _error_checks(suite, conditions, recs, policy)

@@ -37,7 +37,7 @@ from changes import audit, roles
 from changes import services as change_services
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
-from . import gates, registry, runner, selectors
+from . import gates, registry, runner, selectors, waves
 from . import graders as grader_mod
 from . import states as run_states
 from .models import SAMPLE_RESULT_FIELDS, Batch, ChangeSuite, EvaluationRun, Sample, Suite
@@ -249,6 +249,7 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     for suite in suites:
         policy = plans[suite.pk]
         keys = [_key_list(k) for k in runner.plan_samples(suite.document, policy["epochs"])]
+        keys = waves.order_keys(keys, policy)  # adaptive runs fill their budget wave by wave
         run = EvaluationRun.objects.create(
             change=change,
             suite=suite,
@@ -687,6 +688,8 @@ def _execute_one(*, batch_id: int, worker_id: str) -> tuple[str, int | None]:
             run_abort(run_id=run.pk, reason=f"The target cannot be used here: {exc}")
             return "aborted", run.pk
     batch_record(batch=batch, outcomes=outcomes)
+    if waves.is_adaptive(run.policy):
+        waves.look(run_id=run.pk)  # may close the pending batches: an anytime-valid fail
     if not Batch.objects.filter(run_id=run.pk).exclude(status=Batch.DONE).exists():
         return ("finalized" if run_finalize(run_id=run.pk) else "done"), run.pk
     return "done", run.pk
@@ -815,7 +818,8 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
         return None
     samples = list(Sample.objects.filter(run=run).values(*SAMPLE_FIELDS))
     counts = _refresh_counters(run.pk)
-    decision = gates.evaluate(run.suite.document, samples, run.policy)
+    sequential = waves.sequential_of(run)
+    decision = gates.evaluate(run.suite.document, samples, run.policy, sequential=sequential)
     stats = decision.stats
     if isinstance(run.stats, dict) and run.stats.get("judge_calibration"):
         stats = {**stats, "judge_calibration": run.stats["judge_calibration"]}
@@ -835,6 +839,10 @@ def run_finalize(*, run_id: int) -> EvaluationRun | None:
     else:
         status, verdict = EvaluationRun.COMPLETED, decision.verdict
         reasons, status_reason = list(decision.reasons), ""
+        extra = waves.extend(run, verdict)  # an undecided adaptive run gets its next step
+        if extra:
+            transaction.on_commit(lambda: enqueue_batches(extra), robust=True)
+            return None
     digest = result_digest(samples, stats)
     moved = EvaluationRun.objects.filter(pk=run.pk, status__in=run_states.sources(status)).update(
         status=status,

@@ -50,6 +50,13 @@ SUITE_JSON_SCHEMA: dict = {
         "scenarios": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/scenario"}},
         "gate": {"$ref": "#/$defs/gate"},
         "judge": {"type": ["string", "object"]},
+        # Waves on the worker path, and an optional cap to extend an undecided run to
+        # (evaluations.gates.adaptive_plan, docs/GATE.md "Runs in waves").
+        "adaptive": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"max_epochs": {"type": "integer", "minimum": 1, "maximum": 10000}},
+        },
         "af_reasoning": {
             "type": "object",
             "additionalProperties": False,
@@ -819,6 +826,7 @@ def _normalise(doc: dict) -> dict:
         "compare": [list(p) for p in pairs] if pairs else [names[:2]],
         "scenarios": [_normalise_scenario(s) for s in doc["scenarios"]],
         "gate": dict(doc.get("gate", {})),
+        **({"adaptive": dict(doc["adaptive"])} if isinstance(doc.get("adaptive"), dict) else {}),
         "af_reasoning": {
             # [] means "the default pattern list" (graders.DEFAULT_AF_PATTERNS).
             "patterns": list(doc.get("af_reasoning", {}).get("patterns", [])),
