@@ -6,7 +6,6 @@ Design notes: docs/ENGINE_NOTES.md, section ``evaluations.runner``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
@@ -93,7 +92,9 @@ def build_messages(suite: dict, key: SampleKey, system_prompt: str) -> list[dict
     condition = suite["conditions"][key.condition]
     cue = condition["cues"][key.cue_index]
     scenario = _scenario(suite, key.scenario_id)
-    messages = copy.deepcopy(scenario["messages"])
+    # A copy per message, not a deep copy: only the first user turn's content is replaced
+    # (never mutated in place), and deepcopy cost ~0.8 ms a sample on the worker path.
+    messages = [dict(m) for m in scenario["messages"]]
     prompt = (system_prompt or "").strip()
     if condition["placement"] == "system":
         prompt = f"{prompt}\n\n{cue}" if prompt else cue

@@ -559,12 +559,25 @@ def _clean_text(value) -> str:
 
 
 def _clean_json(value):
+    if isinstance(value, dict | list):
+        # Fast path: most evidence has no NUL anywhere. One C-level dumps replaces a Python
+        # walk of every node (bench/bench_eval_throughput.py); anything odd takes the walk.
+        try:
+            if "\\u0000" not in json.dumps(value):
+                return value
+        except (TypeError, ValueError):
+            pass
+        return _clean_json_walk(value)
+    return _clean_json_walk(value)
+
+
+def _clean_json_walk(value):
     if isinstance(value, str):
         return _clean_text(value)
     if isinstance(value, dict):
-        return {_clean_text(str(k)): _clean_json(v) for k, v in value.items()}
+        return {_clean_text(str(k)): _clean_json_walk(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean_json(v) for v in value]
+        return [_clean_json_walk(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return _clean_text(str(value))

@@ -363,6 +363,9 @@ class GuardedClient:
         self.verify = verify
         self.resolver = resolver
         self._resolved: dict[str, ResolvedURL] = {}
+        # Per full URL: parsing it and rebuilding the pinned URL cost about a tenth of the
+        # worker's CPU per sample (bench/bench_eval_throughput.py); a target posts to one URL.
+        self._by_url: dict[str, ResolvedURL] = {}
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
@@ -383,13 +386,20 @@ class GuardedClient:
             self._lock = asyncio.Lock()
 
     async def _resolve(self, url: str) -> ResolvedURL:
+        cached = self._by_url.get(url)
+        if cached is not None:
+            return cached
         u = httpx.URL(url)
         origin = f"{u.scheme}://{u.netloc.decode('ascii')}"
         async with self._lock:  # concurrent first calls share one resolution
             if origin not in self._resolved:
                 self._resolved[origin] = await self._resolve_now(url)
         pinned = self._resolved[origin]
-        return replace(pinned, url=u, connect_url=u.copy_with(host=pinned.ip, port=pinned.port))
+        out = replace(pinned, url=u, connect_url=u.copy_with(host=pinned.ip, port=pinned.port))
+        if len(self._by_url) >= 64:
+            self._by_url.clear()
+        self._by_url[url] = out
+        return out
 
     async def _resolve_now(self, url: str) -> ResolvedURL:
         try:
