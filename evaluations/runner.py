@@ -281,6 +281,27 @@ def _run_waves(
     wave = max(1, -(-epochs // WAVES))
     state = {"waves": 0, "epochs_run": 0, "planned_epochs": epochs, "wave_epochs": wave}
 
+    async def _extend(outcomes: list[SampleOutcome]) -> None:
+        # As on the worker path (evaluations/waves.py): an undecided run gets the next step
+        # of epochs up to the suite's cap, each look judged at alpha / looks.
+        plan = policy.get("adaptive") or {}
+        current, cap = epochs, int(plan.get("cap_epochs") or epochs)
+        state.setdefault("extensions", 0)
+        while "stopped" not in state and current < cap:
+            judged = {**policy, "epochs": current}
+            if gates.evaluate(suite, outcomes, judged).verdict != "inconclusive":
+                return
+            new = min(cap, current + int(plan.get("step_epochs") or 1))
+            chunk = [k for k in plan_samples(suite, new) if k.epoch >= current]
+            outcomes += await run_batch(
+                target, suite, chunk, system_prompt, run_seed=run_seed, judge=judge
+            )
+            current = state["epochs_run"] = new
+            state["extensions"] += 1
+            stop = gates.early_fail(suite, outcomes, policy)
+            if stop is not None:
+                state["stopped"] = stop
+
     async def main() -> list[SampleOutcome]:
         outcomes: list[SampleOutcome] = []
         try:
@@ -295,6 +316,7 @@ def _run_waves(
                 if stop is not None:
                     state["stopped"] = stop
                     break
+            await _extend(outcomes)
         finally:
             for owner in (target, judge):
                 if getattr(owner, "aclose", None) is not None:
@@ -371,6 +393,8 @@ def run_suite_local(
         outcomes = run_batch_sync(
             target, suite, keys, system_prompt, run_seed=run_seed, judge=judge
         )
+    if sequential and sequential.get("extensions"):
+        policy = {**policy, "epochs": sequential["epochs_run"]}
     verdict = gates.evaluate(suite, outcomes, policy, sequential=sequential)
     errors = sum(o.label == "error" for o in outcomes)
     error_rate = errors / len(outcomes) if outcomes else 0.0
