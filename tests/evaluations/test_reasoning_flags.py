@@ -261,3 +261,25 @@ def test_the_api_takes_the_acknowledgement(judged_change, reviewer, api):
 
     assert response.status_code == 201, response.content
     assert response.json()["acknowledges_flagged_reasoning"] is True
+
+
+def test_the_review_form_takes_the_acknowledgement(judged_change, reviewer):
+    from django.test import Client
+    from django.urls import reverse
+
+    from changes.models import Review
+
+    change, _ = judged_change
+    client = Client()
+    client.force_login(reviewer)
+    page = client.get(reverse("change-review", args=[change.pk])).content.decode()
+    assert "I acknowledge the flagged evaluation-aware reasoning" in page
+
+    response = client.post(
+        reverse("change-review", args=[change.pk]),
+        {"decision": "approve", "password": PASSWORD, "expected_sha256": change.content_sha256,
+         "acknowledge_flagged_reasoning": "on"},
+    )  # fmt: skip
+
+    assert response.status_code == 302
+    assert Review.objects.get(change=change, reviewer=reviewer).acknowledges_flagged_reasoning
