@@ -163,6 +163,121 @@ def _quote_pairs(run, pair: list[str], keys: list[tuple]) -> list[dict]:
     return quoted
 
 
+# --- gate evidence (issue 10): missing replies, worst case, ignored values, reasoning flags ---
+
+MISSING_KIND_NAMES = {
+    "error": "errored",
+    "timed_out": "timed out",
+    "oversize": "too large",
+    "empty": "empty",
+}
+
+
+def gate_evidence_facts(result, policy: dict) -> dict:
+    """What the gate weighed besides rates and gaps, from the typed result: missing replies
+    per condition (by kind), the paired missingness test per compared pair, the worst-case
+    bound's verdict, the suite's gate values ignored because of the criticality floor, and
+    the reasoning flags (with the acknowledgement they may require). Kept apart from
+    :func:`run_facts` so other sections merge without touching it."""
+    conditions = []
+    for name, c in result.conditions.items():
+        missing, af = c["missing"], c["af_reasoning"]
+        conditions.append(
+            {
+                "name": name,
+                "missing": missing["count"],
+                "total": missing["total"],
+                "rate": missing["rate"],
+                "kinds": {k: int(missing["kinds"].get(k, 0)) for k in MISSING_KIND_NAMES},
+                "af_reasoning": {
+                    "count": af["count"],
+                    "n": af["n"],
+                    "rate": af["rate"],
+                    "low": af["ci"][0],
+                    "high": af["ci"][1],
+                    "estimate": af.get("estimate"),
+                },
+            }
+        )
+    worst = result.worst_case or {}
+    flags = (result.result or {}).get("reasoning_flags")
+    return {
+        "missing": conditions,
+        "missingness_tests": [
+            {
+                k: m.get(k)
+                for k in (
+                    "pair",
+                    "a_missing",
+                    "a_total",
+                    "b_missing",
+                    "b_total",
+                    "b",
+                    "c",
+                    "p_value",
+                    "p_holm",
+                )
+            }
+            for m in result.missingness
+        ],  # fmt: skip
+        "worst_case": {
+            "missing": int(worst.get("missing") or 0),
+            "verdict": str(worst.get("verdict") or ""),
+        },
+        "ignored": [
+            {"key": str(i.get("key")), "value": i.get("value"), "floor": i.get("floor")}
+            for i in (policy.get("ignored") or [])
+            if isinstance(i, dict)
+        ],
+        "reasoning_flags": dict(flags) if isinstance(flags, dict) else None,
+    }
+
+
+def gate_evidence_context(evidence: dict | None) -> dict | None:
+    """Display-ready rows for the "Missing replies and other gate evidence" block."""
+    if not evidence:
+        return None
+    rows = []
+    for c in evidence["missing"]:
+        kinds = [f"{n} {MISSING_KIND_NAMES[k]}" for k, n in c["kinds"].items() if n]
+        af = c["af_reasoning"]
+        rows.append(
+            {
+                "name": c["name"],
+                "missing": f"{c['missing']} of {c['total']} ({_pct(c['rate'])})",
+                "kinds": ", ".join(kinds) or "none",
+                "af": f"{af['count']} of {af['n']} ({_pct(af['rate'])})",
+                "af_interval": f"{_pct(af['low'])} – {_pct(af['high'])}",
+            }
+        )
+    tests = [
+        {
+            "label": " vs ".join(m["pair"] or []),
+            "text": (
+                f"{m['a_missing']} of {m['a_total']} vs {m['b_missing']} of {m['b_total']} "
+                f"missing; {m['b']} vs {m['c']} pairs missing on one side only"
+            ),
+            "p_text": _p(m["p_value"]),
+            "p_adjusted_text": _p(m["p_holm"]) if m.get("p_holm") is not None else "",
+        }
+        for m in evidence["missingness_tests"]
+    ]
+    worst = evidence["worst_case"]
+    if not worst["missing"]:
+        worst_text = "No reply was missing: the worst case is the result itself."
+    else:
+        worst_text = (
+            f"Counting the {worst['missing']} missing sample(s) against the change, the gate "
+            f"would say {worst['verdict'].upper() or 'n/a'}."
+        )
+    ignored = [
+        f"{i['key']} {i['value']!r} (looser than the floor {i['floor']!r}, so the floor applied)"
+        for i in evidence["ignored"]
+    ]
+    return {"rows": rows, "tests": tests, "worst_text": worst_text, "ignored": ignored,
+            "flags": evidence.get("reasoning_flags")}  # fmt: skip
+
+
 def target_identity(run) -> dict:
     """kind, model, endpoint host (and reference agent): never a key, header or env name."""
     identity = run.target_identity if isinstance(run.target_identity, dict) else {}
@@ -218,6 +333,7 @@ def run_facts(run) -> dict:
         "power": _power(gaps),
         "discordant_total": len(keys),
         "discordant_pairs": _quote_pairs(run, pair, keys) if len(pair) == 2 else [],
+        "gate_evidence": gate_evidence_facts(result, policy) if result.result else None,
         "result_digest": run.result_digest,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
@@ -268,6 +384,7 @@ def _signoff(review) -> dict:
         "content_sha256": review.content_sha256,
         "evaluation_digest": review.evaluation_digest,
         "retrospective": review.is_retrospective,
+        "acknowledges_flagged_reasoning": bool(review.acknowledges_flagged_reasoning),
         "comment": review.comment,
         "signed_at": iso(review.created_at),
     }
@@ -649,6 +766,7 @@ def _run_context(run: dict) -> dict:
         "policy_items": readable_items(policy, POLICY_FACTS),
         "power_items": readable_items(power, POWER_FACTS),
         "target_items": list((run.get("target") or {}).items()),
+        "gate_evidence_view": gate_evidence_context(run.get("gate_evidence")),
     }
 
 

@@ -543,6 +543,7 @@ class ChangeReviewsApi(_ChangeOperation):
             comment=data["comment"],
             password=data["password"],
             expected_sha256=data.get("content_sha256"),
+            acknowledge_flagged_reasoning=data.get("acknowledge_flagged_reasoning", False),
         )
         return Response(s.ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
 

@@ -298,6 +298,12 @@ class ReviewForm(forms.Form):
         help_text="Re-enter your password to sign.",
     )
     expected_sha256 = forms.CharField(widget=forms.HiddenInput, max_length=64)
+    acknowledge_flagged_reasoning = forms.BooleanField(
+        required=False,
+        label="I acknowledge the flagged evaluation-aware reasoning",
+        help_text="Approvals only. Needed when the evaluation flagged the model's reasoning "
+        "above the suite's limit (the deploy gate says so).",
+    )
 
 
 class WithdrawForm(forms.Form):

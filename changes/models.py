@@ -226,6 +226,10 @@ class Review(models.Model):
     signature_meaning = models.TextField()
     independence = models.JSONField(default=dict)
     is_retrospective = models.BooleanField(default=False)
+    # An approving reviewer's explicit acknowledgement that the evaluation flagged the
+    # model's reasoning as evaluation-aware (a gate with ``max_flagged_reasoning`` needs one
+    # before deploy: docs/GATE.md, "Reasoning flags").
+    acknowledges_flagged_reasoning = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     voided_at = models.DateTimeField(null=True, blank=True)
     voided_reason = models.CharField(max_length=200, blank=True)

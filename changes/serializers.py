@@ -390,6 +390,7 @@ class ReviewSerializer(serializers.ModelSerializer):
             "signature_meaning",
             "independence",
             "is_retrospective",
+            "acknowledges_flagged_reasoning",
             "is_current",
             "created_at",
             "voided_at",
@@ -501,6 +502,13 @@ class ReviewCreateSerializer(serializers.Serializer):
         SHA256_RE,
         help_text="Required: the content hash you reviewed (from the change's detail). If the "
         "change moved on since, 409 stale_content: you never sign content you did not see.",
+    )
+    acknowledge_flagged_reasoning = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Approvals only: you acknowledge that the evaluation flagged the model's "
+        "reasoning as evaluation-aware. A gate with max_flagged_reasoning stays closed until "
+        "an approving reviewer does.",
     )
 
 

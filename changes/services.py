@@ -468,8 +468,13 @@ def review_submit(
     comment: str = "",
     password: str = "",
     expected_sha256: str | None = None,
+    acknowledge_flagged_reasoning: bool = False,
 ) -> Review:
     """Record a signed review. Independence is checked, the password re-entered.
+
+    ``acknowledge_flagged_reasoning`` (approvals only) is the reviewer's explicit
+    acknowledgement of evaluation-aware reasoning the evaluation flagged: part of what they
+    sign, and in the ``review.approved`` event.
 
     approve: writes ``review.approved``; with enough valid approvals, awaiting_review ->
     approved (``change.approved``) and an attestation is scheduled. request_changes/reject:
@@ -504,6 +509,17 @@ def review_submit(
     retrospective = change.state == states.DEPLOYED  # open for review: its retrospective
     if decision != "approve" and not (comment or "").strip():
         raise ValidationFailed("comment: say what must change or why it is rejected.")
+    if acknowledge_flagged_reasoning and decision != "approve":
+        raise ValidationFailed(
+            "acknowledge_flagged_reasoning: only an approval acknowledges flagged reasoning.",
+            fields={"acknowledge_flagged_reasoning": ["Only with decision approve."]},
+        )
+    meaning = signature_meaning(change, decision)
+    if acknowledge_flagged_reasoning:
+        meaning += (
+            " I acknowledge that its evaluation flagged the model's reasoning as aware of "
+            "being evaluated."
+        )
     review = Review(
         change=change,
         reviewer=actor,
@@ -511,9 +527,10 @@ def review_submit(
         comment=comment or "",
         content_sha256=change.content_sha256,
         evaluation_digest=hooks.evaluation().evaluation_digest(change),
-        signature_meaning=signature_meaning(change, decision),
+        signature_meaning=meaning,
         independence=check.as_dict(),
         is_retrospective=retrospective,
+        acknowledges_flagged_reasoning=bool(acknowledge_flagged_reasoning),
     )
     try:
         with transaction.atomic():
@@ -528,6 +545,8 @@ def review_submit(
         "content_sha256": change.content_sha256,
         "signature_meaning": review.signature_meaning,
     }
+    if review.acknowledges_flagged_reasoning:
+        review_data["acknowledges_flagged_reasoning"] = True
     if decision == "request_changes":
         _move(
             change,

@@ -10,6 +10,9 @@ class EvaluationsConfig(AppConfig):
         # The workflow (``changes``) never imports this app: it calls the port registered here.
         from changes import hooks
 
+        from . import selectors
         from .port import DjangoEvaluationPort
 
         hooks.register_evaluation(DjangoEvaluationPort())
+        # Flagged reasoning above a suite's limit needs a reviewer's acknowledgement to deploy.
+        hooks.register_gate_rule(selectors.acknowledgement_reasons)

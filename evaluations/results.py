@@ -26,6 +26,7 @@ class Rate(TypedDict):
 
 class AFRate(Rate):
     n: int
+    estimate: float | None  # weighted by the judge's sample (= rate without sampling)
 
 
 class Missing(TypedDict):
@@ -119,6 +120,13 @@ class CriticalLegacy(TypedDict):
     n: int
 
 
+class ReasoningFlags(TypedDict):
+    max: float  # the policy's max_flagged_reasoning
+    conditions: list[str]  # conditions flagged above it
+    needs_acknowledgement: bool
+    messages: list[str]
+
+
 class Samples(TypedDict):
     total: int
     graded: int
@@ -140,6 +148,7 @@ class Result(TypedDict):
     checks: list[Check]
     warnings: list[str]
     sequential: NotRequired[dict[str, Any]]  # runs judged in waves
+    reasoning_flags: NotRequired[ReasoningFlags]  # only when max_flagged_reasoning is set
     judge_calibration: NotRequired[dict[str, Any]]  # added by the service, not the gate
 
 
@@ -165,7 +174,11 @@ def _condition(raw: dict) -> ConditionResult:
         "errors": errors,
         "total": total,
         **{label: _rate(raw.get(label)) for label in RATE_LABELS},
-        "af_reasoning": {**_rate(af), "n": int(af.get("n", n) or 0)},
+        "af_reasoning": {
+            **_rate(af),
+            "n": int(af.get("n", n) or 0),
+            "estimate": af.get("estimate", af.get("rate")),
+        },
         "missing": {
             "count": int(missing.get("count", errors)),
             "total": int(missing.get("total", total)),

@@ -94,6 +94,38 @@ def gate_reasons(change) -> list[str]:
     return reasons
 
 
+def acknowledgement_reasons(change) -> list[str]:
+    """A deploy gate rule (registered from ``EvaluationsConfig.ready``): a current run that
+    passed with flagged reasoning above its ``max_flagged_reasoning`` keeps the gate closed
+    until an approving reviewer acknowledges it (``Review.acknowledges_flagged_reasoning`` on
+    a valid approval of this content). Not part of :func:`gate_reasons`: that decides whether
+    the change goes to review at all, and only a reviewer can acknowledge."""
+    if change.pk is None:
+        return []
+    needing = [
+        run
+        for run in current_runs(change)
+        if run.status == EvaluationRun.COMPLETED
+        and run.verdict == "pass"
+        and ((run.stats or {}).get("reasoning_flags") or {}).get("needs_acknowledgement")
+    ]
+    if not needing:
+        return []
+    acknowledged = change.reviews.filter(
+        decision="approve",
+        voided_at__isnull=True,
+        content_sha256=change.content_sha256,
+        acknowledges_flagged_reasoning=True,
+    ).exists()
+    if acknowledged:
+        return []
+    return [
+        f"{run_label(run)} needs an explicit reviewer acknowledgement: "
+        + " ".join(run.stats["reasoning_flags"].get("messages") or [])
+        for run in needing
+    ]
+
+
 def evaluation_digest(change) -> str:
     """SHA-256 over the sorted result digests of the newest completed runs that evaluated the
     change's current content ("" when there are none). Approvals bind to it."""

@@ -51,12 +51,22 @@ SUITE_JSON_SCHEMA: dict = {
         "scenarios": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/scenario"}},
         "gate": {"$ref": "#/$defs/gate"},
         "judge": {"type": ["string", "object"]},
+        # Waves on the worker path, and an optional cap to extend an undecided run to
+        # (evaluations.gates.adaptive_plan, docs/GATE.md "Runs in waves").
+        "adaptive": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"max_epochs": {"type": "integer", "minimum": 1, "maximum": 10000}},
+        },
         "af_reasoning": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
                 "patterns": {"type": "array", "items": _TEXT},
                 "judge": {"type": "boolean"},
+                # Which traces the judge reads: evaluations/reasoning.py, docs/GATE.md.
+                "judge_scope": {"enum": ["all", "flagged", "sample"]},
+                "judge_sample": _OPEN_UNIT,
             },
         },
     },
@@ -116,6 +126,7 @@ SUITE_JSON_SCHEMA: dict = {
                 "require_worst_case": {"type": "boolean"},
                 "pass_probability": _OPEN_UNIT,
                 "slip_rate": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5},
+                "max_flagged_reasoning": _UNIT,
             },
         },
     },
@@ -816,10 +827,17 @@ def _normalise(doc: dict) -> dict:
         "compare": [list(p) for p in pairs] if pairs else [names[:2]],
         "scenarios": [_normalise_scenario(s) for s in doc["scenarios"]],
         "gate": dict(doc.get("gate", {})),
+        **({"adaptive": dict(doc["adaptive"])} if isinstance(doc.get("adaptive"), dict) else {}),
         "af_reasoning": {
             # [] means "the default pattern list" (graders.DEFAULT_AF_PATTERNS).
             "patterns": list(doc.get("af_reasoning", {}).get("patterns", [])),
             "judge": bool(doc.get("af_reasoning", {}).get("judge", False)),
+            # Only when set, so the hash of a suite that does not use them is unchanged.
+            **{
+                key: doc["af_reasoning"][key]
+                for key in ("judge_scope", "judge_sample")
+                if key in doc.get("af_reasoning", {})
+            },
         },
     }
     judge = _normalise_judge(doc)

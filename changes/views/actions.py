@@ -151,6 +151,7 @@ def change_review(request, pk):
                     comment=data["comment"],
                     password=data["password"],
                     expected_sha256=data["expected_sha256"],
+                    acknowledge_flagged_reasoning=data["acknowledge_flagged_reasoning"],
                 )
             except (DomainError, InvalidTransition) as exc:
                 error = as_domain_error(exc)

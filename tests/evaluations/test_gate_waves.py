@@ -103,3 +103,28 @@ def test_an_11_point_faker_rarely_passes_when_judged_in_waves(suite, seeds):
     verdicts = [run(suite, seed, slip=0.05, defect=0.11)["verdict"] for seed in seeds]
 
     assert verdicts.count("pass") <= 0.05 * len(verdicts)
+
+
+def test_run_suite_extends_an_undecided_run_up_to_the_suites_cap():
+    # given: 2 planned epochs of the attack suite (40 pairs) cannot bound the gap, and the
+    # suite allows extending to 12 (a step of 1 epoch: 11 looks, alpha / 11 each)
+    doc = attack_suite(epochs=2)
+    doc["adaptive"] = {"max_epochs": 12}
+    suite = normalise_suite(doc)
+
+    result = run(suite, 3)  # a perfectly consistent agent
+
+    seq = result["stats"]["sequential"]
+    assert seq["extensions"] >= 1 and result["verdict"] == "pass", result["reasons"]
+    assert result["samples"] == 40 * seq["epochs_run"] and seq["epochs_run"] <= 12
+    assert result["stats"]["policy"]["alpha"] == pytest.approx(0.05 / 11)
+
+
+def test_run_suite_stops_extending_at_the_cap():
+    doc = attack_suite(epochs=1)
+    doc["adaptive"] = {"max_epochs": 2}
+    result = run(normalise_suite(doc), 3)
+
+    assert result["verdict"] == "inconclusive"
+    assert result["stats"]["sequential"]["extensions"] == 1
+    assert result["samples"] == 40 * 2

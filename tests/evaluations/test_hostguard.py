@@ -286,3 +286,29 @@ def test_parse_retry_after(value, seconds):
 
 def test_parse_retry_after_http_date():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+
+
+def test_a_target_keeps_no_cookies_between_samples():
+    """A model server's Set-Cookie must not tie one sample to the next (and the worker skips
+    the cookie jar's cost); the resolved URL is cached per target URL."""
+    import asyncio
+
+    from tests.evaluations.openai_stub import OpenAIStub
+
+    with OpenAIStub(reply="ok") as stub:
+        stub.push({"status": 200, "headers": {"Set-Cookie": "session=abc; Path=/"}})
+        config = {"kind": "openai", "base_url": stub.url, "model": "m", "max_retries": 0}
+        target = build_target(config, allowed_hosts=["127.0.0.1"])
+
+        async def two() -> None:
+            try:
+                for seed in (1, 2):
+                    await target.complete([{"role": "user", "content": "hi"}], seed=seed)
+            finally:
+                await target.aclose()
+
+        asyncio.run(two())
+
+    assert len(stub.requests) == 2
+    assert "Cookie" not in stub.requests[1]["headers"]
+    assert "cookie" not in {k.lower() for k in stub.requests[1]["headers"]}

@@ -307,8 +307,10 @@ def test_judge_grades_and_flags_reasoning_when_asked():
 
     assert outcome.label == "new"
     assert outcome.af_reasoning is True  # patterns missed it; the judge caught it
-    assert outcome.evidence["af_reasoning"]["judge"]["verdict"] == "yes"
-    assert judge.calls == 2
+    # Three votes by majority, like a judge grader (evaluations/reasoning.py)
+    assert outcome.evidence["af_reasoning"]["judge"] == {"yes": 3, "no": 0, "invalid": 0, "n": 3}
+    assert outcome.evidence["af_reasoning"]["regex"] is False
+    assert judge.calls == 1 + 3
 
 
 def test_run_batch_inside_a_running_loop():
