@@ -302,6 +302,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 86400.0,
         "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
     },
+    # Monthly decision partitions: create the coming months, drop those past retention.
+    "monitoring-partitions": {
+        "task": "monitoring.maintain_partitions",
+        "schedule": 86400.0,
+        "options": {"queue": env.str("MONITORING_TASK_QUEUE", default="monitoring")},
+    },
     # Anchor the audit chain outside its table (docs/AUDIT.md).
     "publish-audit-checkpoint": {
         "task": "changes.publish_audit_checkpoint",
@@ -418,4 +424,6 @@ MONITORING_REVIEW_FRACTION = env.float("MONITORING_REVIEW_FRACTION", default=0.0
 MONITORING_MIN_REVIEWS = env.int("MONITORING_MIN_REVIEWS", default=10)
 MONITORING_OTLP_MAX_BYTES = env.int("MONITORING_OTLP_MAX_BYTES", default=16 * 1024 * 1024)
 MONITORING_RETENTION_DAYS = env.int("MONITORING_RETENTION_DAYS", default=400)
+# PostgreSQL: monthly decision partitions created this many months ahead (monitoring/partitions.py).
+MONITORING_PARTITIONS_AHEAD = env.int("MONITORING_PARTITIONS_AHEAD", default=3)
 MONITORING_PROBE_BUDGET = env.int("MONITORING_PROBE_BUDGET", default=20)

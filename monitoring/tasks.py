@@ -43,6 +43,13 @@ def prune_decisions() -> int:
     return services.decisions_prune()
 
 
+@shared_task(name="monitoring.maintain_partitions", acks_late=True, expires=3600)
+def maintain_partitions() -> dict:
+    from . import partitions
+
+    return partitions.maintain().as_dict()
+
+
 @shared_task(name="monitoring.run_probes", acks_late=True, expires=3600)
 def run_probes() -> int:
     from . import probes
