@@ -82,26 +82,18 @@ def _claim(system_id: int | None, size: int) -> list[Claimed]:
     return rows
 
 
-def _bump_rollup(change_id: int, environment: str, start: datetime, label: str, n: int) -> None:
-    counts = {"n": F("n") + n, label: F(label) + n}
-    updated = Rollup.objects.filter(
-        change_id=change_id, environment=environment, window_start=start
-    ).update(**counts)
-    if updated:
+def _bump_rollup(change_id: int, environment: str, start: datetime, by_label: dict) -> None:
+    """Add one window's counts (``{"new", "legacy", "other", "errors"}``) to its rollup."""
+    increments = {**by_label, "n": by_label["new"] + by_label["legacy"] + by_label["other"]}
+    counts = {name: F(name) + value for name, value in increments.items() if value}
+    where = {"change_id": change_id, "environment": environment, "window_start": start}
+    if Rollup.objects.filter(**where).update(**counts):
         return
     try:
         with transaction.atomic():
-            Rollup.objects.create(
-                change_id=change_id,
-                environment=environment,
-                window_start=start,
-                n=n,
-                **{label: n},
-            )
+            Rollup.objects.create(**where, **increments)
     except IntegrityError:  # created by a concurrent grader since our UPDATE
-        Rollup.objects.filter(
-            change_id=change_id, environment=environment, window_start=start
-        ).update(**counts)
+        Rollup.objects.filter(**where).update(**counts)
 
 
 def grade_batch(system_id: int | None = None, size: int | None = None) -> list[Claimed]:
@@ -131,12 +123,15 @@ def grade_batch(system_id: int | None = None, size: int | None = None) -> list[C
 
 
 def _rollup_counts(graded: list[Claimed]) -> dict[tuple, dict[str, int]]:
-    """Per (change, environment, window): graded counts by label (probes and errors are not
-    live rates: they never enter a rollup)."""
-    counts: dict[tuple, dict[str, int]] = defaultdict(lambda: {"new": 0, "legacy": 0, "other": 0})
+    """Per (change, environment, window): graded counts by label, and grading errors apart
+    (not a live rate, but part of the review sampling population). Probes never enter."""
+    counts: dict[tuple, dict[str, int]] = defaultdict(
+        lambda: {"new": 0, "legacy": 0, "other": 0, "errors": 0}
+    )
     for row in graded:
-        if row.label and not row.is_probe:
-            counts[(row.change_id, row.environment, window_start(row.timestamp))][row.label] += 1
+        if not row.is_probe:
+            key = (row.change_id, row.environment, window_start(row.timestamp))
+            counts[key][row.label or "errors"] += 1
     return counts
 
 
@@ -155,11 +150,13 @@ RETURNING id
 #: All the batch's rollup increments in one upsert (the unique window constraint arbitrates
 #: concurrent graders).
 _ROLLUP_SQL = """
-INSERT INTO monitoring_rollup (change_id, environment, window_start, n, "new", legacy, other)
+INSERT INTO monitoring_rollup
+       (change_id, environment, window_start, n, "new", legacy, other, errors)
 SELECT * FROM unnest(%b::bigint[], %b::varchar[], %b::timestamptz[], %b::int[], %b::int[],
-                     %b::int[], %b::int[])
+                     %b::int[], %b::int[], %b::int[])
 ON CONFLICT (change_id, environment, window_start) DO UPDATE
    SET n = monitoring_rollup.n + EXCLUDED.n,
+       errors = monitoring_rollup.errors + EXCLUDED.errors,
        "new" = monitoring_rollup."new" + EXCLUDED."new",
        legacy = monitoring_rollup.legacy + EXCLUDED.legacy,
        other = monitoring_rollup.other + EXCLUDED.other
@@ -194,10 +191,11 @@ def _write_postgresql(rows: list[Claimed], now: datetime) -> list[Claimed]:
                     [k[0] for k in keys],
                     [k[1] for k in keys],
                     [k[2] for k in keys],
-                    [sum(counts[k].values()) for k in keys],
+                    [counts[k]["new"] + counts[k]["legacy"] + counts[k]["other"] for k in keys],
                     [counts[k]["new"] for k in keys],
                     [counts[k]["legacy"] for k in keys],
                     [counts[k]["other"] for k in keys],
+                    [counts[k]["errors"] for k in keys],
                 ],
             )
     return graded
@@ -222,9 +220,7 @@ def _write_orm(rows: list[Claimed], now: datetime) -> list[Claimed]:
             members = [m for m in members if m.pk in mine]
         graded.extend(members)
     for (change_id, env, start), by_label in _rollup_counts(graded).items():
-        for label, n in by_label.items():
-            if n:
-                _bump_rollup(change_id, env, start, label, n)
+        _bump_rollup(change_id, env, start, by_label)
     return graded
 
 

@@ -142,6 +142,9 @@ class Rollup(models.Model):
     new = models.PositiveIntegerField(default=0)
     legacy = models.PositiveIntegerField(default=0)
     other = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Graded with a grader error (not in n): part of the review population."
+    )
 
     class Meta:
         ordering = ["change_id", "environment", "window_start"]

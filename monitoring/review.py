@@ -18,13 +18,14 @@ from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from changes import audit, permissions
 from changes.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import stats
-from .models import Decision, ReviewConfig, ReviewItem
+from .models import ReviewConfig, ReviewItem, Rollup
 
 VERDICTS = {v for v, _ in ReviewItem.VERDICTS}
 HUMAN_LABEL = {"agree_new": "new", "follows_legacy": "legacy"}
@@ -140,9 +141,13 @@ def estimate(rows, population: int, confidence: float = 0.95) -> dict:
 
 
 def estimates(system_id: int) -> dict:
-    population = Decision.objects.filter(
-        system_id=system_id, graded_at__isnull=False, is_probe=False, change__isnull=False
-    ).count()
+    # The sampling population (graded, not probes, under a live change) from the rollups:
+    # constant time however many decisions there are, and unchanged when retention deletes
+    # the raw rows the review items were drawn from.
+    totals = Rollup.objects.filter(change__system_id=system_id).aggregate(
+        n=Sum("n"), errors=Sum("errors")
+    )
+    population = (totals["n"] or 0) + (totals["errors"] or 0)
     rows = [
         {"stratum": s, "probability": p, "verdict": v, "label": lab}
         for s, p, v, lab in ReviewItem.objects.filter(system_id=system_id).values_list(
