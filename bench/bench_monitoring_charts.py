@@ -40,18 +40,18 @@ def _seed_rollups(change, now: datetime) -> int:
             new = 900 + (i * 7919) % 41 - 20
             legacy = (n - new) // 2
             rows.append((change.pk, env, start + timedelta(hours=i), n, new, legacy,
-                         n - new - legacy))  # fmt: skip
+                         n - new - legacy, 0))  # fmt: skip
     with transaction.atomic():
         if is_postgres():
             raw = connection.cursor().cursor
-            columns = 'change_id, environment, window_start, n, "new", legacy, other'
+            columns = 'change_id, environment, window_start, n, "new", legacy, other, errors'
             with raw.copy(f"COPY monitoring_rollup ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             Rollup.objects.bulk_create(
                 Rollup(change_id=r[0], environment=r[1], window_start=r[2], n=r[3], new=r[4],
-                       legacy=r[5], other=r[6])
+                       legacy=r[5], other=r[6], errors=r[7])
                 for r in rows
             )  # fmt: skip
     return sum(r[3] for r in rows)

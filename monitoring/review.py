@@ -12,6 +12,7 @@ queue does not bias the estimate as long as reviewers do not pick items by conte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections import defaultdict
@@ -42,12 +43,17 @@ def probability_for(config: ReviewConfig, label: str) -> float:
     return min(max(float(value), 0.0), 1.0)
 
 
+@functools.lru_cache(maxsize=4)
+def _keyed(secret: str):
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def uniform(decision_id: int) -> float:
-    """A reproducible U(0, 1) per decision, unpredictable without the secret key."""
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), f"review:{decision_id}".encode(), hashlib.sha256
-    ).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    """A reproducible U(0, 1) per decision, unpredictable without the secret key. (The keyed
+    HMAC state is prepared once and copied: re-keying per decision showed in grading.)"""
+    mac = _keyed(settings.SECRET_KEY).copy()
+    mac.update(f"review:{decision_id}".encode())
+    return int.from_bytes(mac.digest()[:8], "big") / 2**64
 
 
 def sample(decisions) -> int:
