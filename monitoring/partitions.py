@@ -185,17 +185,27 @@ def partition_table(schema_editor) -> None:
     """Turn the plain decision table into the partitioned one, keeping its rows, columns,
     identity sequence, indexes and foreign keys (names unchanged, unique ones with the
     partition key). Run once by migration 0002 on PostgreSQL."""
+    _rebuild(schema_editor, partitioned=True)
+
+
+def unpartition_table(schema_editor) -> None:
+    """The reverse (migrating back past 0002): one plain table again, same rows and names,
+    primary key ``(id)``."""
+    _rebuild(schema_editor, partitioned=False)
+
+
+def _rebuild(schema_editor, *, partitioned: bool) -> None:
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(
             "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", [TABLE]
         )
-        if cursor.fetchone():
+        if bool(cursor.fetchone()) == partitioned:
             return
-        old = f"{TABLE}_unpartitioned"
+        old = f"{TABLE}_rebuilt_from"
         cursor.execute(f"ALTER TABLE {TABLE} RENAME TO {old}")
         cursor.execute(
             "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = %s::regclass ORDER BY conname",
+            "WHERE conrelid = %s::regclass AND coninhcount = 0 ORDER BY conname",
             [old],
         )
         constraints = cursor.fetchall()
@@ -207,25 +217,29 @@ def partition_table(schema_editor) -> None:
             [old],
         )
         indexes = cursor.fetchall()
-        cursor.execute(
-            f"CREATE TABLE {TABLE} (LIKE {old} INCLUDING DEFAULTS INCLUDING IDENTITY "
-            'INCLUDING STORAGE) PARTITION BY RANGE ("timestamp")'
-        )
-        cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
-        cursor.execute(f'SELECT min("timestamp"), max("timestamp") FROM {old}')  # noqa: S608
-        low, high = cursor.fetchone()
-        now = timezone.now()
-        month = month_start(min(low or now, now - timedelta(days=settings.MONITORING_MAX_AGE_DAYS)))
-        last = add_months(month_start(max(high or now, now)), settings.MONITORING_PARTITIONS_AHEAD)
-        while month <= last:
-            upper = add_months(month, 1)
-            cursor.execute(
-                f"CREATE TABLE {partition_name(month)} PARTITION OF {TABLE} "
-                f"FOR VALUES FROM ('{month.isoformat()}') TO ('{upper.isoformat()}')"
+        like = f"LIKE {old} INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING STORAGE"
+        if partitioned:
+            cursor.execute(f'CREATE TABLE {TABLE} ({like}) PARTITION BY RANGE ("timestamp")')
+            cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
+            cursor.execute(f'SELECT min("timestamp"), max("timestamp") FROM {old}')  # noqa: S608
+            low, high = cursor.fetchone()
+            now = timezone.now()
+            earliest = now - timedelta(days=settings.MONITORING_MAX_AGE_DAYS)
+            month = month_start(min(low or now, earliest))
+            last = add_months(
+                month_start(max(high or now, now)), settings.MONITORING_PARTITIONS_AHEAD
             )
-            month = upper
+            while month <= last:
+                upper = add_months(month, 1)
+                cursor.execute(
+                    f"CREATE TABLE {partition_name(month)} PARTITION OF {TABLE} "
+                    f"FOR VALUES FROM ('{month.isoformat()}') TO ('{upper.isoformat()}')"
+                )
+                month = upper
+        else:
+            cursor.execute(f"CREATE TABLE {TABLE} ({like})")
         cursor.execute(f"INSERT INTO {TABLE} OVERRIDING SYSTEM VALUE SELECT * FROM {old}")  # noqa: S608
-        cursor.execute(f"DROP TABLE {old}")
+        cursor.execute(f"DROP TABLE {old} CASCADE")
         cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [TABLE])
         (sequence,) = cursor.fetchone()
         if sequence != f"public.{TABLE}_id_seq":
@@ -237,9 +251,11 @@ def partition_table(schema_editor) -> None:
         )
         for name, kind, definition in constraints:
             if kind == "p":
-                definition = 'PRIMARY KEY (id, "timestamp")'
-            elif kind == "u" and '"timestamp"' not in definition and "timestamp" not in definition:
+                definition = 'PRIMARY KEY (id, "timestamp")' if partitioned else "PRIMARY KEY (id)"
+            elif kind == "u" and partitioned and "timestamp" not in definition:
                 raise RuntimeError(f"{name}: a unique constraint without the partition key")
             cursor.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {name} {definition}")
         for _name, definition in indexes:
-            cursor.execute(definition.replace(f"public.{old} ", f"public.{TABLE} "))
+            # A partitioned parent's index reads "ON ONLY": the rebuilt one covers all.
+            definition = definition.replace(f" ON ONLY public.{old} ", f" ON public.{old} ")
+            cursor.execute(definition.replace(f" ON public.{old} ", f" ON public.{TABLE} "))

@@ -14,9 +14,17 @@ def partition(apps, schema_editor):
     partition_table(schema_editor)
 
 
+def unpartition(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    from monitoring.partitions import unpartition_table
+
+    unpartition_table(schema_editor)
+
+
 class Migration(migrations.Migration):
     """Monthly partitions of the decision table (docs/MONITORING.md, "Scaling path").
-    Not reversed on PostgreSQL: the partitioned table stays (same columns)."""
+    Reversed on PostgreSQL by rebuilding one plain table (same rows)."""
 
     dependencies = [
         ("changes", "0007_merge_environments"),
@@ -55,5 +63,5 @@ class Migration(migrations.Migration):
                 name="decision_idempotency_per_system_ts",
             ),
         ),
-        migrations.RunPython(partition, migrations.RunPython.noop, elidable=False),
+        migrations.RunPython(partition, unpartition, elidable=False),
     ]
