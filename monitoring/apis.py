@@ -130,7 +130,7 @@ class IngestTokenApi(APIView):
 
 
 class OtlpTracesApi(APIView):
-    """OTLP/HTTP trace export (JSON encoding) mapped to decisions per the OpenTelemetry
+    """OTLP/HTTP trace export (JSON or protobuf encoding) mapped to decisions per the OpenTelemetry
     GenAI semantic conventions (docs/MONITORING.md). Same token, scope, caps, validation,
     idempotency and unapproved-protocol check as the decisions endpoint."""
 
@@ -139,12 +139,16 @@ class OtlpTracesApi(APIView):
 
     @extend_schema(
         tags=["monitoring"],
-        request={"application/json": OpenApiTypes.OBJECT},
+        request={
+            "application/json": OpenApiTypes.OBJECT,
+            "application/x-protobuf": OpenApiTypes.BINARY,
+        },
         responses={
             200: s.OtlpReportSerializer,
+            400: OpenApiResponse(description="The body is not JSON / not a decodable protobuf."),
             **errors(401, 403),
             413: OpenApiResponse(description="Body larger than the OTLP cap (not read)."),
-            415: OpenApiResponse(description="Protobuf is not supported: export JSON."),
+            415: OpenApiResponse(description="Neither application/json nor x-protobuf."),
             429: OpenApiResponse(description="The token's per-minute budget is spent."),
         },
     )
@@ -160,9 +164,11 @@ class OtlpTracesApi(APIView):
         if token.system_id != int(pk):
             raise PermissionDenied("This ingestion token belongs to another system.")
         content_type = (request.content_type or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if content_type not in ("application/json", "application/x-protobuf"):
             return _plain(
-                415, "Export OTLP with the JSON encoding (http/json).", "unsupported_media_type"
+                415,
+                "Export OTLP as application/json or application/x-protobuf.",
+                "unsupported_media_type",
             )
         length = request.META.get("CONTENT_LENGTH") or ""
         if not length.isdigit():
@@ -171,10 +177,17 @@ class OtlpTracesApi(APIView):
             return _plain(413, "OTLP body over the cap: export smaller batches.", "too_large")
         if not services.token_take(token):
             raise Throttled(wait=60, detail="This token's per-minute request budget is spent.")
-        try:
-            document = orjson.loads(request._request.read(int(length)))
-        except orjson.JSONDecodeError:
-            return _plain(400, "The body is not JSON.", "invalid")
+        body = request._request.read(int(length))
+        if content_type == "application/x-protobuf":
+            try:
+                document = otlp.protobuf_document(body)
+            except otlp.ProtobufError as error:
+                return _plain(400, str(error), "invalid")
+        else:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return _plain(400, "The body is not JSON.", "invalid")
         records, counts = otlp.records(document)
         report = services.decisions_ingest(token=token, records=records).as_dict()
         body = {**report, **counts}

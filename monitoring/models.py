@@ -65,7 +65,11 @@ class Decision(models.Model):
     approved); grading fills ``label``/``graded_at`` exactly once (``monitoring.grading``).
     """
 
-    system = models.ForeignKey(AISystem, on_delete=models.PROTECT, related_name="decisions")
+    # No index of its own: the idempotency and (system, timestamp) indexes lead with it, and
+    # every index costs each insert and each grading update.
+    system = models.ForeignKey(
+        AISystem, on_delete=models.PROTECT, related_name="decisions", db_index=False
+    )
     change = models.ForeignKey(
         ChangeRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="decisions"
     )
@@ -89,8 +93,12 @@ class Decision(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
+            # With the timestamp: on PostgreSQL the table is partitioned by it, and unique
+            # constraints must contain the partition key (monitoring/partitions.py). Ingestion
+            # checks the key alone first; this is the backstop for racing replays.
             models.UniqueConstraint(
-                fields=["system", "idempotency_key"], name="decision_idempotency_per_system"
+                fields=["system", "idempotency_key", "timestamp"],
+                name="decision_idempotency_per_system_ts",
             ),
         ]
         indexes = [
@@ -156,6 +164,9 @@ class Rollup(models.Model):
     new = models.PositiveIntegerField(default=0)
     legacy = models.PositiveIntegerField(default=0)
     other = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Graded with a grader error (not in n): part of the review population."
+    )
 
     class Meta:
         ordering = ["change_id", "environment", "window_start"]
@@ -200,7 +211,12 @@ class ReviewItem(models.Model):
         ("override", "Override: I would have decided differently"),
     ]
 
-    decision = models.OneToOneField(Decision, on_delete=models.CASCADE, related_name="review")
+    # Not a database foreign key: PostgreSQL only references a partitioned table through a
+    # key containing its partition key. The ORM still cascades; partition retention keeps
+    # sampled decisions (monitoring/partitions.py).
+    decision = models.OneToOneField(
+        Decision, on_delete=models.CASCADE, related_name="review", db_constraint=False
+    )
     system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="review_items")
     stratum = models.CharField(max_length=80)
     probability = models.FloatField()

@@ -14,8 +14,15 @@ A span is a decision when it carries ``gen_ai.*`` attributes. Mapping:
 - ``model_label``: ``gen_ai.response.model``, else ``gen_ai.request.model``
 
 Spans without message content are accepted (output empty) and counted; spans with no
-``gen_ai.*`` attribute are skipped and counted. The body is JSON (protobuf is not parsed:
-415) and bounded by ``MONITORING_OTLP_MAX_BYTES``.
+``gen_ai.*`` attribute are skipped and counted. The body is JSON or protobuf
+(``application/x-protobuf``, an ``ExportTraceServiceRequest``) and bounded by
+``MONITORING_OTLP_MAX_BYTES``.
+
+Protobuf is decoded with the generated classes of ``opentelemetry-proto`` and rewritten into
+the OTLP/JSON shape (``traceId``/``spanId`` as lowercase hex, as the OTLP JSON encoding
+specifies, 64-bit integers as strings) so that both encodings go through ONE mapping
+(``span_to_record``): the same span exported either way is the same decision, with the same
+idempotency key.
 """
 
 from __future__ import annotations
@@ -104,6 +111,72 @@ def span_to_record(span: dict, resource: dict) -> tuple[dict | None, bool]:
         )[:100],
     }
     return record, output is not None
+
+
+class ProtobufError(ValueError):
+    """The body is not a decodable ``ExportTraceServiceRequest`` (the reason is in words)."""
+
+
+def _any_json(value) -> dict:
+    """An ``AnyValue`` in its OTLP/JSON form (only the kinds ``_value`` reads keep a value)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return {"stringValue": value.string_value}
+    if kind == "bool_value":
+        return {"boolValue": value.bool_value}
+    if kind == "int_value":
+        return {"intValue": str(value.int_value)}
+    if kind == "double_value":
+        return {"doubleValue": value.double_value}
+    if kind == "array_value":
+        return {"arrayValue": {"values": [_any_json(v) for v in value.array_value.values]}}
+    return {}
+
+
+def _attributes_json(items) -> list[dict]:
+    return [{"key": kv.key, "value": _any_json(kv.value)} for kv in items]
+
+
+def protobuf_document(body: bytes) -> dict:
+    """Decode an OTLP/HTTP protobuf ``ExportTraceServiceRequest`` into the OTLP/JSON shape
+    ``records`` reads; raises :class:`ProtobufError` with the decoder's reason."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RuntimeWarning, ValueError) as error:
+        raise ProtobufError(f"not an OTLP ExportTraceServiceRequest ({error})") from None
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attributes_json(rs.resource.attributes)},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": span.trace_id.hex(),
+                                "spanId": span.span_id.hex(),
+                                "name": span.name,
+                                "startTimeUnixNano": str(span.start_time_unix_nano),
+                                "attributes": _attributes_json(span.attributes),
+                                "events": [
+                                    {"name": e.name, "attributes": _attributes_json(e.attributes)}
+                                    for e in span.events
+                                ],
+                            }
+                            for span in ss.spans
+                        ]
+                    }
+                    for ss in rs.scope_spans
+                ],
+            }
+            for rs in request.resource_spans
+        ]
+    }
 
 
 def records(document) -> tuple[Iterator[tuple[int, bytes | Exception]], dict]:

@@ -12,19 +12,21 @@ queue does not bias the estimate as long as reviewers do not pick items by conte
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections import defaultdict
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from changes import audit, permissions
 from core.errors import Conflict, NotAllowed, ValidationFailed
 
 from . import stats
-from .models import Decision, ReviewConfig, ReviewItem
+from .models import ReviewConfig, ReviewItem, Rollup
 
 VERDICTS = {v for v, _ in ReviewItem.VERDICTS}
 HUMAN_LABEL = {"agree_new": "new", "follows_legacy": "legacy"}
@@ -41,12 +43,17 @@ def probability_for(config: ReviewConfig, label: str) -> float:
     return min(max(float(value), 0.0), 1.0)
 
 
+@functools.lru_cache(maxsize=4)
+def _keyed(secret: str):
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def uniform(decision_id: int) -> float:
-    """A reproducible U(0, 1) per decision, unpredictable without the secret key."""
-    digest = hmac.new(
-        settings.SECRET_KEY.encode(), f"review:{decision_id}".encode(), hashlib.sha256
-    ).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    """A reproducible U(0, 1) per decision, unpredictable without the secret key. (The keyed
+    HMAC state is prepared once and copied: re-keying per decision showed in grading.)"""
+    mac = _keyed(settings.SECRET_KEY).copy()
+    mac.update(f"review:{decision_id}".encode())
+    return int.from_bytes(mac.digest()[:8], "big") / 2**64
 
 
 def sample(decisions) -> int:
@@ -140,9 +147,13 @@ def estimate(rows, population: int, confidence: float = 0.95) -> dict:
 
 
 def estimates(system_id: int) -> dict:
-    population = Decision.objects.filter(
-        system_id=system_id, graded_at__isnull=False, is_probe=False, change__isnull=False
-    ).count()
+    # The sampling population (graded, not probes, under a live change) from the rollups:
+    # constant time however many decisions there are, and unchanged when retention deletes
+    # the raw rows the review items were drawn from.
+    totals = Rollup.objects.filter(change__system_id=system_id).aggregate(
+        n=Sum("n"), errors=Sum("errors")
+    )
+    population = (totals["n"] or 0) + (totals["errors"] or 0)
     rows = [
         {"stratum": s, "probability": p, "verdict": v, "label": lab}
         for s, p, v, lab in ReviewItem.objects.filter(system_id=system_id).values_list(

@@ -251,6 +251,12 @@ DECISION_COLUMNS = (
 )  # fmt: skip
 
 
+def _pg_integrity_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.errors.IntegrityError
+
+
 def _insert(rows: list[tuple]) -> int:
     """Insert decision rows; returns how many were stored.
 
@@ -270,7 +276,9 @@ def _insert(rows: list[tuple]) -> int:
                     for row in rows:
                         copy.write_row(row)
             return len(rows)
-        except IntegrityError:
+        except (IntegrityError, _pg_integrity_error()):
+            # The raw psycopg cursor raises psycopg's own error, not Django's wrapper: both
+            # mean a concurrent request stored one of these rows first.
             pass
     objects = [Decision(**dict(zip(DECISION_COLUMNS, row, strict=True))) for row in rows]
     keys = [o.idempotency_key for o in objects]

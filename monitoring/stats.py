@@ -57,8 +57,16 @@ def beta_binomial_cs(
     a, b = prior(reference, prior_n)
     threshold = math.log(1 / alpha)
 
+    # Only the likelihood term depends on p: the beta-function part is computed once, and
+    # the root-finder's ~40 evaluations are scalar ``math`` (a numpy call per evaluation made
+    # the 80-point chart cost ~150 ms; this is ~100x less), same formula as ``log_mixture``.
+    f = n - s
+    constant = float(betaln(a + s, b + f) - betaln(a, b)) - threshold
+    log, log1p = math.log, math.log1p
+
     def excess(p: float) -> float:
-        return float(log_mixture(s, n, p, a, b)) - threshold
+        lik = (s * log(p) if s > 0 else 0.0) + (f * log1p(-p) if f > 0 else 0.0)
+        return constant - lik
 
     eps = 1e-12
     phat = min(max(s / n, eps), 1 - eps)

@@ -87,6 +87,13 @@ def probe_change(change_id: int) -> int:
     return probes.probe_after_deploy(int(change_id))
 
 
+@shared_task(name="monitoring.maintain_partitions", acks_late=True, expires=3600)
+def maintain_partitions() -> dict:
+    from . import partitions
+
+    return partitions.maintain().as_dict()
+
+
 @shared_task(name="monitoring.run_probes", acks_late=True, expires=3600)
 def run_probes() -> int:
     from . import probes

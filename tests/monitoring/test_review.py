@@ -135,3 +135,24 @@ def test_review_config_is_validated(deployed):
         with pytest.raises(ValidationError):
             ReviewConfig(system=deployed.system, **bad).full_clean()
     ReviewConfig(system=deployed.system, label_fractions={"legacy": 0.5}).full_clean()
+
+
+def test_the_review_population_comes_from_rollups_and_counts_grader_errors(
+    deployed, monitor, monkeypatch
+):
+    """Graded decisions, errors included, probes excluded; and it outlives raw retention."""
+    from monitoring.models import Decision, Rollup
+
+    store(deployed, ["NEEDS_SECOND_APPROVER"] * 6 + ["boom"] * 2)
+    store(deployed, ["NEEDS_SECOND_APPROVER"] * 3, probe=True)
+    real = grading.label_for
+    monkeypatch.setattr(
+        grading,
+        "label_for",
+        lambda spec, text: ("", "pattern failed") if text == "boom" else real(spec, text),
+    )
+    grading.grade_pending()
+    assert Rollup.objects.get().errors == 2
+    assert review.estimates(deployed.system_id)["population"] == 8
+    Decision.objects.filter(review__isnull=True).delete()  # retention of the raw rows
+    assert review.estimates(deployed.system_id)["population"] == 8

@@ -82,3 +82,15 @@ def test_sequence_is_wider_than_a_fixed_sample_interval():
     lo, hi = stats.beta_binomial_cs(450, 500, 0.05, reference=0.9)
     w_lo, w_hi = wilson(450, 500)
     assert lo < w_lo and hi > w_hi
+
+
+@pytest.mark.parametrize(("s", "n"), [(0, 5), (3, 10), (90, 100), (9_000_000, 10_000_000), (7, 7)])
+def test_the_scalar_root_finder_agrees_with_the_vectorised_formula(s, n):
+    """The chart's fast path solves exactly ``log_mixture(...) = log(1/alpha)``."""
+    lower, upper = stats.beta_binomial_cs(s, n, 0.05, reference=0.8)
+    a, b = stats.prior(0.8)
+    for end in (lower, upper):
+        if 0.0 < end < 1.0:
+            value = float(stats.log_mixture(s, n, end, a, b))
+            assert value == pytest.approx(math.log(20), abs=1e-5)
+    assert lower <= s / n <= upper
