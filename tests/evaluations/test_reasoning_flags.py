@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from changes.errors import ValidationFailed
+from core.errors import ValidationFailed
 from django.template.loader import render_to_string
 
 from attestations import document

@@ -17,8 +17,16 @@ from django.urls import reverse
 pytestmark = pytest.mark.django_db
 
 TEMPLATES = Path(settings.BASE_DIR) / "templates"
-# Rendered to PDF by WeasyPrint only, never served to a browser, so no CSP applies to them.
-PDF_ONLY = {"attestations/attestation.html", "attestations/_base_pdf.html"}
+# Rendered to PDF by WeasyPrint only, never served to a browser, so no CSP applies to them:
+# the attestation, its base, and every part it includes (read from the template itself, so
+# a new PDF block is exempt and a page template is never exempt by accident).
+_PDF_ROOTS = ("attestations/attestation.html", "attestations/_base_pdf.html")
+PDF_ONLY = set(_PDF_ROOTS) | {
+    name
+    for root in _PDF_ROOTS
+    if (TEMPLATES / root).exists()
+    for name in re.findall(r'{%\s*include\s+"([^"]+)"', (TEMPLATES / root).read_text())
+}
 
 
 def _directives(header: str) -> dict[str, list[str]]:
