@@ -191,6 +191,7 @@ def gate(change: ChangeRequest, environment=None, user=None, blackout_override=F
         "approvals": approvals,
         "approvals_required": _required(change),
         **env_gate,
+        "notes": hooks.evaluation().gate_notes(change),
     }
 
 

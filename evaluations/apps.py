@@ -13,3 +13,9 @@ class EvaluationsConfig(AppConfig):
         from .port import DjangoEvaluationPort
 
         hooks.register_evaluation(DjangoEvaluationPort())
+        from .exception_services import on_audit_event
+
+        hooks.register_listener(on_audit_event)
+        from .exception_views import panel
+
+        hooks.register_panel("change", panel)

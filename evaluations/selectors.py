@@ -81,6 +81,8 @@ def gate_reasons(change) -> list[str]:
     suites = linked_suites(change)
     if not suites:
         return ["No evaluation suite is linked to this change."]
+    from .exception_selectors import run_exception_notes, run_exception_reasons
+
     by_suite = {run.suite_id: run for run in current_runs(change)}
     reasons: list[str] = []
     for suite in suites:
@@ -92,7 +94,21 @@ def gate_reasons(change) -> list[str]:
             )
         else:
             reasons.extend(run_reasons(run))
+            reasons.extend(run_exception_reasons(run, change))
+    # what the gate says besides its reasons (read by ``gate_notes`` without a second query)
+    change._gate_notes = run_exception_notes(by_suite.values())
     return reasons
+
+
+def gate_notes(change) -> list[str]:
+    """Sentences the gate shows beside its reasons: the runs judged under a policy
+    exception (the loosened value, the floor, who approved it)."""
+    notes = change.__dict__.pop("_gate_notes", None)  # one gate computation's, never reused
+    if notes is None:
+        from .exception_selectors import run_exception_notes
+
+        notes = run_exception_notes(current_runs(change))
+    return list(notes)
 
 
 def evaluation_digest(change) -> str:
