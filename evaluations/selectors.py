@@ -80,6 +80,7 @@ def gate_reasons(change) -> list[str]:
     """
     suites = linked_suites(change)
     if not suites:
+        change._gate_notes = []
         return ["No evaluation suite is linked to this change."]
     from .exception_selectors import run_exception_notes, run_exception_reasons
 
