@@ -19,14 +19,15 @@ def environments_of(system, *, for_gate: bool = False) -> list[Environment]:
     ``for_gate`` joins only the live protocol: the gate needs the deployment and its change
     only to word a stale-base refusal (read then, lazily), and the four-table join costs
     more to build than the query costs to run (bench ``env_gate``)."""
-    related = (
-        ("live__protocol",)
-        if for_gate
-        else ("live__protocol", "live__deployment__change", "live__deployment__deployed_by")
-    )
-    return list(
-        Environment.objects.filter(system=system).select_related(*related).order_by("order", "id")
-    )
+    if for_gate:  # the live protocol's version, not its (possibly long) texts
+        rows = Environment.objects.select_related("live__protocol").defer(
+            "live__protocol__body", "live__protocol__system_prompt"
+        )
+    else:
+        rows = Environment.objects.select_related(
+            "live__protocol", "live__deployment__change", "live__deployment__deployed_by"
+        )
+    return list(rows.filter(system=system).order_by("order", "id"))
 
 
 def environment_named(system, name) -> Environment | None:

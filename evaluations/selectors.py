@@ -115,10 +115,21 @@ def gate_notes(change) -> list[str]:
 def evaluation_digest(change) -> str:
     """SHA-256 over the sorted result digests of the newest completed runs that evaluated the
     change's current content ("" when there are none). Approvals bind to it."""
+    # the newest run per suite, as ``current_runs`` picks it, read as three columns: every
+    # gate and approval count computes this, and whole runs (with their suites' documents)
+    # cost more to build than the digest needs (bench ``env_gate``)
+    newest: dict[int, tuple[str, str]] = {}
+    rows = (
+        EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
+        .order_by("-id")
+        .values_list("suite_id", "status", "result_digest")
+    )
+    for suite_id, status, result_digest in rows:
+        newest.setdefault(suite_id, (status, result_digest))
     digests = sorted(
-        run.result_digest
-        for run in current_runs(change)
-        if run.status == EvaluationRun.COMPLETED and run.result_digest
+        result_digest
+        for status, result_digest in newest.values()
+        if status == EvaluationRun.COMPLETED and result_digest
     )
     if not digests:
         return ""
