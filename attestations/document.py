@@ -446,6 +446,58 @@ def post_deployment(change, head_id: int | None) -> dict | None:
     return {"event": {"id": event.pk, "hash": event.hash, "at": iso(event.created_at)}, **evidence}
 
 
+def stage_start_facts(change) -> list[dict]:
+    """Every started rollout stage of ``change``, per environment in stage order: who
+    reported it, when, which stage and what share of traffic (docs/ROLLOUTS.md). Stage 1 is
+    the deployment itself; the later ones are promotions the deployment tool reported."""
+    from changes.env_models import RolloutStage
+
+    return [
+        {
+            "environment": s.environment,
+            "stage": s.number,
+            "percent": s.percent,
+            "started_by": _person(s.started_by),
+            "at": iso(s.started_at),
+        }
+        for s in RolloutStage.objects.filter(change=change)
+        .select_related("started_by")
+        .order_by("environment", "number", "id")
+    ]
+
+
+def policy_exception_facts(change) -> list[dict]:
+    """Every policy exception requested on ``change`` (docs/GATE.md): the threshold, the
+    looser value and the floor it loosens, why, who requested and approved it, and whether
+    it stood for this content when the attestation was issued."""
+    from evaluations import exception_selectors
+
+    out = []
+    for exc in exception_selectors.exceptions_for(change):
+        out.append(
+            {
+                "reference": exc.reference,
+                "key": exc.key,
+                "value": exc.value,
+                "floor": exc.floor,
+                "criticality": exc.criticality,
+                "reason": exc.reason,
+                "content_sha256": exc.content_sha256,
+                "requested_by": _person(exc.requested_by),
+                "requested_at": iso(exc.requested_at),
+                "admin_approver": _person(exc.admin_approver) if exc.admin_approver_id else None,
+                "admin_approved_at": iso(exc.admin_approved_at),
+                "reviewer_approver": (
+                    _person(exc.reviewer_approver) if exc.reviewer_approver_id else None
+                ),
+                "reviewer_approved_at": iso(exc.reviewer_approved_at),
+                "status": exception_selectors.status(exc, change),
+                "problems": exception_selectors.problems(exc, change),
+            }
+        )
+    return out
+
+
 def attests_paragraph(facts: dict) -> str:
     change, system = facts["change"], facts["system"]
     ev = facts["evaluation"]
@@ -587,6 +639,8 @@ def gather_facts(change, *, reason: str, version: int, audit_head, issued_at: da
         "signoffs": [_signoff(r) for r in selectors.valid_approvals(change)],
         **{name: source(change) for name, source in _fact_sources.items()},
         "deployments": deployments,
+        "stage_starts": stage_start_facts(change),
+        "policy_exceptions": policy_exception_facts(change),
         "audit": {
             "head": {
                 "id": getattr(audit_head, "pk", None),
@@ -834,6 +888,8 @@ def pdf_context(
         "deployments": facts["deployments"],
         "post_deployment": (facts.get("post_deployment") or {}).get("monitoring"),
         "post_deployment_event": (facts.get("post_deployment") or {}).get("event"),
+        "stage_starts": facts.get("stage_starts") or [],
+        "policy_exceptions": facts.get("policy_exceptions") or [],
         "audit": facts["audit"],
         "attests": facts["attests"],
         "signature": {

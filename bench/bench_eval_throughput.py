@@ -268,7 +268,7 @@ def run() -> dict:
     stub, url = _start_stub(LATENCY)
     drop_db = lambda: None  # noqa: E731
     try:
-        # The suite schema reads DRF settings (changes.limits): configure them in this parent.
+        # The suite schema reads DRF settings (core.limits): configure them in this parent.
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
         from evaluations.suite_schema import normalise_suite
 

@@ -291,7 +291,24 @@ class EnvironmentForm(forms.ModelForm):
             taken = Environment.objects.filter(system=system, order=order)
             if taken.exclude(pk=self.instance.pk).exists():
                 self.add_error("order", f"{order} is already taken on {system.name}'s path.")
+            else:
+                self._check_floor(system, data)
         return data
+
+    def _check_floor(self, system, data):
+        """The service's approvals floor for the end of the path, as a form error."""
+        from .environments import approvals_floor_problem
+        from .models import DEFAULT_REQUIRED_APPROVALS
+
+        name = data.get("name") or self.instance.name
+        rows = Environment.objects.filter(system=system).exclude(pk=self.instance.pk)
+        path = [(e.order, e.name, e.required_approvals) for e in rows]
+        path.append((data["order"], name, data.get("required_approvals")))
+        path = [(n, a) for _, n, a in sorted(path, key=lambda row: row[0])]
+        floor = DEFAULT_REQUIRED_APPROVALS[system.criticality]
+        problem = approvals_floor_problem(path, system.criticality, floor)
+        if problem:
+            self.add_error("required_approvals", problem)
 
 
 @admin.register(Environment)

@@ -60,6 +60,11 @@ urlpatterns = [
         name="api-system-environments",
     ),
     path(
+        "systems/<int:pk>/environments/<slug:env>/",
+        env_apis.EnvironmentDetailApi.as_view(),
+        name="api-environment-detail",
+    ),
+    path(
         "systems/<int:pk>/environments/<slug:env>/history/",
         env_apis.EnvironmentHistoryApi.as_view(),
         name="api-environment-history",

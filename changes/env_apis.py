@@ -9,12 +9,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from . import env_selectors, env_services, selectors
 from . import env_serializers as es
 from . import serializers as s
-from .apis import _ChangeOperation, change_detail, errors, parse
+from .apis import AdminWrites, _ChangeOperation, change_detail, errors, parse
 
 
 class _SystemRead(GenericAPIView):
@@ -26,7 +27,20 @@ class _SystemRead(GenericAPIView):
         return get_object_or_404(selectors.visible_systems(self.request.user), pk=self.kwargs["pk"])
 
 
+class AdminEditsEnvironments(AdminWrites):
+    message = "Only admins configure environments."
+
+
+def _one(system, name) -> dict:
+    row = next((r for r in env_selectors.registry(system) if r["name"] == name), None)
+    if row is None:
+        raise NotFound("No such environment on this system.")
+    return es.EnvironmentLiveSerializer(row).data
+
+
 class SystemEnvironmentsApi(_SystemRead):
+    permission_classes = [IsAuthenticated, AdminEditsEnvironments]
+
     @extend_schema(
         tags=["environments"],
         summary="The live registry: what runs in each environment, since when, through what",
@@ -36,6 +50,63 @@ class SystemEnvironmentsApi(_SystemRead):
         return Response(
             es.EnvironmentLiveSerializer(env_selectors.registry(self.system()), many=True).data
         )
+
+    @extend_schema(
+        tags=["environments"],
+        summary="Add an environment to a system's promotion path (admin)",
+        description="400 for malformed or overlapping blackout windows, an unknown time zone "
+        "or approvals below the criticality floor at the end of the path; 409 `exists` or "
+        "`order_taken`. Audited as `environment.saved`.",
+        request=es.EnvironmentWriteSerializer,
+        responses={201: es.EnvironmentLiveSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, pk):
+        system = self.system()
+        data = parse(es.EnvironmentWriteSerializer, request.data, request)
+        env = env_services.environment_save(
+            actor=request.user, system=system, mode="create", **data
+        )
+        return Response(_one(system, env.name), status=status.HTTP_201_CREATED)
+
+
+class EnvironmentDetailApi(_SystemRead):
+    permission_classes = [IsAuthenticated, AdminEditsEnvironments]
+
+    @extend_schema(
+        tags=["environments"],
+        summary="One environment: its settings and what is live there",
+        responses={200: es.EnvironmentLiveSerializer, **errors(401, 404)},
+    )
+    def get(self, request, pk, env):
+        return Response(_one(self.system(), env))
+
+    @extend_schema(
+        tags=["environments"],
+        summary="Edit an environment: order, approvals, blackout windows, staged rollout (admin)",
+        description="Only the fields sent change; the name is fixed (the history names it). "
+        "400/409 as for creation, and 400 for an unknown environment. Audited.",
+        request=es.EnvironmentUpdateSerializer,
+        responses={200: es.EnvironmentLiveSerializer, **errors(400, 401, 403, 404, 409)},
+    )
+    def patch(self, request, pk, env):
+        system = self.system()
+        data = parse(es.EnvironmentUpdateSerializer, request.data, request)
+        env_services.environment_save(
+            actor=request.user, system=system, name=env, mode="update", **data
+        )
+        return Response(_one(system, env))
+
+    @extend_schema(
+        tags=["environments"],
+        summary="Delete an environment nothing was ever deployed to (admin)",
+        description="409 `deployed_here` once anything was deployed there (its history "
+        "stays), 409 `last_environment` for the only one. Audited as `environment.deleted`.",
+        request=None,
+        responses={204: None, **errors(400, 401, 403, 404, 409)},
+    )
+    def delete(self, request, pk, env):
+        env_services.environment_delete(actor=request.user, system=self.system(), name=env)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class EnvironmentHistoryApi(_SystemRead):

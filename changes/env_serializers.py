@@ -29,6 +29,43 @@ class EnvironmentLiveSerializer(serializers.Serializer):
     deployed_by = serializers.CharField(allow_null=True)
 
 
+class EnvironmentWriteSerializer(serializers.Serializer):
+    """An admin's edit of one environment; on update every field is optional (PATCH)."""
+
+    name = serializers.SlugField(max_length=50, help_text="e.g. staging; fixed once created.")
+    order = serializers.IntegerField(min_value=1, max_value=32767)
+    required_approvals = serializers.IntegerField(
+        min_value=1,
+        max_value=10,
+        allow_null=True,
+        required=False,
+        help_text="Empty for the system's rule; the last environment may not go below the "
+        "criticality floor.",
+    )
+    requires_previous = serializers.BooleanField(required=False)
+    blackout_windows = serializers.ListField(
+        child=serializers.JSONField(), required=False, max_length=50
+    )
+    time_zone = serializers.CharField(max_length=64, required=False)
+    requires_staged_rollout = serializers.BooleanField(required=False)
+
+    def validate(self, attrs):
+        """A field this endpoint does not take (a rename, a typo) is refused, not dropped."""
+        sent = set(self.initial_data) if isinstance(self.initial_data, dict) else set()
+        unknown = sorted(sent - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {k: ["Not an editable field here (the name is fixed once created)."]
+                 for k in unknown}
+            )  # fmt: skip
+        return attrs
+
+
+class EnvironmentUpdateSerializer(EnvironmentWriteSerializer):
+    name = None
+    order = serializers.IntegerField(min_value=1, max_value=32767, required=False)
+
+
 class HistoryEntrySerializer(serializers.ModelSerializer):
     change_reference = serializers.CharField(source="change.reference", read_only=True)
     deployed_by = serializers.CharField(source="deployed_by.username", read_only=True)

@@ -46,20 +46,50 @@ ENV_FIELDS = {
 }
 
 
+def _check_approvals_floor(system: AISystem) -> None:
+    """Refuse a path whose final environment asks fewer approvals than the criticality
+    floor (run after the write, inside its transaction, so a refusal leaves nothing)."""
+    from .models import DEFAULT_REQUIRED_APPROVALS
+
+    path = list(
+        Environment.objects.filter(system=system)
+        .order_by("order", "id")
+        .values_list("name", "required_approvals")
+    )
+    floor = DEFAULT_REQUIRED_APPROVALS[system.criticality]
+    problem = environments.approvals_floor_problem(path, system.criticality, floor)
+    if problem:
+        raise ValidationFailed(problem, fields={"required_approvals": [problem]})
+
+
 @transaction.atomic
-def environment_save(*, actor, system: AISystem, name: str, **fields) -> Environment:
-    """Create or update one environment of ``system`` (admin). Writes ``environment.saved``."""
+def environment_save(
+    *, actor, system: AISystem, name: str, mode: str | None = None, **fields
+) -> Environment:
+    """Create or update one environment of ``system`` (admin). Writes ``environment.saved``.
+
+    ``mode="create"`` refuses a name already on the path (409 ``exists``); ``mode="update"``
+    refuses an unknown name (400 naming the known ones); ``None`` (admin form, seeding) does
+    either. Every check runs before the audit event, in one transaction: a refusal writes
+    nothing."""
     if not permissions.can_manage_systems(actor):
         raise NotAllowed("Only admins configure environments.")
     unknown = set(fields) - ENV_FIELDS
     if unknown:
         raise ValidationFailed(f"Unknown field(s): {', '.join(sorted(unknown))}.")
-    name = (name or "").strip()
+    name = (name or "").strip() if isinstance(name, str) else ""
     from django.utils.text import slugify
 
     if not name or slugify(name) != name or len(name) > 50:
         raise ValidationFailed("name: a short lowercase slug such as 'staging'.")
     env = Environment.objects.select_for_update().filter(system=system, name=name).first()
+    if mode == "create" and env is not None:
+        raise Conflict(
+            f"{system.name} already has an environment named '{name}'; edit it instead.",
+            code="exists",
+        )
+    if mode == "update" and env is None:
+        _environment(system, name)  # raises, naming the known environments
     if env is not None and all(getattr(env, k) == v for k, v in fields.items()):
         return env  # nothing changes: no write, no event (seed_demo re-runs)
     env = env or Environment(system=system, name=name, order=fields.get("order") or 0)
@@ -69,17 +99,25 @@ def environment_save(*, actor, system: AISystem, name: str, **fields) -> Environ
         environments.parse_windows(env.blackout_windows)
         environments.check_time_zone(env.time_zone)
     except ValueError as exc:
-        raise ValidationFailed(str(exc)) from None
-    if env.required_approvals is not None and not 1 <= int(env.required_approvals) <= 10:
+        raise ValidationFailed(str(exc), fields={"blackout_windows": [str(exc)]}) from None
+    approvals = env.required_approvals
+    if approvals is not None and (
+        not isinstance(approvals, int) or isinstance(approvals, bool) or not 1 <= approvals <= 10
+    ):
         raise ValidationFailed("required_approvals: must be between 1 and 10.")
-    if not isinstance(env.order, int) or env.order < 1:
+    if not isinstance(env.order, int) or isinstance(env.order, bool) or env.order < 1:
         raise ValidationFailed("order: a positive whole number (the position on the path).")
     clash = Environment.objects.filter(system=system, order=env.order).exclude(pk=env.pk)
     if clash.exists():
-        raise Conflict(f"order: {env.order} is already taken on {system.name}'s path.")
+        raise Conflict(
+            f"order: {env.order} is already taken on {system.name}'s path "
+            f"(by {clash.first().name}).",
+            code="order_taken",
+        )
     created = env.pk is None
     env.save()
     LiveVersion.objects.get_or_create(environment=env)
+    _check_approvals_floor(system)
     audit.append(
         actor=actor,
         verb="environment.saved",
@@ -87,6 +125,57 @@ def environment_save(*, actor, system: AISystem, name: str, **fields) -> Environ
         data={"system": system.pk, "name": name, "created": created, **fields},
     )
     return env
+
+
+@transaction.atomic
+def environment_delete(*, actor, system: AISystem, name: str) -> None:
+    """Delete an environment nothing was ever deployed to (admin). The history names
+    environments by name, so one with a deployment or a started stage stays (409
+    ``deployed_here``); so does a system's last environment (409 ``last_environment``).
+    Writes ``environment.deleted``."""
+    if not permissions.can_manage_systems(actor):
+        raise NotAllowed("Only admins configure environments.")
+    env = _environment(system, name)
+    env = Environment.objects.select_for_update().get(pk=env.pk)
+    deployments = Deployment.objects.filter(change__system=system, environment=env.name)
+    count = deployments.count()
+    if count or RolloutStage.objects.filter(change__system=system, environment=env.name).exists():
+        latest = deployments.select_related("change").order_by("-created_at", "-id").first()
+        via = (
+            f" (latest: {latest.change.reference}, {latest.created_at:%Y-%m-%d})" if latest else ""
+        )
+        raise Conflict(
+            f"{count} deployment(s) went to {env.name}{via}: its history must stay, so it "
+            "cannot be deleted. An environment is deleted only when nothing was ever "
+            "deployed there.",
+            code="deployed_here",
+        )
+    if Environment.objects.filter(system=system).count() == 1:
+        raise Conflict(
+            f"{env.name} is {system.name}'s only environment; add another before deleting it.",
+            code="last_environment",
+        )
+    data = {
+        "system": system.pk,
+        "name": env.name,
+        "order": env.order,
+        "required_approvals": env.required_approvals,
+        "requires_previous": env.requires_previous,
+        "blackout_windows": env.blackout_windows,
+        "time_zone": env.time_zone,
+        "requires_staged_rollout": env.requires_staged_rollout,
+    }
+    pk = env.pk
+    LiveVersion.objects.filter(environment=env).delete()
+    env.delete()
+    _check_approvals_floor(system)  # the new end of the path is held to the floor too
+    audit.append(
+        actor=actor,
+        verb="environment.deleted",
+        object_type=Environment._meta.label_lower,
+        object_id=pk,
+        data=data,
+    )
 
 
 def _environment(system, name) -> Environment:

@@ -75,6 +75,24 @@ def check_environment(env) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def approvals_floor_problem(path, criticality: str, floor: int) -> str | None:
+    """Why a promotion path's approvals undercut the criticality floor, or None.
+
+    ``path`` is ``[(name, required_approvals or None), ...]`` in path order. Only the last
+    environment is held to ``floor`` (reaching it makes a change "deployed"; ``None`` means
+    the system's rule): earlier ones may ask less (e.g. 1 for staging), because nothing
+    reaches the end of the path without passing the final gate."""
+    if not path:
+        return None
+    name, approvals = path[-1]
+    if approvals is not None and approvals < floor:
+        return (
+            f"required_approvals: {name} is the end of the path, and a {criticality}-criticality "
+            f"system needs at least {floor} approval(s) there; {approvals} is below that floor."
+        )
+    return None
+
+
 def check_stages(stages) -> list[int]:
     """Declared rollout stages: percentages in 1..100, strictly increasing, ending at 100."""
     if not isinstance(stages, list) or not all(

@@ -47,6 +47,11 @@ class EvaluationPort:
         """(template name, context) for the evaluation section of the change page."""
         return None
 
+    def gate_notes(self, change) -> list[str]:
+        """What the gate says besides its reasons (e.g. a run judged under a policy
+        exception); never a reason to close it."""
+        return []
+
     def evaluation_digest(self, change) -> str:
         """A digest of the runs that evaluated the current content (approvals bind to it)."""
         return ""

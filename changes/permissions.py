@@ -115,16 +115,25 @@ def protocol_author_ids(change) -> set[int]:
     }
 
 
-def check_independence(user, change) -> IndependenceCheck:
-    """Every reason ``user`` may not sign ``change``. Admins get no bypass."""
-    holds = roles.has_role(user, roles.REVIEWER)
+def check_independence(user, change, *, known: dict | None = None) -> IndependenceCheck:
+    """Every reason ``user`` may not sign ``change``. Admins get no bypass.
+
+    ``known`` carries the three membership facts already read with the approvals
+    (``selectors.approvals_with_standing`` annotates them on the reviews query, so the gate
+    reads approvals and their reviewers' standing in one query): ``holds_reviewer_role``,
+    ``is_editor`` and ``shares_author_team``. The rules are the same either way."""
+    if known is not None:
+        holds = bool(known["holds_reviewer_role"])
+        not_editor = not known["is_editor"]
+        not_same_team = not known["shares_author_team"]
+    else:
+        holds = roles.has_role(user, roles.REVIEWER)
+        not_editor = not change.editors.filter(pk=user.pk).exists()
+        not_same_team = not (team_ids(user) & team_ids(change.author))
     active = bool(getattr(user, "is_active", False))
     not_author = change.author_id != user.pk
-    not_editor = not change.editors.filter(pk=user.pk).exists()
     not_protocol_author = user.pk not in protocol_author_ids(change)
     cross_required = change.system.requires_cross_team_review
-    author_teams = team_ids(change.author)
-    not_same_team = not (team_ids(user) & author_teams)
     reasons, third = [], []
 
     def fail(you: str, they: str) -> None:

@@ -369,6 +369,12 @@ class GateSerializer(serializers.Serializer):
         allow_null=True, required=False, help_text="The protocol version live there now."
     )
     open_changes = OpenChangeSerializer(many=True, help_text="Other open changes on the system.")
+    notes = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Said beside the reasons, never closing the gate: e.g. a run judged under "
+        "an approved policy exception (the loosened value, the floor, the approvers).",
+    )
 
 
 class ReviewSerializer(serializers.ModelSerializer):

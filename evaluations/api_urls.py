@@ -6,7 +6,7 @@ workflow app never imports the evaluation engine.
 
 from django.urls import path
 
-from . import apis
+from . import apis, exception_apis
 
 urlpatterns = [
     path("suites/", apis.SuiteListApi.as_view(), name="api-suite-list"),
@@ -15,6 +15,21 @@ urlpatterns = [
         "changes/<int:pk>/evaluations/",
         apis.ChangeEvaluationsApi.as_view(),
         name="api-change-evaluations",
+    ),
+    path(
+        "changes/<int:pk>/policy-exceptions/",
+        exception_apis.ChangePolicyExceptionsApi.as_view(),
+        name="api-change-policy-exceptions",
+    ),
+    path(
+        "policy-exceptions/<int:pk>/approve/",
+        exception_apis.PolicyExceptionApproveApi.as_view(),
+        name="api-policy-exception-approve",
+    ),
+    path(
+        "policy-exceptions/<int:pk>/withdraw/",
+        exception_apis.PolicyExceptionWithdrawApi.as_view(),
+        name="api-policy-exception-withdraw",
     ),
     path(
         "evaluations/<int:run_id>/",

@@ -16,3 +16,10 @@ class EvaluationsConfig(AppConfig):
         hooks.register_evaluation(DjangoEvaluationPort())
         # Flagged reasoning above a suite's limit needs a reviewer's acknowledgement to deploy.
         hooks.register_gate_rule(selectors.acknowledgement_reasons)
+
+        from .exception_services import on_audit_event
+
+        hooks.register_listener(on_audit_event)
+        from .exception_views import panel
+
+        hooks.register_panel("change", panel)

@@ -64,7 +64,9 @@ TIGHTENS: dict[str, str | None] = {
     # Off by default, so any value only adds a requirement (a reviewer acknowledgement).
     "max_flagged_reasoning": None,
 }
-POLICY_EXCEPTIONS_BUILT = False  # loosening needs an approved exception; none exist yet
+# Loosening a floor needs a policy exception approved by an admin and an independent
+# reviewer (evaluations.exceptions); ``policy_for`` takes the ones standing for a change.
+POLICY_EXCEPTIONS_BUILT = True
 
 
 @dataclass
@@ -88,12 +90,11 @@ def _looser(key: str, value: Any, floor: Any) -> bool:
     return False
 
 
-def loosening(criticality: str, suite_gate: dict | None) -> list[dict]:
+def loosening(criticality: str, suite_gate: dict | None, floors: dict | None = None) -> list[dict]:
     """Every value of ``suite_gate`` looser than the ``criticality`` floor: ``[{"key",
-    "value", "floor", "message"}]``. The floor is the criticality's default policy; a suite
-    (or a change) may only tighten it. Policy exceptions are not built, so nothing here is
-    ever allowed to loosen (docs/GATE.md)."""
-    floors = DEFAULT_POLICIES[criticality]
+    "value", "floor", "message"}]``. The floor is the criticality's default policy (or
+    ``floors``, where an approved policy exception moved it); a suite may only tighten it."""
+    floors = floors or DEFAULT_POLICIES[criticality]
     out = []
     for key, value in (suite_gate or {}).items():
         if key in floors and value is not None and _looser(key, value, floors[key]):
@@ -105,11 +106,39 @@ def loosening(criticality: str, suite_gate: dict | None) -> list[dict]:
                     "message": (
                         f"gate.{key} {value!r} is looser than the {criticality} floor "
                         f"{floors[key]!r}: a suite can only tighten its system's gate "
-                        "(policy exceptions are not available), so the floor applies."
+                        "(loosening needs an approved policy exception), so the floor applies."
                     ),
                 }
             )
     return out
+
+
+def exception_problem(criticality: str, key: Any, value: Any) -> str | None:
+    """Why ``key: value`` cannot be the subject of a policy exception on a ``criticality``
+    system, or None. Only thresholds with a direction can be loosened (planning assumptions
+    need no exception), the value must be of the threshold's type and range, and it must
+    actually be looser than the floor (a tighter value belongs in the suite's gate)."""
+    if criticality not in DEFAULT_POLICIES:
+        return f"unknown criticality {criticality!r}"
+    if key not in TIGHTENS or TIGHTENS[key] is None:
+        keys = ", ".join(k for k, d in TIGHTENS.items() if d is not None)
+        return f"key: {str(key)[:40]!r} is not a gate threshold an exception can loosen ({keys})"
+    if TIGHTENS[key] == "true":
+        if value is not False:
+            return f"value: {key} can only be loosened to false"
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        return f"value: {key} takes a number"
+    elif not math.isfinite(value) or not 0 <= value <= 1:
+        return f"value: {key} must be between 0 and 1"
+    elif key == "alpha" and not 0 < value <= 0.5:
+        return "value: alpha must be above 0 and at most 0.5"
+    floor = DEFAULT_POLICIES[criticality][key]
+    if not _looser(key, value, floor):
+        return (
+            f"value: {key} {value!r} is not looser than the {criticality} floor {floor!r}; "
+            "no exception is needed (set it in the suite's gate)"
+        )
+    return None
 
 
 def loosest_floor_violations(suite_gate: dict | None) -> list[str]:
@@ -127,21 +156,43 @@ def loosest_floor_violations(suite_gate: dict | None) -> list[str]:
             out.append(
                 f"{key} {value!r} is looser than any system's gate allows (the loosest, for "
                 f"low criticality, is {shown}); a suite can only tighten the gate its system's "
-                "criticality sets, and policy exceptions are not available"
+                "criticality sets; loosening needs a policy exception approved on the change"
             )
     return out
 
 
-def policy_for(criticality: str, suite_gate: dict | None) -> dict:
+def policy_for(
+    criticality: str, suite_gate: dict | None, exceptions: list[dict] | None = None
+) -> dict:
     """The criticality's defaults with the suite's ``gate`` values on top, each only where it
     tightens the default (the floor). Looser values are ignored: listed in ``ignored`` and,
-    as sentences, in ``warnings``, which the run page, the API and the verdict show."""
+    as sentences, in ``warnings``, which the run page, the API and the verdict show.
+
+    ``exceptions`` are the change's *standing* policy exceptions (``[{"id", "reference",
+    "key", "value", "approved"}]``, see ``evaluations.exceptions``): each moves its key's
+    floor to its value, so the gate uses the looser value (a suite may still tighten it).
+    They are listed in ``exceptions`` and said in ``warnings``, and the change's gate
+    re-checks that each still stands before a deploy."""
     if criticality not in DEFAULT_POLICIES:
         raise ValueError(
             f"unknown criticality {criticality!r} (expected one of {', '.join(DEFAULT_POLICIES)})"
         )
-    policy = dict(DEFAULT_POLICIES[criticality])
-    ignored = loosening(criticality, suite_gate)
+    floors = dict(DEFAULT_POLICIES[criticality])
+    applied, notes = [], []
+    for exc in exceptions or ():
+        key, value = exc["key"], exc["value"]
+        if exception_problem(criticality, key, value):
+            continue  # never loosen through a malformed or non-loosening exception
+        applied.append({**exc, "floor": floors[key]})
+        notes.append(
+            f"gate.{key} is {value!r} instead of the {criticality} floor {floors[key]!r} under "
+            f"policy exception {exc.get('reference', '')}".rstrip()
+            + (f" ({exc['approved']})" if exc.get("approved") else "")
+            + "."
+        )
+        floors[key] = value
+    policy = dict(floors)
+    ignored = loosening(criticality, suite_gate, floors)
     skip = {item["key"] for item in ignored}
     overrides = {
         k: v
@@ -152,7 +203,9 @@ def policy_for(criticality: str, suite_gate: dict | None) -> dict:
     policy["criticality"] = criticality
     policy["overrides"] = sorted(overrides)
     policy["ignored"] = ignored
-    policy["warnings"] = [item["message"] for item in ignored]
+    policy["warnings"] = notes + [item["message"] for item in ignored]
+    if applied:
+        policy["exceptions"] = applied
     return policy
 
 

@@ -295,3 +295,52 @@ class JudgeModel(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class PolicyException(models.Model):
+    """An explicit, audited loosening of one gate threshold for one change (issue 16.2).
+
+    Requested by an engineer who may edit the change (which key, to what, why); it takes
+    effect only once an admin *and* an independent reviewer (two different people, neither
+    the author, the requester nor a protocol author) approved it, and only while the
+    change's content hash is the one it was requested for: an edit voids it, as it voids
+    approvals. Whether it still stands is re-checked at every gate (``evaluations.exceptions``).
+    """
+
+    change = models.ForeignKey(
+        "changes.ChangeRequest", on_delete=models.PROTECT, related_name="policy_exceptions"
+    )
+    key = models.CharField(max_length=40, help_text="The gate threshold, e.g. max_gap.")
+    value = models.JSONField(help_text="The looser value asked for.")
+    floor = models.JSONField(help_text="The criticality floor it loosens (at request time).")
+    criticality = models.CharField(max_length=16)
+    reason = models.TextField()
+    content_sha256 = models.CharField(max_length=64)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    admin_approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    admin_approved_at = models.DateTimeField(null=True)
+    reviewer_approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    reviewer_approved_at = models.DateTimeField(null=True)
+    voided_at = models.DateTimeField(null=True)
+    void_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["change_id", "id"]
+
+    def __str__(self):
+        return f"{self.reference} {self.key}={self.value!r} on CR-{self.change_id}"
+
+    @property
+    def reference(self) -> str:
+        return f"PE-{self.pk}"
+
+    @property
+    def approved(self) -> bool:
+        return self.admin_approver_id is not None and self.reviewer_approver_id is not None

@@ -68,6 +68,9 @@ class DjangoEvaluationPort(EvaluationPort):
             )
         ]
 
+    def gate_notes(self, change) -> list[str]:
+        return selectors.gate_notes(change)
+
     def panel(self, change, user) -> tuple[str, dict] | None:
         """The change page's evaluation section. Context keys (agreed with the UI):
         ``change``; ``runs`` (every run of the change, newest first, with its suite);

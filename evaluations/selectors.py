@@ -79,7 +79,10 @@ def gate_reasons(change) -> list[str]:
     """
     suites = linked_suites(change)
     if not suites:
+        change._gate_notes = []
         return ["No evaluation suite is linked to this change."]
+    from .exception_selectors import run_exception_notes, run_exception_reasons
+
     by_suite = {run.suite_id: run for run in current_runs(change)}
     reasons: list[str] = []
     for suite in suites:
@@ -91,6 +94,9 @@ def gate_reasons(change) -> list[str]:
             )
         else:
             reasons.extend(run_reasons(run))
+            reasons.extend(run_exception_reasons(run, change))
+    # what the gate says besides its reasons (read by ``gate_notes`` without a second query)
+    change._gate_notes = run_exception_notes(by_suite.values())
     return reasons
 
 
@@ -126,13 +132,35 @@ def acknowledgement_reasons(change) -> list[str]:
     ]
 
 
+def gate_notes(change) -> list[str]:
+    """Sentences the gate shows beside its reasons: the runs judged under a policy
+    exception (the loosened value, the floor, who approved it)."""
+    notes = change.__dict__.pop("_gate_notes", None)  # one gate computation's, never reused
+    if notes is None:
+        from .exception_selectors import run_exception_notes
+
+        notes = run_exception_notes(current_runs(change))
+    return list(notes)
+
+
 def evaluation_digest(change) -> str:
     """SHA-256 over the sorted result digests of the newest completed runs that evaluated the
     change's current content ("" when there are none). Approvals bind to it."""
+    # the newest run per suite, as ``current_runs`` picks it, read as three columns: every
+    # gate and approval count computes this, and whole runs (with their suites' documents)
+    # cost more to build than the digest needs (bench ``env_gate``)
+    newest: dict[int, tuple[str, str]] = {}
+    rows = (
+        EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
+        .order_by("-id")
+        .values_list("suite_id", "status", "result_digest")
+    )
+    for suite_id, status, result_digest in rows:
+        newest.setdefault(suite_id, (status, result_digest))
     digests = sorted(
-        run.result_digest
-        for run in current_runs(change)
-        if run.status == EvaluationRun.COMPLETED and run.result_digest
+        result_digest
+        for status, result_digest in newest.values()
+        if status == EvaluationRun.COMPLETED and result_digest
     )
     if not digests:
         return ""

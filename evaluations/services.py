@@ -211,7 +211,9 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     batch_size = runner.batch_size_for(
         int(_setting("EVAL_BATCH_SIZE", 50)), target.get("max_concurrency", 1)
     )
-    plans = _plan_runs(suites, system.criticality)
+    from .exception_selectors import standing_for_policy
+
+    plans = _plan_runs(suites, system.criticality, standing_for_policy(change))
     runs: list[EvaluationRun] = []
     batch_ids: list[int] = []
     for suite in suites:
@@ -258,7 +260,7 @@ def runs_start(*, change, actor) -> list[EvaluationRun]:
     return runs
 
 
-def _plan_runs(suites, criticality: str) -> dict:
+def _plan_runs(suites, criticality: str, exceptions: list[dict] | None = None) -> dict:
     """{suite id: the run's policy with its budget}, or ValidationFailed naming every suite
     that may not gate a system of this criticality (a ``new`` grader that silence satisfies,
     for high and critical systems) or whose planned budget exceeds the sample cap."""
@@ -268,7 +270,8 @@ def _plan_runs(suites, criticality: str) -> dict:
     for suite in suites:
         problems += suite_refusals(suite.document, criticality)
         policy = gates.with_budget(
-            gates.policy_for(criticality, suite.document.get("gate") or {}), suite.document
+            gates.policy_for(criticality, suite.document.get("gate") or {}, exceptions),
+            suite.document,
         )
         cues = sum(len(c["cues"]) for c in suite.document["conditions"].values())
         samples = len(suite.document["scenarios"]) * cues * policy["epochs"]

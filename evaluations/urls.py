@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import exception_views, views
 
 urlpatterns = [
     path("suites/", views.suite_list, name="suite-list"),
@@ -14,4 +14,14 @@ urlpatterns = [
     path("runs/<int:pk>/discordant/", views.run_discordant, name="run-discordant"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
     path("changes/<int:pk>/panel/", views.change_panel, name="change-evaluation-panel"),
+    path(
+        "changes/<int:pk>/policy-exceptions/",
+        exception_views.request_exception,
+        name="policy-exception-request",
+    ),
+    path(
+        "policy-exceptions/<int:pk>/approve/",
+        exception_views.approve_exception,
+        name="policy-exception-approve",
+    ),
 ]

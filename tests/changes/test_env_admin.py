@@ -49,10 +49,11 @@ def test_admin_edits_an_environment_through_the_service(client, admin_user, team
           '{"start": "thu 00:00", "end": "sat 00:00"}]'}, "overlap"),
         ({"time_zone": "Mars/Olympus"}, "is not an IANA time zone"),
         ({"order": "10"}, "already taken"),
+        ({"required_approvals": "1"}, "below that floor"),
     ],
 )  # fmt: skip
 def test_bad_environment_settings_are_form_errors(client, admin_user, team_a, overrides, words):
-    system = SystemFactory(owner_team=team_a)
+    system = SystemFactory(owner_team=team_a, criticality="high")
     prod = Environment.objects.get(system=system, name="production")
     client.force_login(admin_user)
     events = AuditEvent.objects.count()

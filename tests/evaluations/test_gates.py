@@ -609,7 +609,7 @@ def test_a_suite_cannot_loosen_its_systems_gate(key, value):
     (ignored,) = policy["ignored"]
     assert ignored["key"] == key and ignored["floor"] == DEFAULT_POLICIES["high"][key]
     assert "looser than the high floor" in policy["warnings"][0]
-    assert "exceptions are not available" in policy["warnings"][0]
+    assert "needs an approved policy exception" in policy["warnings"][0]
 
 
 def test_the_red_team_gate_block_does_not_let_the_faker_pass_a_high_system():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from core.errors import ValidationFailed
 from django.template.loader import render_to_string
 
 from attestations import document
@@ -16,6 +15,7 @@ from changes import selectors as change_selectors
 from changes import services as change_services
 from changes import states
 from changes.models import AuditEvent
+from core.errors import ValidationFailed
 from evaluations import gates, reasoning
 from evaluations.models import EvaluationRun, JudgeModel, RegisteredSecret
 from evaluations.runner import plan_samples, run_batch_sync
