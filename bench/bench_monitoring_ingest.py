@@ -30,8 +30,10 @@ GRADERS = {
 
 def _seed():
     from django.contrib.auth.models import User
+    from django.utils import timezone
 
     from changes import content
+    from changes.env_models import Environment, LiveVersion
     from changes.models import AISystem, ChangeRequest, Deployment, ProtocolVersion, Team
     from monitoring import services
     from monitoring.models import Monitor
@@ -51,8 +53,14 @@ def _seed():
         system=system, base_protocol=protos[0], proposed_protocol=protos[1], title="t",
         rationale="r", test_plan="t", author=user, state="deployed", content_sha256="c" * 64,
     )  # fmt: skip
-    Deployment.objects.create(
-        change=change, environment="production", content_sha256="c" * 64, deployed_by=user
+    deployment = Deployment.objects.create(
+        change=change, environment="production", content_sha256="c" * 64, deployed_by=user,
+        protocol=protos[1],
+    )  # fmt: skip
+    # What is live comes from the registry (monitoring/live.py), as a real deploy records it.
+    LiveVersion.objects.update_or_create(
+        environment=Environment.objects.get(system=system, name="production"),
+        defaults={"protocol": protos[1], "deployment": deployment, "since": timezone.now()},
     )
     Monitor.objects.create(change=change, graders=GRADERS, created_by=user)
     _, secret = services.ingest_token_create(
