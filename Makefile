@@ -20,8 +20,8 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 FAST_WORKERS ?= 2
 # The slow tiers (markers in pyproject.toml; tests/conftest.py adds them by directory).
-FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not load and not soak
-SLOW_MARKERS := (browser or worker or fuzz or reliability) and not load and not soak
+FAST_MARKERS := not browser and not worker and not fuzz and not reliability and not heavy and not load and not soak
+SLOW_MARKERS := (browser or worker or fuzz or reliability or heavy) and not load and not soak
 # JUnit XML files go here when set (CI sets it): junit-fast.xml and junit-slow.xml.
 JUNIT_DIR ?=
 PYTEST := DJANGO_SETTINGS_MODULE=config.settings_test $(VENV)/bin/pytest -p no:cacheprovider

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.heavy
 def test_a_management_command_prints_no_axes_banner():
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="config.settings_test")
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,

@@ -44,17 +44,17 @@ def test_every_test_in_a_tier_folder_gets_its_marker(folder, marker):
 def test_the_fast_target_leaves_out_every_slow_tier_and_make_test_keeps_them():
     makefile = (ROOT / "Makefile").read_text()
     fast = re.search(r"^FAST_MARKERS := (.+)$", makefile, re.M).group(1)
-    for tier in ("browser", "worker", "fuzz", "reliability", "load"):
+    for tier in ("browser", "worker", "fuzz", "reliability", "heavy", "load"):
         assert f"not {tier}" in fast
     registered = (ROOT / "pyproject.toml").read_text()
-    for tier in ("browser", "worker", "fuzz", "reliability", "load"):
+    for tier in ("browser", "worker", "fuzz", "reliability", "heavy", "load"):
         assert f'"{tier}: ' in registered
     # make test runs the fast tiers, then the slow ones: together every marker combination
     # but load and soak (left to their own commands), each exactly once.
     slow = re.search(r"^SLOW_MARKERS := (.+)$", makefile, re.M).group(1)
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert '-m "$(FAST_MARKERS)"' in test_recipe and '-m "$(SLOW_MARKERS)"' in test_recipe
-    tiers = ("browser", "worker", "fuzz", "reliability", "load", "soak")
+    tiers = ("browser", "worker", "fuzz", "reliability", "heavy", "load", "soak")
     for bits in itertools.product((False, True), repeat=len(tiers)):
         marks = dict(zip(tiers, bits, strict=True))
         runs = sum(bool(eval(expr, {}, marks)) for expr in (fast, slow))  # noqa: S307

@@ -36,7 +36,7 @@ from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     signing_key,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.heavy, pytest.mark.django_db]
 
 VERIFY_API = "/api/v1/attestations/verify/"
 VERIFY_PAGE = "/attestations/verify/"

@@ -263,6 +263,7 @@ class EnvironmentMachine(RuleBasedStateMachine):
             assert change.deployments.filter(environment="production").exists()
 
 
+@pytest.mark.heavy
 @pytest.mark.django_db
 def test_environment_state_machine(passing_evaluations, recorded_attestations):
     run_state_machine_as_test(

@@ -173,6 +173,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         assert audit.verify_chain()[1] is None
 
 
+@pytest.mark.heavy
 @pytest.mark.django_db
 def test_workflow_state_machine(passing_evaluations, recorded_attestations):
     run_state_machine_as_test(

@@ -21,6 +21,7 @@ from tests.changes.xss_payloads import SAFE_URL_SCHEMES, XSS_PAYLOADS
 from tests.factories import ProtocolFactory, SystemFactory, change_fields
 
 pytestmark = [
+    pytest.mark.heavy,
     pytest.mark.django_db,
     pytest.mark.usefixtures("passing_evaluations", "recorded_attestations"),
 ]

@@ -115,6 +115,7 @@ def test_bad_input_exits_2_with_a_clear_message(files, tmp_path, args, message):
     assert message in str(err.value)
 
 
+@pytest.mark.heavy
 def test_the_real_process_exit_codes(files):
     # The codes themselves (0 pass, 1 gate closed, 2 bad input) are checked in-process above;
     # here only that they reach the shell. Two processes, not three (each is a Django start,

@@ -138,6 +138,7 @@ def test_one_client_is_limited_across_usernames(engineer, reviewer):
     assert _token(APIClient(REMOTE_ADDR="198.51.100.9"), "reviewer", PASSWORD).status_code == 200
 
 
+@pytest.mark.heavy
 def test_300_anonymous_failures_are_counted_not_each_chained(db):
     before = AuditEvent.objects.count()
     for i in range(300):

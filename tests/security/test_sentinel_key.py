@@ -275,6 +275,7 @@ def page_bodies(client, users, change: ChangeRequest) -> dict[str, bytes]:
     return bodies
 
 
+@pytest.mark.heavy
 def test_the_sentinel_key_reaches_the_model_and_nowhere_else(
     api, client, users, sentinel, stub, signing, caplog
 ):
