@@ -134,10 +134,16 @@ def _rollup_counts(graded: list[Claimed]) -> dict[tuple, dict[str, int]]:
     counts: dict[tuple, dict[str, int]] = defaultdict(
         lambda: {"new": 0, "legacy": 0, "other": 0, "errors": 0}
     )
+    # window_start's arithmetic inline, with the setting read once: per decision it showed.
+    step = settings.MONITORING_WINDOW_MINUTES * 60
+    starts: dict[int, datetime] = {}
     for row in graded:
         if not row.is_probe:
-            key = (row.change_id, row.environment, window_start(row.timestamp))
-            counts[key][row.label or "errors"] += 1
+            epoch = int(row.timestamp.timestamp()) // step * step
+            start = starts.get(epoch)
+            if start is None:
+                start = starts[epoch] = datetime.fromtimestamp(epoch, tz=UTC)
+            counts[(row.change_id, row.environment, start)][row.label or "errors"] += 1
     return counts
 
 
