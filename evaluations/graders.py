@@ -816,6 +816,61 @@ def grade(graders: dict, output: str, *, judge: Any = None, seed: int = 0) -> tu
     raise RuntimeError("grade() with a judge inside a running event loop: use grade_async()")
 
 
+def labeller(graders: dict):
+    """A function ``output -> label`` equivalent to ``grade(graders, output)[0]`` for graders
+    without a judge (None when a side uses one: call :func:`grade`).
+
+    Why: online grading labels thousands of live decisions with the same monitor, and
+    :func:`grade` re-normalises both sides, builds evidence (spans, snippets) and drives a
+    coroutine per output, which cost more than the matching itself. This normalises and
+    compiles once and only asks whether each grader matches. Same order as :func:`grade`
+    (every legacy grader, then every new one, none skipped), same :class:`GraderError` for a
+    pattern that cannot run (raised when called, like :func:`grade`); the scan guards of
+    :func:`_first_matches` apply, but it stops at the first match (no evidence is kept).
+    """
+    sides = {side: normalise_side(graders[side]) for side in ("legacy", "new")}
+    if any(_kind_of(g) not in CHEAP_KINDS for specs in sides.values() for g in specs):
+        return None
+    legacy = [_matcher(g) for g in sides["legacy"]]
+    new = [_matcher(g) for g in sides["new"]]
+
+    def label(output: str) -> str:
+        text = output or ""
+        legacy_ok = all([check(text) for check in legacy])  # a list: every check runs
+        new_ok = all([check(text) for check in new])
+        return "legacy" if legacy_ok else "new" if new_ok else "other"
+
+    return label
+
+
+def _matcher(spec: dict):
+    """``text -> matched`` for one normalised cheap grader (see :func:`labeller`)."""
+    kind = _kind_of(spec)
+    if kind in ("regex", "not_regex", "contains", "not_contains"):
+        positive, what = kind in ("regex", "contains"), f"{kind} grader"
+        try:
+            if kind.endswith("regex"):
+                rx = _compiled(spec[kind], spec["ignore_case"])
+            else:
+                rx = _literal(spec[kind], spec["ignore_case"])
+        except RegexError as error:
+            problem = error
+
+            def failing(text: str) -> bool:
+                raise RegexError(str(problem))
+
+            return failing
+
+        def search(text: str) -> bool:
+            found = bool(_first_matches(rx, text, 1, what=what))
+            return found if positive else not found
+
+        return search
+    if kind == "equals":
+        return lambda text: _check_equals(spec, text)["matched"]
+    return lambda text: _check_json_path(spec, text)["matched"]
+
+
 # ------------------------------------------------------------------ reasoning detection
 
 

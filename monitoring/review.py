@@ -48,10 +48,11 @@ def _keyed(secret: str):
     return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
-def uniform(decision_id: int) -> float:
+def uniform(decision_id: int, keyed=None) -> float:
     """A reproducible U(0, 1) per decision, unpredictable without the secret key. (The keyed
-    HMAC state is prepared once and copied: re-keying per decision showed in grading.)"""
-    mac = _keyed(settings.SECRET_KEY).copy()
+    HMAC state is prepared once and copied: re-keying per decision showed in grading;
+    ``keyed`` is ``_keyed(settings.SECRET_KEY)`` looked up once by a caller in a loop.)"""
+    mac = (keyed or _keyed(settings.SECRET_KEY)).copy()
     mac.update(f"review:{decision_id}".encode())
     return int.from_bytes(mac.digest()[:8], "big") / 2**64
 
@@ -60,15 +61,20 @@ def sample(decisions) -> int:
     """Draw review items among freshly graded decisions (called inside the grading
     transaction, so a rolled-back batch draws nothing)."""
     configs: dict[int, ReviewConfig] = {}
+    # Per (system, label), not per decision: a batch has a few strata and ~1,000 decisions.
+    probabilities: dict[tuple[int, str], float] = {}
+    keyed = _keyed(settings.SECRET_KEY)
     items = []
     for d in decisions:
         if d.is_probe or d.change_id is None:
             continue
-        config = configs.get(d.system_id) or configs.setdefault(
-            d.system_id, config_for(d.system_id)
-        )
-        pi = probability_for(config, d.label)
-        if pi > 0 and uniform(d.pk) < pi:
+        pi = probabilities.get((d.system_id, d.label))
+        if pi is None:
+            config = configs.get(d.system_id) or configs.setdefault(
+                d.system_id, config_for(d.system_id)
+            )
+            pi = probabilities[(d.system_id, d.label)] = probability_for(config, d.label)
+        if pi > 0 and uniform(d.pk, keyed) < pi:
             items.append(
                 ReviewItem(
                     decision_id=d.pk,
