@@ -8,7 +8,7 @@ INSERTs (SQLite).
 
 Grading: the same decisions graded by ``monitoring.grading.grade_pending`` (claim, grade with
 the suite regex graders, conditional UPDATE, rollups, review sampling). Baseline: a bare loop
-calling ``evaluations.graders.grade`` on the same outputs.
+calling the same compiled labeller (``evaluations.graders.labeller``) on the same outputs.
 """
 
 from __future__ import annotations
@@ -148,9 +148,17 @@ def run() -> dict:
     Decision.objects.filter(idempotency_key__startswith="raw-").delete()
 
     outputs = [r["output"] for r in rows]
+    # The baseline is the cheapest correct way to label these outputs: the same compiled
+    # labeller online grading uses, in a bare loop (no claim, no writes, no rollups). The
+    # full ``graders.grade`` (with match evidence) is reported beside it, for reference.
     started = time.perf_counter()
     for text in outputs:
         graders.grade(GRADERS, text)
+    bare_grade = time.perf_counter() - started
+    label = graders.labeller(GRADERS)
+    started = time.perf_counter()
+    for text in outputs:
+        label(text)
     bare = time.perf_counter() - started
     started = time.perf_counter()
     graded = grading.grade_pending(system_id=system.pk, max_batches=10_000)
@@ -158,7 +166,7 @@ def run() -> dict:
     assert graded == N + 1, graded
 
     rate, raw_rate = N / ours, N / raw
-    g_rate, bare_rate = N / grade_time, N / bare
+    g_rate, bare_rate, grade_rate = N / grade_time, N / bare, N / bare_grade
     return {
         "title": "Live decisions: ingestion and grading",
         "figures": [
@@ -168,10 +176,15 @@ def run() -> dict:
                    ratio=rate / raw_rate, target=">= 0.3x raw and >= 10,000/s",
                    met=rate / raw_rate >= 0.3 and rate >= 10_000),
             figure("online regex grading (claim, grade, UPDATE, rollups)", g_rate, "decisions/s",
-                   baseline={"name": "bare graders.grade loop", "value": bare_rate,
-                             "unit": "decisions/s"},
+                   baseline={"name": "bare loop of the same compiled labeller",
+                             "value": bare_rate, "unit": "decisions/s"},
                    ratio=g_rate / bare_rate, target=">= 0.5x the bare loop",
                    met=g_rate / bare_rate >= 0.5),
+            figure("online grading against a bare graders.grade loop (with match evidence)",
+                   g_rate, "decisions/s",
+                   baseline={"name": "bare graders.grade loop", "value": grade_rate,
+                             "unit": "decisions/s"},
+                   ratio=g_rate / grade_rate),
         ],
         "notes": [
             f"{N:,} decisions, JSONL batches of {BATCH:,}, in-process Django client.",
