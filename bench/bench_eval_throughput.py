@@ -268,8 +268,11 @@ def run() -> dict:
     stub, url = _start_stub(LATENCY)
     drop_db = lambda: None  # noqa: E731
     try:
-        # The suite schema reads DRF settings (core.limits): configure them in this parent.
+        # The suite schema reads DRF settings (core.limits) and imports models: set up Django here.
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        import django
+
+        django.setup()  # suite_schema now imports rules that import models
         from evaluations.suite_schema import normalise_suite
 
         suite = normalise_suite(suite_document(SAMPLES))
