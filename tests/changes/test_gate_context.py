@@ -56,6 +56,10 @@ def test_rules_read_approvals_and_runs_once_per_gate(ruled_change, engineer):
     assert any("Reviewer rule 'two'" in r for r in gate["reasons"]), gate["reasons"]
     assert gate["approvals"] == 1
     assert _reads(ctx, "changes_review") == 1
+    # where the change is deployed is read with the environments, not on its own
+    assert not [
+        q for q in ctx.captured_queries if q["sql"].startswith('SELECT "changes_deployment"')
+    ]
     assert not gate_context.active(fresh)  # the scope ends with the call
 
 
