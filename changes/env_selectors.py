@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from . import environments, hooks, states
+from . import environments, gate_context, hooks, states
 from .env_models import Environment, LiveVersion
 from .models import ChangeRequest, Deployment
 
@@ -254,7 +254,13 @@ def replay(system) -> dict[str, int | None]:
 
 
 def change_status(change: ChangeRequest) -> list[dict]:
-    """Per environment, for the change page: deployed there (when, by whom) or why not yet."""
+    """Per environment, for the change page: deployed there (when, by whom) or why not yet.
+    Every environment asks the same rules; they share their reads (``gate_context``)."""
+    with gate_context.computing(change):
+        return _change_status(change)
+
+
+def _change_status(change: ChangeRequest) -> list[dict]:
     from .selectors import valid_approvals
 
     envs = environments_of(change.system)

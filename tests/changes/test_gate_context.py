@@ -89,3 +89,14 @@ def test_memo_outside_a_scope_computes_every_time():
             assert gate_context.memo(obj, "k", lambda: 99) == 3
         assert gate_context.active(obj)
     assert not gate_context.active(obj)
+
+
+def test_change_page_status_reads_approvals_once_for_every_environment(ruled_change):
+    from changes import env_selectors
+
+    fresh = _fresh(ruled_change)
+    with CaptureQueriesContext(connection) as ctx:
+        status = env_selectors.change_status(fresh)
+    assert len(status) >= 2  # the rules ran per environment ...
+    assert _reads(ctx, "changes_review") == 1  # ... on one read of the approvals
+    assert not gate_context.active(fresh)
