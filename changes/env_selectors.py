@@ -4,21 +4,27 @@ its row locks. Design notes: docs/ENVIRONMENTS.md."""
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from . import environments, hooks, states
+from . import environments, gate_context, hooks, states
 from .env_models import Environment, LiveVersion
 from .models import ChangeRequest, Deployment
 
 OPEN_STATES = frozenset(states.STATES) - states.TERMINAL - {states.DEPLOYED}
 
 
-def environments_of(system, *, for_gate: bool = False) -> list[Environment]:
+def environments_of(
+    system, *, for_gate: bool = False, deployed: ChangeRequest | None = None
+) -> list[Environment]:
     """The system's environments in path order, each with its live row and what put it there.
 
     ``for_gate`` joins only the live protocol: the gate needs the deployment and its change
     only to word a stale-base refusal (read then, lazily), and the four-table join costs
-    more to build than the query costs to run (bench ``env_gate``)."""
+    more to build than the query costs to run (bench ``env_gate``). ``deployed`` marks each
+    environment with whether that change is deployed there (``deployed_here``), in the same
+    statement: the gate asks it for the order rule, and a query of its own costs more to
+    build than to run."""
     if for_gate:  # the live protocol's version, not its (possibly long) texts
         rows = Environment.objects.select_related("live__protocol").defer(
             "live__protocol__body", "live__protocol__system_prompt"
@@ -26,6 +32,12 @@ def environments_of(system, *, for_gate: bool = False) -> list[Environment]:
     else:
         rows = Environment.objects.select_related(
             "live__protocol", "live__deployment__change", "live__deployment__deployed_by"
+        )
+    if deployed is not None:
+        rows = rows.annotate(
+            deployed_here=Exists(
+                Deployment.objects.filter(change_id=deployed.pk, environment=OuterRef("name"))
+            )
         )
     return list(rows.filter(system=system).order_by("order", "id"))
 
@@ -109,8 +121,12 @@ def environment_reasons(
     approvals: int,
     blackout_override: bool = False,
     now=None,
+    done: set[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """Every unmet condition for deploying ``change`` to ``env`` now, as (code, words)."""
+    """Every unmet condition for deploying ``change`` to ``env`` now, as (code, words).
+    ``done`` (the environments ``change`` is deployed to) is read here unless the caller
+    read it with ``envs`` (``environments_of(deployed=change)``); the deploy service lets it
+    be read here, under its locks."""
     from .permissions import required_approvals
     from .selectors import approval_standing_reasons
 
@@ -136,7 +152,8 @@ def environment_reasons(
         reasons += [("gate_closed", r) for r in hooks.evaluation().gate_reasons(change)]
         # later apps' rules (reviewer rules, blocking discussions), as in gate_reasons
         reasons += [("gate_closed", r) for rule in hooks.gate_rules() for r in rule(change)]
-    done = set(change.deployments.values_list("environment", flat=True))
+    if done is None:
+        done = set(change.deployments.values_list("environment", flat=True))
     if env.name in done:
         reasons.append(("already_deployed", f"This change is already deployed to {env.name}."))
     if env.requires_previous:
@@ -179,7 +196,7 @@ def environment_gate(
     """The gate for one environment (default: the last one on the path) plus conflicts."""
     from .selectors import valid_approvals
 
-    envs = environments_of(change.system, for_gate=True)
+    envs = environments_of(change.system, for_gate=True, deployed=change)
     env = env or final_environment(envs)
     if env is None:
         return {"environment": None, "reasons": [], "codes": [], "open_changes": []}
@@ -187,9 +204,11 @@ def environment_gate(
     live = live or live_row(env)
     if approvals is None:
         approvals = len(valid_approvals(change))
+    done = {e.name for e in envs if e.deployed_here}
     pairs = environment_reasons(
-        change, env, envs, live, approvals=approvals, blackout_override=blackout_override
-    )
+        change, env, envs, live, approvals=approvals, blackout_override=blackout_override,
+        done=done,
+    )  # fmt: skip
     return {
         "environment": env.name,
         "reasons": [r for _, r in pairs],
@@ -235,7 +254,13 @@ def replay(system) -> dict[str, int | None]:
 
 
 def change_status(change: ChangeRequest) -> list[dict]:
-    """Per environment, for the change page: deployed there (when, by whom) or why not yet."""
+    """Per environment, for the change page: deployed there (when, by whom) or why not yet.
+    Every environment asks the same rules; they share their reads (``gate_context``)."""
+    with gate_context.computing(change):
+        return _change_status(change)
+
+
+def _change_status(change: ChangeRequest) -> list[dict]:
     from .selectors import valid_approvals
 
     envs = environments_of(change.system)

@@ -6,7 +6,7 @@ from django.db.models import Count, Q, QuerySet
 
 from core import roles
 
-from . import hooks, permissions, states
+from . import gate_context, hooks, permissions, states
 from .models import (
     AISystem,
     AuditEvent,
@@ -160,7 +160,13 @@ def approvals_with_standing(change: ChangeRequest) -> list[tuple[Review, list[st
 
     Independence is re-checked now, not only when the review was signed: a reviewer who was
     deactivated, lost the reviewer role or joined the author's team no longer counts.
+    Read once per gate computation (``gate_context``): the gate, its approval words and the
+    reviewer rules all ask.
     """
+    return gate_context.memo(change, "approvals_with_standing", lambda: _with_standing(change))
+
+
+def _with_standing(change: ChangeRequest) -> list[tuple[Review, list[str]]]:
     approvals = _live_approvals(change)
     facts = _standing_facts(change, [review.reviewer_id for review in approvals])
     return [
@@ -220,10 +226,16 @@ def gate_reasons(change: ChangeRequest) -> list[str]:
 
 def gate(change: ChangeRequest, environment=None, user=None, blackout_override=False) -> dict:
     """The gate for one environment (default: the last on the system's promotion path), with
-    the live version there and the other open changes on the system (docs/ENVIRONMENTS.md)."""
+    the live version there and the other open changes on the system (docs/ENVIRONMENTS.md).
+    The rules share their reads for this one call (``gate_context``)."""
+    with gate_context.computing(change):
+        return _gate(change, environment, user, blackout_override)
+
+
+def _gate(change: ChangeRequest, environment, user, blackout_override) -> dict:
     from .env_selectors import environment_gate
 
-    approvals = len(valid_approvals(change))  # once: it costs several queries
+    approvals = len(valid_approvals(change))
     env_gate = environment_gate(
         change, environment, user=user, approvals=approvals, blackout_override=blackout_override
     )

@@ -10,6 +10,8 @@ from datetime import timedelta
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from changes import gate_context
+
 from .models import Batch, EvaluationRun, Sample, Suite
 from .results import RunResult, load
 
@@ -23,7 +25,13 @@ def linked_suites(change) -> list[Suite]:
     """The suites linked to ``change``, in a stable order (name, version, id)."""
     if change.pk is None:
         return []
-    return list(Suite.objects.filter(change_links__change=change).order_by("name", "version", "id"))
+    return gate_context.memo(  # once per gate computation, shared by its rules
+        change,
+        "linked_suites",
+        lambda: list(
+            Suite.objects.filter(change_links__change=change).order_by("name", "version", "id")
+        ),
+    )
 
 
 def runs_for_change(change) -> QuerySet[EvaluationRun]:
@@ -35,8 +43,13 @@ def current_runs(change) -> list[EvaluationRun]:
     """The newest run per linked suite for the change's *current* content hash.
 
     A change resubmitted without an edit evaluates the same hash again; only the newest run
-    per suite speaks for that content.
+    per suite speaks for that content. Read once per gate computation (``gate_context``):
+    the evaluation rule, the acknowledgement rule and the evaluation digest all need them.
     """
+    return list(gate_context.memo(change, "current_runs", lambda: _current_runs(change)))
+
+
+def _current_runs(change) -> list[EvaluationRun]:
     newest: dict[int, EvaluationRun] = {}
     for run in runs_for_change(change).filter(content_sha256=change.content_sha256):
         newest.setdefault(run.suite_id, run)
@@ -148,8 +161,13 @@ def evaluation_digest(change) -> str:
     change's current content ("" when there are none). Approvals bind to it."""
     # the newest run per suite, as ``current_runs`` picks it, read as three columns: every
     # gate and approval count computes this, and whole runs (with their suites' documents)
-    # cost more to build than the digest needs (bench ``env_gate``)
+    # cost more to build than the digest needs (bench ``env_gate``); inside a gate
+    # computation the current runs are read anyway (``gate_context``), so they are used
     newest: dict[int, tuple[str, str]] = {}
+    if gate_context.active(change):
+        for run in current_runs(change):
+            newest[run.suite_id] = (run.status, run.result_digest)
+        return _digest(newest)
     rows = (
         EvaluationRun.objects.filter(change=change, content_sha256=change.content_sha256)
         .order_by("-id")
@@ -157,6 +175,10 @@ def evaluation_digest(change) -> str:
     )
     for suite_id, status, result_digest in rows:
         newest.setdefault(suite_id, (status, result_digest))
+    return _digest(newest)
+
+
+def _digest(newest: dict[int, tuple[str, str]]) -> str:
     digests = sorted(
         result_digest
         for status, result_digest in newest.values()

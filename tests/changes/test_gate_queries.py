@@ -51,7 +51,8 @@ def test_gate_queries_do_not_grow_with_approvals(team_a, team_b, engineer, revie
     q_one, gate_one = _gate_queries(one, engineer)
     q_three, gate_three = _gate_queries(three, engineer)
     assert gate_one["approvals"] == 1 and gate_three["approvals"] == 3
-    assert q_one == q_three <= 9
+    # 8 before the deployments were read with the environments
+    assert q_one == q_three <= 7, (q_one, q_three)
 
 
 def test_standing_read_in_one_statement_still_refuses_a_de_roled_reviewer(
