@@ -9,6 +9,8 @@ could not be gathered); ``ready`` and ``void`` never move again.
 
 from __future__ import annotations
 
+from core.states import StateGraph
+
 PENDING = "pending"
 RENDERING = "rendering"
 READY = "ready"
@@ -37,10 +39,6 @@ AUDIT_VERBS: dict[str, str] = {
     "retry": "attestation.retried",
 }
 
-#: Statuses a row can still leave.
-LIVE: tuple[str, ...] = tuple(s for s in STATES if any(frm == s for frm, _ in TRANSITIONS))
-TERMINAL = frozenset(STATES) - frozenset(LIVE)
-
 
 class InvalidTransition(Exception):
     """Raised when an attestation may not move from one status to another."""
@@ -50,21 +48,14 @@ class InvalidTransition(Exception):
         super().__init__(f"An attestation that is {current} cannot become {target}.")
 
 
-def can_transition(current: str, target: str) -> bool:
-    return (current, target) in TRANSITIONS
-
-
-def assert_transition(current: str, target: str) -> str:
-    """The action for ``current -> target``, or :class:`InvalidTransition`."""
-    try:
-        return TRANSITIONS[(current, target)]
-    except KeyError:
-        raise InvalidTransition(current, target) from None
-
-
-def sources(target: str) -> tuple[str, ...]:
-    """The statuses that may move to ``target`` (for a conditional UPDATE's ``status__in``)."""
-    return tuple(s for s in STATES if (s, target) in TRANSITIONS)
+GRAPH = StateGraph(STATES, TRANSITIONS, error=InvalidTransition)
+#: Statuses that can still be left (work in flight); the rest are final.
+LIVE, TERMINAL = GRAPH.live, GRAPH.terminal
+can_transition, assert_transition, sources = (
+    GRAPH.can_transition,
+    GRAPH.assert_transition,
+    GRAPH.sources,
+)
 
 
 def audit_verb(current: str, target: str) -> str:

@@ -7,6 +7,7 @@ test walks every (from, to) pair of :data:`STATES` against :data:`TRANSITIONS`.
 from __future__ import annotations
 
 from core import errors
+from core.states import StateGraph
 
 DRAFT = "draft"
 SUBMITTED = "submitted"
@@ -95,20 +96,12 @@ class InvalidTransition(errors.InvalidTransition):
         )
 
 
-def can_transition(current: str, target: str) -> bool:
-    return (current, target) in TRANSITIONS
-
-
-def assert_transition(current: str, target: str) -> str:
-    """Return the action name for ``current -> target`` or raise :class:`InvalidTransition`."""
-    try:
-        return TRANSITIONS[(current, target)]
-    except KeyError:
-        raise InvalidTransition(current, target) from None
-
-
-def next_states(current: str) -> list[str]:
-    return [to for (frm, to) in TRANSITIONS if frm == current]
+GRAPH = StateGraph(STATES, TRANSITIONS, error=InvalidTransition)
+can_transition, assert_transition, next_states = (
+    GRAPH.can_transition,
+    GRAPH.assert_transition,
+    GRAPH.next_states,
+)
 
 
 # Transitions that start a new round: an edit after evaluation or approval, and a resubmission

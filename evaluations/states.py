@@ -7,6 +7,8 @@ Every status change of a run is a conditional UPDATE whose ``status__in`` is
 
 from __future__ import annotations
 
+from core.states import StateGraph
+
 QUEUED = "queued"
 RUNNING = "running"
 COMPLETED = "completed"
@@ -27,10 +29,6 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (RUNNING, CANCELLED): "cancel",
 }
 
-#: Statuses a run can still leave: it has work in flight.
-LIVE: tuple[str, ...] = tuple(s for s in STATES if any(frm == s for frm, _ in TRANSITIONS))
-TERMINAL = frozenset(STATES) - frozenset(LIVE)
-
 
 class InvalidTransition(Exception):
     """Raised when a run may not move from one status to another."""
@@ -40,18 +38,11 @@ class InvalidTransition(Exception):
         super().__init__(f"An evaluation run that is {current} cannot become {target}.")
 
 
-def can_transition(current: str, target: str) -> bool:
-    return (current, target) in TRANSITIONS
-
-
-def assert_transition(current: str, target: str) -> str:
-    """The action for ``current -> target``, or :class:`InvalidTransition`."""
-    try:
-        return TRANSITIONS[(current, target)]
-    except KeyError:
-        raise InvalidTransition(current, target) from None
-
-
-def sources(target: str) -> tuple[str, ...]:
-    """The statuses that may move to ``target`` (for a conditional UPDATE's ``status__in``)."""
-    return tuple(s for s in STATES if (s, target) in TRANSITIONS)
+GRAPH = StateGraph(STATES, TRANSITIONS, error=InvalidTransition)
+#: Statuses that can still be left (work in flight); the rest are final.
+LIVE, TERMINAL = GRAPH.live, GRAPH.terminal
+can_transition, assert_transition, sources = (
+    GRAPH.can_transition,
+    GRAPH.assert_transition,
+    GRAPH.sources,
+)
