@@ -128,7 +128,12 @@ def bar_x(rate: float) -> float:
 
 
 def rate_bars(
-    condition: str, bars: list[dict], *, n: int | None = None, font: ChartFont = SCREEN_FONT
+    condition: str,
+    bars: list[dict],
+    *,
+    n: int | None = None,
+    font: ChartFont = SCREEN_FONT,
+    title: str | None = None,
 ) -> str:
     """Horizontal bars of the new / legacy / other rates of one condition, each with its
     Wilson 95% interval as a whisker.
@@ -146,7 +151,7 @@ def rate_bars(
     root = _svg(
         CHART_WIDTH,
         height,
-        f"Condition {condition}: reply labels{n_text}",
+        title or f"Condition {condition}: reply labels{n_text}",
         "; ".join(parts) + "." if parts else "No graded samples.",
         uid,
         font,

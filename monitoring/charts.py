@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from evaluations.charts import LABEL_COLOURS, _line, _num, _svg, _text, _uid, pct
+from evaluations.charts import LABEL_COLOURS, _line, _num, _svg, _text, _uid, pct, rate_bars
+from evaluations.stats import wilson
 
 WIDTH, HEIGHT = 620, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 16, 16, 30
@@ -110,3 +111,21 @@ def live_vs_evaluated(points: list[dict], reference: dict | None, *, title: str)
             **{"text-anchor": "middle"},
         )
     return ET.tostring(root, encoding="unicode")
+
+
+def judge_verdicts(summary: dict, *, heading: str) -> str:
+    """The judge's labels of the sampled live decisions (``judging.summary``) as rate bars
+    with Wilson 95% intervals. The rates are over the votes the judge decided: its errors
+    (failed calls, no majority) are missing answers, said in the heading, not a label."""
+    decided = summary["new"] + summary["legacy"] + summary["other"]
+    bars = []
+    for label in ("new", "legacy", "other"):
+        count = summary[label]
+        low, high = wilson(count, decided) if decided else (None, None)
+        bars.append(
+            {"label": label, "rate": count / decided if decided else None,
+             "low": low, "high": high, "count": count}
+        )  # fmt: skip
+    return rate_bars(
+        heading, bars, n=decided, title=f"{heading}: the judge's labels of {decided} decided votes"
+    )

@@ -92,3 +92,18 @@ def stage_rule(change, environment: str, number: int) -> list[str]:
     monitored = Monitor.objects.filter(change=change).exists()
     needed = settings.MONITORING_STAGE_MIN_DECISIONS * (number - 1) if monitored else 0
     return rollout_blockers(change, environment=environment, min_decisions=needed)
+
+
+def judge_summaries(change_ids) -> list[tuple]:
+    """(change, ``judging.summary``) for each of ``change_ids`` whose monitor has a judge and
+    that has judged something: the system page's judge panel."""
+    from . import judging
+    from .models import Monitor
+
+    return [
+        (monitor.change, judging.summary(monitor.change))
+        for monitor in Monitor.objects.filter(change_id__in=list(change_ids))
+        .select_related("change")
+        .order_by("change_id")
+        if monitor.judge and monitor.change.judge_verdicts.exists()
+    ]

@@ -40,10 +40,16 @@ def system_monitoring(request, pk):
                 points, ref, title=f"{change.reference} in {row['environment']}"
             )
             panels.append({"change": change, "row": row, "chart": mark_safe(svg)})  # noqa: S308 - built by ElementTree, escaped
+    judges = [
+        {"change": change, "summary": summary, "chart": mark_safe(  # noqa: S308 - ElementTree
+            charts.judge_verdicts(summary, heading=f"{change.reference} judge"))}
+        for change, summary in selectors.judge_summaries(seen)
+    ]  # fmt: skip
     context = {
         "system": system,
         "lives": lives,
         "panels": panels,
+        "judges": judges,
         "incidents": Incident.objects.filter(system=system).select_related("change")[:50],
         "estimates": review.estimates(system.pk),
         "queue_size": ReviewItem.objects.filter(system=system, reviewed_at__isnull=True).count(),

@@ -138,3 +138,35 @@ def test_author_sets_the_monitor_through_the_page(client, engineer, reviewer):
     )
     assert refused.status_code == 403
     assert Monitor.objects.get().graders["new"][0]["contains"] == "A"
+
+
+def test_system_page_charts_the_judges_labels_with_its_misses_and_agreement(
+    client, faked, reviewer
+):
+    from monitoring.models import JudgeVerdict, Monitor
+
+    Monitor.objects.filter(change=faked).update(judge={"model": "stub", "rate": 0.5})
+    labels = ["new"] * 6 + ["legacy"] * 3 + ["error"] * 2
+    graders = ["new"] * 5 + ["legacy"] + ["legacy"] * 3 + [""] * 2
+    for i, (label, grader) in enumerate(zip(labels, graders, strict=True)):
+        JudgeVerdict.objects.create(
+            change=faked, decision_id=10_000 + i, environment="production", label=label,
+            grader_label=grader,
+        )  # fmt: skip
+    client.force_login(reviewer)
+    page = client.get(f"/monitoring/systems/{faked.system_id}/").content.decode()
+    panel = page[page.index('class="card judge-panel"') :]
+    assert f"Judge on a sample of {faked.reference}'s live decisions" in panel
+    assert f"{faked.reference} judge: the judge's labels of 9 decided votes" in panel
+    assert "11 sampled decision(s) judged; 2 without an answer" in panel
+    # 8 of the 9 decided verdicts match the grader's label.
+    assert "agrees with the online grader on 0.889" in panel
+    # Rates over the 9 decided votes, errors not counted as a label.
+    assert ">66.7% (6) [" in panel and ">33.3% (3) [" in panel and ">0.0% (0)" in panel
+    assert "(n = 9)" in panel
+
+
+def test_system_page_has_no_judge_panel_without_a_judge(client, faked, reviewer):
+    client.force_login(reviewer)
+    page = client.get(f"/monitoring/systems/{faked.system_id}/").content.decode()
+    assert "judge-panel" not in page
