@@ -119,6 +119,7 @@ def summary(change, win: Window) -> dict:
         r = est[name]
         return {
             "estimate": _rate(r.get("estimate")),
+            "bounded": _rate(r.get("bounded")),
             "ci": [_rate(x) for x in (r.get("ci") or [None, None])],
             "n": r.get("n"),
         }

@@ -102,6 +102,10 @@ def ht_rate(
     number of units the sample was drawn from. Unbiased for any inclusion probabilities > 0:
     E[sum y/pi] = sum over the population of y. Variance (Poisson sampling, unbiased):
     sum (1 - pi) / pi^2 * y^2. The interval is normal, clipped to [0, 1].
+
+    Unbiased is not bounded: with few reviews the estimate may exceed 1 (5 reviews of 300
+    decisions gave 1.33). ``bounded`` is it projected onto [0, 1], which is never further from
+    the truth; pages and attestations show that one and say when it was capped.
     """
     total = var = 0.0
     count = 0
@@ -110,13 +114,17 @@ def ht_rate(
         var += (1 - pi) / (pi * pi) * y * y
         count += 1
     if population <= 0:
-        return {"estimate": None, "ci": [None, None], "n": count, "population": population}
+        return {
+            "estimate": None, "bounded": None, "ci": [None, None], "n": count,
+            "population": population,
+        }  # fmt: skip
     from scipy.stats import norm
 
     estimate = total / population
     half = norm.ppf(0.5 + confidence / 2) * math.sqrt(var) / population
     return {
         "estimate": estimate,
+        "bounded": min(max(estimate, 0.0), 1.0),
         "ci": [max(0.0, estimate - half), min(1.0, estimate + half)],
         "n": count,
         "population": population,

@@ -156,3 +156,27 @@ def test_the_review_population_comes_from_rollups_and_counts_grader_errors(
     assert review.estimates(deployed.system_id)["population"] == 8
     Decision.objects.filter(review__isnull=True).delete()  # retention of the raw rows
     assert review.estimates(deployed.system_id)["population"] == 8
+
+
+def test_an_estimate_above_one_is_shown_capped_with_the_unbiased_value_beside_it():
+    from django.template.loader import render_to_string
+
+    from monitoring import stats
+
+    # 5 reviewed of 300 at 1%: each "yes" weighs 100, so 4 of them estimate 400 / 300.
+    result = stats.ht_rate([(1.0, 0.01)] * 4 + [(0.0, 0.01)], population=300)
+    assert result["estimate"] == pytest.approx(4 / 3)  # unbiased, not bounded
+    assert result["bounded"] == 1.0
+    assert stats.ht_rate([(0.0, 0.5)], population=10)["bounded"] == 0.0
+    assert stats.ht_rate([], population=0)["bounded"] is None
+    page = render_to_string("monitoring/_ht_estimate.html", {"est": result})
+    assert page.startswith("1.000") and "unbiased estimate 1.333" in page
+    quoted = {"estimate": 1.3333, "bounded": 1.0, "ci": [0.03, 1.0]}
+    pdf_text = render_to_string("attestations/_ht_estimate.html", {"est": quoted})
+    assert pdf_text.startswith("1.0 (capped") and "unbiased estimate 1.3333" in pdf_text
+    # An event recorded before "bounded" existed: the estimate as it was recorded.
+    old = render_to_string("attestations/_ht_estimate.html", {"est": {"estimate": 0.91}})
+    assert old.strip() == "0.91"
+    within = render_to_string("monitoring/_ht_estimate.html", {"est": stats.ht_rate(
+        [(1.0, 0.5), (0.0, 0.5)], population=4)})  # fmt: skip
+    assert within.strip() == "0.500"
