@@ -30,6 +30,19 @@ def browser():
         yield instance
 
 
+def fits_a_phone(page) -> None:
+    """No sideways scrolling at the current (phone) width; names what sticks out if any."""
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    wide = page.evaluate(
+        "() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
+        ".right > document.documentElement.clientWidth + 0.5).map(e => e.tagName + '.' + "
+        "e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 12)"
+    )
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow} px: {wide}"
+
+
 def test_review_queue_incident_and_rollback(
     live_server, browser, monitor, deployed, engineer, reviewer
 ):
@@ -72,19 +85,15 @@ def test_review_queue_incident_and_rollback(
     eng.goto("/reviews/inbox/")
     page.click(f"a:has-text('Incident opened on {deployed.system.name}')")
     page.wait_for_url(re.compile(rf"/monitoring/incidents/{incident.pk}/$"))
-    # the system's live page, charts included, fits a phone without sideways scrolling
+    # the system's live page (charts included), the queue and the incident fit a phone
     page.set_viewport_size({"width": 390, "height": 844})
     eng.goto(f"/monitoring/systems/{deployed.system_id}/")
     assert page.locator("svg .live-band").count() >= 1
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    wide = page.evaluate(
-        "() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
-        ".right > document.documentElement.clientWidth + 0.5).map(e => e.tagName + '.' + "
-        "e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 12)"
-    )
-    assert overflow <= 0, f"the monitoring page scrolls sideways by {overflow} px: {wide}"
+    fits_a_phone(page)
+    for path in (f"/monitoring/systems/{deployed.system_id}/review/",
+                 f"/monitoring/incidents/{incident.pk}/"):  # fmt: skip
+        eng.goto(path)
+        fits_a_phone(page)
     eng.shot("02a-monitoring-phone")
     page.set_viewport_size({"width": 1280, "height": 800})
     eng.goto(f"/systems/{deployed.system_id}/")
