@@ -1,11 +1,13 @@
 """Online grading of live decisions with the change's monitor (the suite grader kinds).
 
-Exactly once, even when a task is re-run or two workers race: a batch is selected with
-``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (a second worker takes the next rows),
-and each label group is written with a conditional UPDATE (``graded_at IS NULL``), whose row
-count (not the batch size) is what the rollups are incremented by, in the same transaction.
-A worker killed mid-batch rolls back: the decisions stay ungraded and beat's sweep re-sends
-the wake-up. See docs/MONITORING.md.
+Insert-only: pending work is a :class:`GradeTicket` (written by ingestion with the
+decisions), a grade is a :class:`GradeBatch` row (the grade log), and the decision row is
+never rewritten. One batch is one transaction: claim tickets (``SELECT ... FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so a second grader takes other tickets), read and label their
+decisions, delete the tickets (keeping only those this transaction deleted: the exactly-once
+step), append one grade-log row per change, bump the rollups, draw the review sample and
+hand the judge sample over on commit. A worker killed mid-batch rolls back: the tickets
+stay and the next task grades them; nothing is graded twice. See docs/MONITORING.md.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from django.utils import timezone
 
 from evaluations import graders
 
-from .models import Decision, Monitor, Rollup
+from .models import LABEL_CODES, Decision, GradeBatch, GradeTicket, Monitor, Rollup
 
 #: Online grading uses the local kinds only: a judge per live decision has a cost and a
 #: latency of its own, so judges run on a sample after commit (``monitoring.judging``).
@@ -63,28 +65,99 @@ class Claimed:
     grade_error: str = ""
 
 
-CLAIM_FIELDS = ("id", "change_id", "environment", "timestamp", "output_text", "is_probe",
-                "system_id")  # fmt: skip
+@dataclass(slots=True)
+class Ticket:
+    pk: int
+    change_id: int
+    system_id: int
+    ids: list[int]
+    ts_min: datetime
+    ts_max: datetime
 
 
-def _claim(system_id: int | None, size: int) -> list[Claimed]:
-    """Up to ``size`` ungraded decisions of monitored changes, locked (PostgreSQL: rows
-    another grader holds are skipped). One change at a time, so each query walks the
-    partial index ``decision_ungraded`` (change_id, id WHERE graded_at IS NULL)."""
-    monitored = Monitor.objects.order_by("change_id")
+TICKET_FIELDS = ("id", "change_id", "system_id", "ids", "ts_min", "ts_max")
+#: Tickets locked per query at most (their size is only known once read).
+MAX_TICKET_PAGE = 64
+
+
+def _claim(system_id: int | None, size: int) -> list[Ticket]:
+    """Tickets of monitored changes, oldest first, until they list about ``size``
+    decisions; locked (PostgreSQL: tickets another grader holds are skipped). Pages grow
+    with the tickets' average size, so a few large tickets cost a query each and many small
+    ones are taken 64 at a time, and no more tickets are locked than are graded."""
+    qs = GradeTicket.objects.filter(change_id__in=Monitor.objects.values("change_id"))
     if system_id is not None:
-        monitored = monitored.filter(change__system_id=system_id)
-    rows: list[Claimed] = []
-    for change_id in monitored.values_list("change_id", flat=True):
-        qs = Decision.objects.filter(change_id=change_id, graded_at__isnull=True).order_by("id")
-        if connection.features.has_select_for_update_skip_locked:
-            qs = qs.select_for_update(skip_locked=True)
-        rows.extend(
-            Claimed(*values) for values in qs.values_list(*CLAIM_FIELDS)[: size - len(rows)]
-        )
-        if len(rows) >= size:
+        qs = qs.filter(system_id=system_id)
+    if connection.features.has_select_for_update_skip_locked:
+        qs = qs.select_for_update(skip_locked=True)
+    qs = qs.order_by("id")
+    claimed: list[Ticket] = []
+    total, page, after = 0, 1, 0
+    while total < size:
+        found = [Ticket(*v) for v in qs.filter(id__gt=after).values_list(*TICKET_FIELDS)[:page]]
+        claimed.extend(found)
+        total += sum(len(t.ids) for t in found)
+        if len(found) < page:
             break
+        after = found[-1].pk
+        average = max(1, total // len(claimed))
+        page = max(1, min(MAX_TICKET_PAGE, -(-(size - total) // average)))
+    return claimed
+
+
+#: The decisions of one change's claimed tickets, binary results (psycopg's C loaders:
+#: Django's text-mode datetime parsing showed in profiles); the timestamp range lets
+#: PostgreSQL read only the months the tickets cover.
+_READ_SQL = """
+SELECT id, environment, "timestamp", output_text, is_probe FROM monitoring_decision
+ WHERE id = ANY(%b::bigint[]) AND "timestamp" BETWEEN %b AND %b
+"""
+
+
+def _read(tickets: list[Ticket]) -> list[Claimed]:
+    """The claimed tickets' decisions, ordered by change and id. A listed decision that is
+    gone (deleted with its system's data) is simply not graded."""
+    by_change: dict[int, list[Ticket]] = defaultdict(list)
+    for ticket in tickets:
+        by_change[ticket.change_id].append(ticket)
+    rows: list[Claimed] = []
+    for change_id, group in sorted(by_change.items()):
+        ids = sorted({pk for t in group for pk in t.ids})
+        low, high = min(t.ts_min for t in group), max(t.ts_max for t in group)
+        system = group[0].system_id
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            with psycopg.Cursor(connection.connection) as cursor:
+                cursor.execute(_READ_SQL, [ids, low, high], binary=True)
+                found = cursor.fetchall()
+            found.sort()
+        else:
+            found = list(
+                Decision.objects.filter(pk__in=ids)
+                .order_by("id")
+                .values_list("id", "environment", "timestamp", "output_text", "is_probe")
+            )
+        rows.extend(
+            Claimed(pk, change_id, env, ts, text, probe, system)
+            for pk, env, ts, text, probe in found
+        )
     return rows
+
+
+def label_all(labellers: dict, rows: list[Claimed]) -> None:
+    """Label every claimed decision in place with its change's compiled labeller; a
+    grader error (e.g. a runaway suite regex) is stored as the error, never a crash."""
+    error_type = graders.GraderError
+    for row in rows:
+        labeller = labellers[row.change_id]
+        if callable(labeller):
+            try:
+                row.label = labeller(row.output_text)
+            except error_type as error:
+                row.label, row.grade_error = "", str(error)[:200]
+        else:
+            row.label, row.grade_error = label_for(labeller, row.output_text)
 
 
 def _bump_rollup(change_id: int, environment: str, start: datetime, by_label: dict) -> None:
@@ -101,31 +174,72 @@ def _bump_rollup(change_id: int, environment: str, start: datetime, by_label: di
         Rollup.objects.filter(**where).update(**counts)
 
 
+def _take(tickets: list[Ticket]) -> set[int]:
+    """Delete the claimed tickets; the ids of those this transaction deleted. On
+    PostgreSQL that is all of them (they are locked); on SQLite, a grader that raced us
+    (one writer at a time, no row locks) may have deleted some first: their decisions are
+    that grader's, not ours."""
+    if not tickets:
+        return set()
+    marks = ", ".join(["%s"] * len(tickets))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM monitoring_gradeticket WHERE id IN ({marks}) RETURNING id",  # noqa: S608
+            [t.pk for t in tickets],
+        )
+        return {pk for (pk,) in cursor.fetchall()}
+
+
 def grade_batch(system_id: int | None = None, size: int | None = None) -> list[Claimed]:
     """Grade one batch in one transaction; return the decisions this call graded."""
     size = size or settings.MONITORING_GRADE_BATCH
     with transaction.atomic():
-        rows = _claim(system_id, size)
-        if not rows:
+        tickets = _claim(system_id, size)
+        if not tickets:
             return []
+        rows = _read(tickets)
         monitors = {
             m.change_id: m
-            for m in Monitor.objects.filter(change_id__in={r.change_id for r in rows})
+            for m in Monitor.objects.filter(change_id__in={t.change_id for t in tickets})
         }
         # Normalised and compiled once per monitor and batch, not per decision.
         labellers = {c: graders.labeller(m.graders) or m.graders for c, m in monitors.items()}
-        for row in rows:
-            row.label, row.grade_error = label_for(labellers[row.change_id], row.output_text)
+        label_all(labellers, rows)
+        taken = _take(tickets)
+        if len(taken) != len(tickets):
+            mine = {pk for t in tickets if t.pk in taken for pk in t.ids}
+            rows = [r for r in rows if r.pk in mine]
+        if not rows:
+            return []
         now = timezone.now()
+        _append_log(rows, now)
         if connection.vendor == "postgresql":
-            graded = _write_postgresql(rows, now)
+            _rollups_postgresql(rows)
         else:
-            graded = _write_orm(rows, now)
+            for (change_id, env, start), by_label in _rollup_counts(rows).items():
+                _bump_rollup(change_id, env, start, by_label)
         from . import judging, review
 
-        review.sample(graded)
-        judging.after_grading(graded, monitors)
-        return graded
+        review.sample(rows)
+        judging.after_grading(rows, monitors)
+        return rows
+
+
+def _append_log(rows: list[Claimed], now: datetime) -> None:
+    """One grade-log row per change of the batch (``rows`` are ordered by change and id)."""
+    by_change: dict[int, list[Claimed]] = defaultdict(list)
+    for row in rows:
+        by_change[row.change_id].append(row)
+    codes = LABEL_CODES
+    GradeBatch.objects.bulk_create(
+        GradeBatch(
+            change_id=change_id, graded_at=now, first_id=members[0].pk,
+            last_id=members[-1].pk, ids=[m.pk for m in members],
+            labels="".join([codes.get(m.label, "e") for m in members]),
+            errors={str(m.pk): m.grade_error for m in members if m.grade_error},
+        )
+        for change_id, members in by_change.items()
+    )  # fmt: skip
 
 
 def _rollup_counts(graded: list[Claimed]) -> dict[tuple, dict[str, int]]:
@@ -147,18 +261,6 @@ def _rollup_counts(graded: list[Claimed]) -> dict[tuple, dict[str, int]]:
     return counts
 
 
-#: One statement per (label, error) group, usually 2-3 per batch. Why: ``WHERE id IN (...)``
-#: with ~1,000 ids bound client-side cost more than the grading itself; one binary array
-#: parameter does not. A single ``UPDATE ... FROM unnest(...)`` over the whole batch was
-#: tried and planned as a hash join over every ungraded row (slower once a backlog builds).
-#: ``graded_at IS NULL`` keeps it exactly-once, and RETURNING says which rows were ours; the
-#: timestamp range lets PostgreSQL prune the monthly partitions.
-_UPDATE_SQL = """
-UPDATE monitoring_decision SET label = %b, grade_error = %b, graded_at = %b
- WHERE id = ANY(%b::bigint[]) AND "timestamp" BETWEEN %b AND %b AND graded_at IS NULL
-RETURNING id
-"""
-
 #: All the batch's rollup increments in one upsert (the unique window constraint arbitrates
 #: concurrent graders).
 _ROLLUP_SQL = """
@@ -175,65 +277,29 @@ ON CONFLICT (change_id, environment, window_start) DO UPDATE
 """
 
 
-def _write_postgresql(rows: list[Claimed], now: datetime) -> list[Claimed]:
+def _rollups_postgresql(graded: list[Claimed]) -> None:
     import psycopg
 
     # A server-side-binding cursor on Django's connection (same transaction): parameters go
-    # as binary arrays, not quoted into the SQL text (Django's cursors bind client-side,
-    # which for 4,000 values cost about a third of the write).
-    groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-    for row in rows:
-        groups[(row.label, row.grade_error)].append(row)
-    mine: set[int] = set()
+    # as binary arrays, not quoted into the SQL text.
+    counts = _rollup_counts(graded)
+    if not counts:
+        return
+    keys = list(counts)
     with psycopg.Cursor(connection.connection) as cursor:
-        for (label, error), members in groups.items():
-            stamps = [m.timestamp for m in members]
-            cursor.execute(
-                _UPDATE_SQL,
-                [label, error, now, [m.pk for m in members], min(stamps), max(stamps)],
-            )
-            mine.update(pk for (pk,) in cursor.fetchall())
-        graded = rows if len(mine) == len(rows) else [r for r in rows if r.pk in mine]
-        counts = _rollup_counts(graded)
-        if counts:
-            keys = list(counts)
-            cursor.execute(
-                _ROLLUP_SQL,
-                [
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [k[2] for k in keys],
-                    [counts[k]["new"] + counts[k]["legacy"] + counts[k]["other"] for k in keys],
-                    [counts[k]["new"] for k in keys],
-                    [counts[k]["legacy"] for k in keys],
-                    [counts[k]["other"] for k in keys],
-                    [counts[k]["errors"] for k in keys],
-                ],
-            )
-    return graded
-
-
-def _write_orm(rows: list[Claimed], now: datetime) -> list[Claimed]:
-    """SQLite (tests, small installs): a conditional UPDATE per label group."""
-    groups: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-    for row in rows:
-        groups[(row.label, row.grade_error)].append(row)
-    graded: list[Claimed] = []
-    for (label, error), members in groups.items():
-        ids = [m.pk for m in members]
-        done = Decision.objects.filter(pk__in=ids, graded_at__isnull=True).update(
-            label=label, grade_error=error, graded_at=now
+        cursor.execute(
+            _ROLLUP_SQL,
+            [
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [counts[k]["new"] + counts[k]["legacy"] + counts[k]["other"] for k in keys],
+                [counts[k]["new"] for k in keys],
+                [counts[k]["legacy"] for k in keys],
+                [counts[k]["other"] for k in keys],
+                [counts[k]["errors"] for k in keys],
+            ],
         )
-        if done != len(ids):
-            # Someone graded part of this group since we read it: keep only ours.
-            mine = set(
-                Decision.objects.filter(pk__in=ids, graded_at=now).values_list("pk", flat=True)
-            )
-            members = [m for m in members if m.pk in mine]
-        graded.extend(members)
-    for (change_id, env, start), by_label in _rollup_counts(graded).items():
-        _bump_rollup(change_id, env, start, by_label)
-    return graded
 
 
 def grade_pending(*, system_id: int | None = None, max_batches: int = 100) -> int:
