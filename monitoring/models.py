@@ -117,6 +117,7 @@ class GradeTicket(models.Model):
     change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
     system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
     ids = models.JSONField(help_text="The decision ids, ascending.")
+    size = models.PositiveIntegerField(help_text="How many ids (the claim sums these).")
     first_id = models.BigIntegerField()
     last_id = models.BigIntegerField()
     ts_min = models.DateTimeField()

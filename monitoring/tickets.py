@@ -37,8 +37,8 @@ def write(system_id: int, stored: Iterable[tuple[int, int | None, datetime]]) ->
             tickets.append(
                 GradeTicket(
                     change_id=change_id, system_id=system_id, ids=[pk for pk, _ in part],
-                    first_id=part[0][0], last_id=part[-1][0], ts_min=min(stamps),
-                    ts_max=max(stamps),
+                    size=len(part), first_id=part[0][0], last_id=part[-1][0],
+                    ts_min=min(stamps), ts_max=max(stamps),
                 )
             )  # fmt: skip
     GradeTicket.objects.bulk_create(tickets)

@@ -34,7 +34,7 @@ def backfill(apps, schema_editor):
     )
     for change_id, rows in chunks(pending.iterator(chunk_size=CHUNK)):
         GradeTicket.objects.create(
-            change_id=change_id, system_id=rows[0][2], ids=[r[0] for r in rows],
+            change_id=change_id, system_id=rows[0][2], ids=[r[0] for r in rows], size=len(rows),
             first_id=rows[0][0], last_id=rows[-1][0], ts_min=min(r[3] for r in rows),
             ts_max=max(r[3] for r in rows),
         )  # fmt: skip
@@ -100,6 +100,10 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("ids", models.JSONField(help_text="The decision ids, ascending.")),
+                (
+                    "size",
+                    models.PositiveIntegerField(help_text="How many ids (the claim sums these)."),
+                ),
                 ("first_id", models.BigIntegerField()),
                 ("last_id", models.BigIntegerField()),
                 ("ts_min", models.DateTimeField()),
