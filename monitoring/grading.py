@@ -193,7 +193,7 @@ def _read(tickets: list[Ticket]) -> list[Claimed]:
                 else:
                     cursor.execute(_READ_SQL, [step, step, ids, low, high], binary=True)
                 found = cursor.fetchall()
-            if dense and len(found) != len(ids):
+            if dense:  # the range may hold other tickets' rows of this change
                 wanted = set(ids)
                 found = [r for r in found if r[0] in wanted]
             found.sort()

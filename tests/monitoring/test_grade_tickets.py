@@ -144,3 +144,21 @@ def test_two_concurrent_graders_grade_each_decision_exactly_once(monitor, deploy
     assert sorted(logged) == sorted(d.pk for d in made)  # each once
     assert not GradeTicket.objects.exists()
     assert Rollup.objects.aggregate(n=Sum("n"))["n"] == 1200
+
+
+@pytest.mark.django_db
+def test_a_read_returns_only_the_claimed_tickets_decisions(monitor, deployed):
+    """Two requests' decisions of one change interleave in the id sequence: reading one
+    ticket's run (a range scan on PostgreSQL) must not take the other ticket's rows."""
+    made = store(deployed, ["NEEDS_SECOND_APPROVER"] * 5)
+    GradeTicket.objects.all().delete()
+    mine, theirs = made[::2], made[1::2]
+    for part in (mine, theirs):
+        GradeTicket.objects.create(
+            change=deployed, system_id=deployed.system_id, ids=[d.pk for d in part],
+            size=len(part), first_id=part[0].pk, last_id=part[-1].pk,
+            ts_min=part[0].timestamp, ts_max=part[-1].timestamp,
+        )  # fmt: skip
+    first = grading._claim(None, 3)
+    assert [t.ids for t in first] == [[d.pk for d in mine]]
+    assert [r.pk for r in grading._read(first)] == [d.pk for d in mine]
