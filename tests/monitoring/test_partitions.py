@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from monitoring import grading, partitions, services
-from monitoring.models import Decision, ReviewItem
+from monitoring.models import Decision, ReviewConfig, ReviewItem
 
 from .conftest import decision, jsonl, post_jsonl, store
 
@@ -81,6 +81,8 @@ def test_a_month_not_created_in_time_is_moved_out_of_the_default_partition(deplo
 def test_retention_drops_old_months_but_keeps_ungraded_and_sampled_decisions(deployed, monitor):
     now = datetime.now(UTC)
     month = partitions.month_start(now)
+    # No random review draw: only the item made below keeps a graded decision.
+    ReviewConfig.objects.create(system=deployed.system, fraction=0.0)
     graded = store(deployed, ["NEEDS_SECOND_APPROVER"] * 3, start=now)
     grading.grade_pending()
     sampled = graded[0]
