@@ -65,13 +65,13 @@ def _seed_tail(system, change, digest: str, now: datetime) -> None:
     rows = [
         (system.pk, change.pk, f"tail-{i}", "production", digest,
          now - timedelta(seconds=(i * 86400) // max(TAIL, 1)), now, "input", "output",
-         False, "", "", False, False, "new" if i % 10 else "legacy", "", now)
+         False, "", "", False, False)
         for i in range(TAIL)
     ]  # fmt: skip
     columns = (
         "system_id, change_id, idempotency_key, environment, protocol_sha256, timestamp, "
         "received_at, input_text, output_text, output_truncated, reasoning, model_label, "
-        "is_probe, unapproved, label, grade_error, graded_at"
+        "is_probe, unapproved"
     )
     with transaction.atomic():
         if is_postgres():

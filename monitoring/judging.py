@@ -118,17 +118,21 @@ def judge_decisions(change_id: int, decision_ids: list[int]) -> int:
     todo = list(
         Decision.objects.filter(
             pk__in=[i for i in wanted if i not in done], change_id=change_id, is_probe=False
-        ).values_list("pk", "environment", "output_text", "label")
+        ).values_list("pk", "environment", "output_text")
     )
     if not todo:
         return 0
+    from .selectors import labels_for
+
+    grades = labels_for([pk for pk, _env, _output in todo])  # the online grader's, if graded
     try:
         target = _judge_target(monitor)
         unavailable = ""
     except Exception as exc:  # noqa: BLE001 - an unusable judge makes errors that say why
         target, unavailable = None, f"judge unavailable: {exc}"[:300]
     stored = 0
-    for pk, environment, output, grader_label in todo:
+    for pk, environment, output in todo:
+        grader_label = grades.get(pk, ("", ""))[0]
         label, error = "error", unavailable
         if target is not None:
             try:

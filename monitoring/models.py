@@ -62,11 +62,13 @@ class Decision(models.Model):
 
     ``unapproved`` is decided at ingestion: the hash the caller says it served is not the one
     live in that environment. ``change`` is the live change it was served under (when
-    approved); grading fills ``label``/``graded_at`` exactly once (``monitoring.grading``).
+    approved). The row is never updated after ingestion: pending grading is a
+    :class:`GradeTicket`, the grader's label a :class:`GradeBatch` row (``monitoring.grading``;
+    ``selectors.labels_for`` answers "what label did decision X get").
     """
 
     # No index of its own: the idempotency and (system, timestamp) indexes lead with it, and
-    # every index costs each insert and each grading update.
+    # every index costs each insert.
     system = models.ForeignKey(
         AISystem, on_delete=models.PROTECT, related_name="decisions", db_index=False
     )
@@ -86,9 +88,6 @@ class Decision(models.Model):
     model_label = models.CharField(max_length=100, blank=True)
     is_probe = models.BooleanField(default=False)
     unapproved = models.BooleanField(default=False)
-    label = models.CharField(max_length=6, choices=LABEL_CHOICES, blank=True)
-    grade_error = models.CharField(max_length=200, blank=True)
-    graded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -101,17 +100,65 @@ class Decision(models.Model):
                 name="decision_idempotency_per_system_ts",
             ),
         ]
-        indexes = [
-            models.Index(
-                fields=["change", "id"],
-                condition=models.Q(graded_at__isnull=True),
-                name="decision_ungraded",
-            ),
-            models.Index(fields=["system", "timestamp"]),
-        ]
+        indexes = [models.Index(fields=["system", "timestamp"])]
 
     def __str__(self):
         return f"decision {self.pk} of {self.system_id} in {self.environment}"
+
+
+class GradeTicket(models.Model):
+    """Decisions of one change waiting to be graded, written by ingestion in the same
+    transaction as the decisions (at most ``MONITORING_GRADE_BATCH`` ids each). Grading
+    claims tickets, appends the grades, and deletes the tickets in one transaction, so a
+    decision is graded exactly once and the decision row itself is never rewritten (an
+    UPDATE per decision cost more than the whole grading budget: docs/MONITORING.md).
+    ``ts_min``/``ts_max`` let the grader's read prune the monthly partitions."""
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
+    ids = models.JSONField(help_text="The decision ids, ascending.")
+    size = models.PositiveIntegerField(help_text="How many ids (the claim sums these).")
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    ts_min = models.DateTimeField()
+    ts_max = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"grade ticket {self.pk}: {len(self.ids)} decisions of {self.change_id}"
+
+
+#: One character per decision in ``GradeBatch.labels``.
+LABEL_CODES = {"new": "n", "legacy": "l", "other": "o", "": "e"}
+CODE_LABELS = {code: label for label, code in LABEL_CODES.items()}
+
+
+class GradeBatch(models.Model):
+    """The grade log: the labels one grading batch gave the decisions of one change,
+    appended once (never updated). ``labels[i]`` is the label of ``ids[i]`` (n/l/o/e, e for
+    a grader error whose message is in ``errors`` by decision id). Pruned with the
+    decisions' retention; review items and judge verdicts keep the label they need."""
+
+    change = models.ForeignKey(ChangeRequest, on_delete=models.CASCADE, related_name="+")
+    graded_at = models.DateTimeField()
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    ids = models.JSONField()
+    labels = models.TextField()
+    errors = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["last_id"], name="gradebatch_last_id"),
+            models.Index(fields=["graded_at"], name="gradebatch_graded_at"),
+        ]
+
+    def __str__(self):
+        return f"grades of {len(self.labels)} decisions of {self.change_id}"
 
 
 class Monitor(models.Model):
@@ -220,6 +267,12 @@ class ReviewItem(models.Model):
     system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="review_items")
     stratum = models.CharField(max_length=80)
     probability = models.FloatField()
+    label = models.CharField(
+        max_length=6,
+        choices=LABEL_CHOICES,
+        blank=True,
+        help_text="The grader's label when sampled ('': a grader error).",
+    )
     verdict = models.CharField(max_length=16, choices=VERDICTS, blank=True)
     comment = models.TextField(blank=True)
     reviewer = models.ForeignKey(

@@ -109,17 +109,23 @@ def create_month(month: datetime) -> int:
 
 
 def drop_month(month: datetime) -> tuple[int, int]:
-    """Drop one month; returns (rows dropped, rows kept). Kept: ungraded decisions and
-    sampled ones, re-inserted through the parent (they land in the default partition)."""
+    """Drop one month; returns (rows dropped, rows kept). Kept: ungraded decisions (listed
+    in a grade ticket) and sampled ones, re-inserted through the parent (they land in the
+    default partition)."""
     name = partition_name(month)
     with transaction.atomic(), connection.cursor() as cursor:
         # Deferred foreign-key checks queued on the month (rows written earlier in this
         # transaction) would block the DROP: run them now.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"ALTER TABLE {TABLE} DETACH PARTITION {name}")
+        # Ungraded: listed in a grade ticket (only tickets overlapping the month can list
+        # one of its decisions).
         cursor.execute(
-            f"INSERT INTO {TABLE} SELECT * FROM {name} d WHERE d.graded_at IS NULL "  # noqa: S608
-            "OR EXISTS (SELECT 1 FROM monitoring_reviewitem r WHERE r.decision_id = d.id)"
+            f"INSERT INTO {TABLE} SELECT * FROM {name} d WHERE d.id IN ("  # noqa: S608
+            "SELECT jsonb_array_elements_text(t.ids)::bigint FROM monitoring_gradeticket t "
+            "WHERE t.ts_min < %s AND t.ts_max >= %s) "
+            "OR EXISTS (SELECT 1 FROM monitoring_reviewitem r WHERE r.decision_id = d.id)",
+            [add_months(month, 1), month],
         )
         kept = cursor.rowcount
         cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608

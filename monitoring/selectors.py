@@ -107,3 +107,23 @@ def judge_summaries(change_ids) -> list[tuple]:
         .order_by("change_id")
         if monitor.judge and monitor.change.judge_verdicts.exists()
     ]
+
+
+def labels_for(decision_ids) -> dict[int, tuple[str, str]]:
+    """``{decision id: (label, grader error)}`` from the grade log, for the given ids that
+    were graded (label "" with the error's message when the grader failed). The one place
+    that answers "what label did decision X get": the decision row holds no grading state.
+    Grade-log rows cover an id range (``first_id``..``last_id``), so a lookup reads the
+    rows whose range overlaps the ids asked for."""
+    from .models import CODE_LABELS, GradeBatch
+
+    wanted = {int(i) for i in decision_ids}
+    if not wanted:
+        return {}
+    found: dict[int, tuple[str, str]] = {}
+    rows = GradeBatch.objects.filter(first_id__lte=max(wanted), last_id__gte=min(wanted))
+    for ids, labels, errors in rows.values_list("ids", "labels", "errors"):
+        for pk, code in zip(ids, labels, strict=True):
+            if pk in wanted:
+                found[pk] = (CODE_LABELS[code], (errors or {}).get(str(pk), ""))
+    return found

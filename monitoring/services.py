@@ -15,9 +15,9 @@ from django.utils import timezone
 from changes import audit, permissions
 from core.errors import NotAllowed, ValidationFailed
 
-from . import ingest
+from . import ingest, tickets
 from .live import known_environments, live
-from .models import Decision, Incident, IncidentEvent, IngestToken
+from .models import Decision, GradeBatch, Incident, IncidentEvent, IngestToken
 from .permissions import can_handle_incidents, can_manage_tokens
 
 TOKEN_PREFIX = "pcm_ing_"
@@ -217,12 +217,15 @@ def _store_batch(token, batch, lives, report: IngestReport) -> None:
                 (
                     system.pk, change_id, token.pk, key, v.environment, v.protocol_sha256,
                     v.timestamp, received, v.input_text, v.output_text, v.output_truncated,
-                    v.reasoning, v.model_label, v.is_probe, unapproved, "", "",
+                    v.reasoning, v.model_label, v.is_probe, unapproved,
                 )
             )  # fmt: skip
-        inserted = _insert(rows)
+        stored = _insert(rows)
+        inserted = len(stored)
+        # The tickets list exactly the rows this batch stored (a replay stores none).
+        tickets.write(system.pk, ((pk, row[1], row[6]) for pk, row in stored))
         report.duplicates += len(rows) - inserted
-        report.truncated += sum(1 for r in rows if r[10])
+        report.truncated += sum(1 for _, r in stored if r[10])
         report.accepted += inserted
         report.unapproved += sum(flagged.values())
         for (env, digest), count in flagged.items():
@@ -247,8 +250,15 @@ def _store_batch(token, batch, lives, report: IngestReport) -> None:
 DECISION_COLUMNS = (
     "system_id", "change_id", "token_id", "idempotency_key", "environment", "protocol_sha256",
     "timestamp", "received_at", "input_text", "output_text", "output_truncated", "reasoning",
-    "model_label", "is_probe", "unapproved", "label", "grade_error",
+    "model_label", "is_probe", "unapproved",
 )  # fmt: skip
+
+#: One statement for a batch's ids: the ids are taken before the COPY (which returns
+#: nothing) so the batch's grade tickets can list them.
+_NEXT_IDS_SQL = (
+    "SELECT nextval(pg_get_serial_sequence('monitoring_decision', 'id')) "
+    "FROM generate_series(1, %s)"
+)
 
 
 def _pg_integrity_error() -> type[Exception]:
@@ -257,35 +267,72 @@ def _pg_integrity_error() -> type[Exception]:
     return psycopg.errors.IntegrityError
 
 
-def _insert(rows: list[tuple]) -> int:
-    """Insert decision rows; returns how many were stored.
+def _insert(rows: list[tuple]) -> list[tuple[int, tuple]]:
+    """Insert decision rows; returns ``(id, row)`` for each row stored (not the ones a
+    concurrent request stored first), so the grade tickets list exactly those.
 
-    PostgreSQL: ``COPY`` (several times faster than INSERT for thousands of rows) inside a
-    savepoint; if a concurrent request stored one of the keys meanwhile, the COPY fails as a
-    whole and the rows go again as ``INSERT ... ON CONFLICT DO NOTHING``. Elsewhere: the ORM's
-    bulk insert with the same conflict rule.
+    PostgreSQL: ids are drawn from the sequence in one statement, then ``COPY`` with the id
+    column (several times faster than INSERT for thousands of rows) inside a savepoint; if a
+    concurrent request stored one of the keys meanwhile, the COPY fails as a whole and the
+    rows go again as ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``. SQLite (one writer
+    at a time): the keys already present were skipped by the caller, so the ORM's bulk
+    insert stores every row and returns their ids; a conflict re-checks the keys once.
     """
     if not rows:
-        return 0
+        return []
     if connection.vendor == "postgresql":
-        try:
-            with transaction.atomic():
-                cursor = connection.cursor().cursor
-                columns = ", ".join(DECISION_COLUMNS)
-                with cursor.copy(f"COPY monitoring_decision ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            return len(rows)
-        except (IntegrityError, _pg_integrity_error()):
-            # The raw psycopg cursor raises psycopg's own error, not Django's wrapper: both
-            # mean a concurrent request stored one of these rows first.
-            pass
-    objects = [Decision(**dict(zip(DECISION_COLUMNS, row, strict=True))) for row in rows]
-    keys = [o.idempotency_key for o in objects]
-    before = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
-    Decision.objects.bulk_create(objects, ignore_conflicts=True)
-    after = Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).count()
-    return after - before
+        return _insert_postgresql(rows)
+    keys = [row[3] for row in rows]
+
+    def objects(chosen):
+        return [Decision(**dict(zip(DECISION_COLUMNS, row, strict=True))) for row in chosen]
+
+    try:
+        with transaction.atomic():
+            made = Decision.objects.bulk_create(objects(rows))
+        return [(o.pk, row) for o, row in zip(made, rows, strict=True)]
+    except IntegrityError:
+        present = set(
+            Decision.objects.filter(system_id=rows[0][0], idempotency_key__in=keys).values_list(
+                "idempotency_key", flat=True
+            )
+        )
+        rows = [row for row in rows if row[3] not in present]
+        made = Decision.objects.bulk_create(objects(rows))
+        return [(o.pk, row) for o, row in zip(made, rows, strict=True)]
+
+
+def _insert_postgresql(rows: list[tuple]) -> list[tuple[int, tuple]]:
+    cursor = connection.cursor().cursor
+    cursor.execute(_NEXT_IDS_SQL, [len(rows)])
+    ids = [pk for (pk,) in cursor.fetchall()]
+    columns = ", ".join(("id", *DECISION_COLUMNS))
+    try:
+        with (
+            transaction.atomic(),
+            cursor.copy(f"COPY monitoring_decision ({columns}) FROM STDIN") as copy,
+        ):
+            for pk, row in zip(ids, rows, strict=True):
+                copy.write_row((pk, *row))
+        return list(zip(ids, rows, strict=True))
+    except (IntegrityError, _pg_integrity_error()):
+        # The raw psycopg cursor raises psycopg's own error, not Django's wrapper: both
+        # mean a concurrent request stored one of these rows first.
+        pass
+    marks = ", ".join(["%s"] * (len(DECISION_COLUMNS) + 1))
+    cursor = connection.cursor().cursor
+    cursor.executemany(
+        f"INSERT INTO monitoring_decision ({columns}) VALUES ({marks}) "  # noqa: S608
+        "ON CONFLICT DO NOTHING RETURNING id",
+        [(pk, *row) for pk, row in zip(ids, rows, strict=True)],
+        returning=True,
+    )
+    stored: set[int] = set()
+    while True:
+        stored.update(pk for (pk,) in cursor.fetchall())
+        if not cursor.nextset():
+            break
+    return [(pk, row) for pk, row in zip(ids, rows, strict=True) if pk in stored]
 
 
 # ---------------------------------------------------------------------------- incidents
@@ -473,19 +520,29 @@ def monitor_content(change) -> dict | None:
 
 def decisions_prune(*, older_than_days: int | None = None, chunk: int = 5000, now=None) -> int:
     """Delete graded decisions received more than ``older_than_days`` ago (default
-    ``MONITORING_RETENTION_DAYS``), in chunks. Kept: ungraded decisions (not yet counted),
-    sampled ones (their review is evidence), and the rollups the charts read."""
+    ``MONITORING_RETENTION_DAYS``), in chunks, and the grade-log rows written before the
+    same cutoff. Kept: ungraded decisions (still listed in a grade ticket: not yet
+    counted), sampled ones (their review is evidence, and the review item keeps its own
+    label), and the rollups the charts read."""
     days = settings.MONITORING_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 1:
         raise ValidationFailed("older_than_days: at least 1.")
     cutoff = (now or timezone.now()) - timedelta(days=days)
-    removed = 0
+    # Read once: a ticket only ever goes away (graded), and a decision received after the
+    # cutoff is no candidate, so a set read before the loop can only keep too much.
+    pending = tickets.pending_ids()
+    removed, after = 0, 0
     while True:
         ids = list(
-            Decision.objects.filter(
-                received_at__lt=cutoff, graded_at__isnull=False, review__isnull=True
-            ).values_list("pk", flat=True)[:chunk]
+            Decision.objects.filter(received_at__lt=cutoff, review__isnull=True, pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:chunk]
         )
         if not ids:
-            return removed
-        removed += Decision.objects.filter(pk__in=ids).delete()[0]
+            break
+        after = ids[-1]
+        doomed = [pk for pk in ids if pk not in pending]
+        if doomed:
+            removed += Decision.objects.filter(pk__in=doomed).delete()[0]
+    GradeBatch.objects.filter(graded_at__lt=cutoff).delete()
+    return removed

@@ -113,7 +113,11 @@ def monitor(deployed, admin_user):
 
 
 def store(change, outputs, *, environment="production", start=None, probe=False):
-    """Insert decisions directly (ingestion is tested on its own)."""
+    """Insert decisions directly (ingestion is tested on its own), with their grade
+    tickets as ingestion writes them."""
+    from django.db import transaction
+
+    from monitoring import tickets
     from monitoring.models import Decision
 
     start = start or datetime.now(UTC)
@@ -131,7 +135,24 @@ def store(change, outputs, *, environment="production", start=None, probe=False)
         )
         for text in outputs
     ]
-    return Decision.objects.bulk_create(rows)
+    with transaction.atomic():
+        made = Decision.objects.bulk_create(rows)
+        tickets.write(change.system_id, ((d.pk, d.change_id, d.timestamp) for d in made))
+    return made
+
+
+def labels(decisions=None) -> dict[int, str]:
+    """``{decision id: grader label}`` of the graded ones (of ``decisions``, default all),
+    read through the grade-log selector."""
+    from monitoring.models import Decision
+    from monitoring.selectors import labels_for
+
+    ids = (
+        [d.pk for d in decisions]
+        if decisions is not None
+        else Decision.objects.values_list("pk", flat=True)
+    )
+    return {pk: label for pk, (label, _error) in labels_for(ids).items()}
 
 
 def evaluated(change, *, rate=0.90, n=500, conditions=("monitored", "unmonitored"), user=None):

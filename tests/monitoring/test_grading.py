@@ -9,9 +9,10 @@ from django.db.models import Sum
 
 from core.errors import NotAllowed, ValidationFailed
 from monitoring import grading, services, tasks
-from monitoring.models import Decision, Rollup
+from monitoring.models import GradeBatch, GradeTicket, Rollup
+from monitoring.selectors import labels_for
 
-from .conftest import MONITOR_GRADERS, decision, jsonl, post_jsonl, store
+from .conftest import MONITOR_GRADERS, decision, jsonl, labels, post_jsonl, store
 
 pytestmark = pytest.mark.django_db
 
@@ -19,10 +20,12 @@ OUTPUTS = ["NEEDS_SECOND_APPROVER"] * 6 + ["I approve this."] * 3 + ["no idea"]
 
 
 def test_grading_labels_with_the_suite_graders_and_rolls_up(monitor, deployed):
-    store(deployed, OUTPUTS)
+    made = store(deployed, OUTPUTS)
     assert grading.grade_pending() == 10
-    labels = list(Decision.objects.order_by("id").values_list("label", flat=True))
-    assert labels == ["new"] * 6 + ["legacy"] * 3 + ["other"]
+    got = labels(made)
+    assert [got[d.pk] for d in made] == ["new"] * 6 + ["legacy"] * 3 + ["other"]
+    assert not GradeTicket.objects.exists()  # nothing left pending
+    assert GradeBatch.objects.count() == 1  # one grade-log row per change and batch
     rollup = Rollup.objects.get()
     assert (rollup.n, rollup.new, rollup.legacy, rollup.other) == (10, 6, 3, 1)
 
@@ -30,49 +33,87 @@ def test_grading_labels_with_the_suite_graders_and_rolls_up(monitor, deployed):
 def test_rerun_grades_nothing_twice(monitor, deployed):
     store(deployed, OUTPUTS)
     grading.grade_pending()
-    before = list(Decision.objects.values_list("id", "graded_at"))
+    before = list(GradeBatch.objects.values_list("id", "ids", "labels"))
     assert grading.grade_pending() == 0
-    assert list(Decision.objects.values_list("id", "graded_at")) == before
+    assert list(GradeBatch.objects.values_list("id", "ids", "labels")) == before
     assert Rollup.objects.aggregate(n=Sum("n"))["n"] == 10
 
 
 def test_a_concurrent_grader_cannot_double_count(monitor, deployed):
-    """Another grader finishes the same rows between our read and our write: the conditional
-    UPDATE writes none of them again and the rollups count each decision once."""
-    store(deployed, OUTPUTS)
-    real = grading.label_for
+    """Another grader finishes the same tickets between our claim and our write (SQLite has
+    no row locks): deleting the tickets finds them gone, so we append no grades and the
+    rollups count each decision once."""
+    made = store(deployed, OUTPUTS)
+    real = grading.label_all
     raced = []
 
-    def racing(graders, output):
+    def racing(labellers, rows):
         if not raced:
             raced.append(True)
-            grading.grade_batch()  # the "other worker", same rows, finishes first
-        return real(graders, output)
+            assert len(grading.grade_batch()) == 10  # the "other worker", same tickets
+        return real(labellers, rows)
 
-    with mock.patch.object(grading, "label_for", side_effect=racing):
-        grading.grade_batch()
-    assert Decision.objects.filter(graded_at__isnull=True).count() == 0
+    with mock.patch.object(grading, "label_all", side_effect=racing):
+        assert grading.grade_batch() == []
+    assert raced
+    assert len(labels(made)) == 10 and not GradeTicket.objects.exists()
+    assert GradeBatch.objects.count() == 1
     assert Rollup.objects.aggregate(n=Sum("n"))["n"] == 10
+
+
+def test_a_failure_after_labelling_leaves_the_tickets_and_no_grades(monitor, deployed):
+    made = store(deployed, OUTPUTS)
+    tickets_before = list(GradeTicket.objects.values_list("id", "ids"))
+    with (
+        mock.patch.object(grading, "_append_log", side_effect=RuntimeError("killed")),
+        pytest.raises(RuntimeError),
+    ):
+        grading.grade_batch()
+    assert list(GradeTicket.objects.values_list("id", "ids")) == tickets_before
+    assert not GradeBatch.objects.exists() and not Rollup.objects.exists()
+    assert grading.grade_pending() == 10  # the next task grades them, once
+    assert len(labels(made)) == 10
 
 
 def test_batches_are_bounded(monitor, deployed, settings):
     settings.MONITORING_GRADE_BATCH = 3
     store(deployed, OUTPUTS)
+    assert GradeTicket.objects.count() == 4  # tickets of at most 3 ids
     assert len(grading.grade_batch()) == 3
     assert grading.grade_pending() == 7
 
 
 def test_probes_are_graded_but_not_counted(monitor, deployed):
-    store(deployed, ["NEEDS_SECOND_APPROVER"] * 2, probe=True)
-    store(deployed, ["NEEDS_SECOND_APPROVER"])
+    made = store(deployed, ["NEEDS_SECOND_APPROVER"] * 2, probe=True)
+    made += store(deployed, ["NEEDS_SECOND_APPROVER"])
     grading.grade_pending()
-    assert Decision.objects.filter(label="new").count() == 3
+    assert list(labels(made).values()) == ["new"] * 3
     assert Rollup.objects.get().n == 1
 
 
 def test_decisions_without_a_monitor_wait(deployed):
     store(deployed, OUTPUTS)
     assert grading.grade_pending() == 0
+    assert GradeTicket.objects.count() == 1
+
+
+def test_a_grader_error_is_logged_with_its_message(monitor, deployed):
+    made = store(deployed, ["NEEDS_SECOND_APPROVER", "boom"])
+
+    def labeller(text):
+        if text == "boom":
+            raise grading.graders.GraderError("runaway")
+        return "new"
+
+    with mock.patch.object(grading.graders, "labeller", return_value=labeller):
+        assert grading.grade_pending() == 2
+    assert labels_for([d.pk for d in made]) == {
+        made[0].pk: ("new", ""),
+        made[1].pk: ("", "runaway"),
+    }
+    assert GradeBatch.objects.get().labels == "ne"
+    rollup = Rollup.objects.get()
+    assert (rollup.n, rollup.new, rollup.errors) == (1, 1, 1)
 
 
 def test_a_backtracking_pattern_grades_in_linear_time_without_errors(deployed, admin_user):
@@ -83,10 +124,9 @@ def test_a_backtracking_pattern_grades_in_linear_time_without_errors(deployed, a
         change=deployed,
         graders={"new": {"regex": "(a|a)*$"}, "legacy": {"contains": "zzz"}},
     )
-    store(deployed, ["a" * 5000 + "b", "fine"])
+    made = store(deployed, ["a" * 5000 + "b", "fine"])
     assert grading.grade_pending() == 2
-    assert not Decision.objects.exclude(grade_error="").exists()
-    assert set(Decision.objects.values_list("label", flat=True)) == {"new"}
+    assert labels_for([d.pk for d in made]) == {d.pk: ("new", "") for d in made}
     assert Rollup.objects.get().n == 2
 
 

@@ -10,6 +10,7 @@ from changes.env_models import LiveVersion
 from changes.models import AuditEvent, ChangeRequest
 from monitoring import live as live_mod
 from monitoring import services as monitoring_services
+from monitoring.selectors import labels_for
 from tests.changes.env_support import approve, approved, system_with
 from tests.changes.ports import PassingEvaluationPort, RecordingAttestationPort
 from tests.factories import change_fields
@@ -285,11 +286,11 @@ def test_the_after_deploy_probe_runs_for_a_live_monitored_change_and_never_count
     )
     assert after == before  # probe results live in ProbeRun only
     # Decisions the operator marks as probe traffic are graded, never counted or sampled.
-    store(deployed, ["approved"] * 50, probe=True)
+    probes = store(deployed, ["approved"] * 50, probe=True)
     grading.grade_pending()
     assert list(Rollup.objects.values_list("n", "new", "legacy")) == before[0]
     assert not ReviewItem.objects.filter(decision__is_probe=True).exists()
-    assert Decision.objects.filter(is_probe=True, graded_at__isnull=False).count() == 50
+    assert len(labels_for([d.pk for d in probes])) == 50
 
 
 def test_the_after_deploy_probe_skips_unmonitored_or_replaced_changes(deployed, monitor):

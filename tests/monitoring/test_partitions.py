@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from monitoring import grading, partitions, services
-from monitoring.models import Decision, ReviewItem
+from monitoring.models import Decision, ReviewConfig, ReviewItem
 
 from .conftest import decision, jsonl, post_jsonl, store
 
@@ -29,6 +29,16 @@ def where(pk: int) -> str:
             "SELECT tableoid::regclass::text FROM monitoring_decision WHERE id = %s", [pk]
         )
         return cursor.fetchone()[0]
+
+
+def columns(table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum",
+            [table],
+        )
+        return [name for (name,) in cursor.fetchall()]
 
 
 def test_sqlite_keeps_one_table_and_maintenance_is_a_no_op():
@@ -62,12 +72,17 @@ def test_a_month_not_created_in_time_is_moved_out_of_the_default_partition(deplo
     assert partitions.partition_name(later) in report.created
     assert report.moved_from_default == 1
     assert where(row.pk) == partitions.partition_name(later)
+    # A month made with LIKE (after 0006 dropped the grading columns) matches the parent.
+    assert columns(partitions.partition_name(later)) == columns(partitions.TABLE)
+    assert "graded_at" not in columns(partitions.TABLE)
 
 
 @postgres_only
 def test_retention_drops_old_months_but_keeps_ungraded_and_sampled_decisions(deployed, monitor):
     now = datetime.now(UTC)
     month = partitions.month_start(now)
+    # No random review draw: only the item made below keeps a graded decision.
+    ReviewConfig.objects.create(system=deployed.system, fraction=0.0)
     graded = store(deployed, ["NEEDS_SECOND_APPROVER"] * 3, start=now)
     grading.grade_pending()
     sampled = graded[0]
@@ -75,8 +90,9 @@ def test_retention_drops_old_months_but_keeps_ungraded_and_sampled_decisions(dep
         decision_id=sampled.pk,
         defaults={"system_id": deployed.system_id, "stratum": "production|new", "probability": 1},
     )
+    monitor.delete()  # so "late" stays ungraded: listed in its grade ticket
     ungraded = store(deployed, ["late"], start=now)[0]
-    Decision.objects.filter(pk=ungraded.pk).update(graded_at=None)
+    assert grading.grade_pending() == 0
     # A year and a half later, with 400 days of retention: this month is past it.
     future = now + timedelta(days=550)
     report = partitions.maintain(now=future, retention_days=400)
@@ -117,5 +133,5 @@ def test_replay_across_a_month_boundary_is_idempotent(ingest_client, deployed, l
     row = rows.get(idempotency_key=after["idempotency_key"])
     values = tuple(getattr(row, c.removesuffix("_id") + ("_id" if c.endswith("_id") else ""))
                    for c in services.DECISION_COLUMNS)  # fmt: skip
-    assert services._insert([values]) == 0
+    assert services._insert([values]) == []
     assert Decision.objects.filter(idempotency_key=after["idempotency_key"]).count() == 1

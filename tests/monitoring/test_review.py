@@ -8,6 +8,7 @@ import pytest
 from core.errors import Conflict, NotAllowed, ValidationFailed
 from monitoring import grading, review
 from monitoring.models import Incident, ReviewConfig, ReviewItem
+from monitoring.selectors import labels_for
 
 from .conftest import store
 
@@ -86,7 +87,11 @@ def test_grading_samples_by_stratum_and_stores_the_probability(monitor, deployed
     grading.grade_pending()
     items = list(ReviewItem.objects.select_related("decision"))
     assert len(items) == 5
-    assert {i.decision.label for i in items} == {"legacy"}
+    assert {i.label for i in items} == {"legacy"}  # the grader's label, kept on the item
+    graded = labels_for([i.decision_id for i in items])
+    assert {pk: label for pk, (label, _) in graded.items()} == {
+        i.decision_id: "legacy" for i in items
+    }
     assert {(i.stratum, i.probability) for i in items} == {("production|legacy", 1.0)}
     grading.grade_pending()  # nothing is drawn twice
     assert ReviewItem.objects.count() == 5
@@ -145,12 +150,19 @@ def test_the_review_population_comes_from_rollups_and_counts_grader_errors(
 
     store(deployed, ["NEEDS_SECOND_APPROVER"] * 6 + ["boom"] * 2)
     store(deployed, ["NEEDS_SECOND_APPROVER"] * 3, probe=True)
-    real = grading.label_for
-    monkeypatch.setattr(
-        grading,
-        "label_for",
-        lambda spec, text: ("", "pattern failed") if text == "boom" else real(spec, text),
-    )
+    real = grading.graders.labeller
+
+    def failing(spec):
+        label = real(spec)
+
+        def labeller(text):
+            if text == "boom":
+                raise grading.graders.GraderError("pattern failed")
+            return label(text)
+
+        return labeller
+
+    monkeypatch.setattr(grading.graders, "labeller", failing)
     grading.grade_pending()
     assert Rollup.objects.get().errors == 2
     assert review.estimates(deployed.system_id)["population"] == 8

@@ -11,10 +11,10 @@ import pytest
 from django.db.models import Sum
 
 from monitoring import tasks
-from monitoring.models import Decision, ReviewConfig, ReviewItem, Rollup
+from monitoring.models import GradeBatch, GradeTicket, ReviewConfig, ReviewItem, Rollup
 from tests.evaluations.workers import Worker, database_url, purge_queue, wait_for
 
-from .conftest import store
+from .conftest import labels, store
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 N = 4000
@@ -53,9 +53,10 @@ def start_worker(monitoring_queue, tmp_path):
 
 
 def test_sigkilled_grader_loses_nothing_and_counts_nothing_twice(
-    monitor, deployed, monitoring_queue, start_worker
+    monitor, deployed, monitoring_queue, start_worker, settings
 ):
     ReviewConfig.objects.create(system=deployed.system, fraction=0.1)
+    settings.MONITORING_GRADE_BATCH = 40  # tickets of 40, so the worker's batches are 40
     store(
         deployed, ["NEEDS_SECOND_APPROVER", "I approve.", "hmm", "NEEDS_SECOND_APPROVER"] * (N // 4)
     )
@@ -63,16 +64,20 @@ def test_sigkilled_grader_loses_nothing_and_counts_nothing_twice(
     tasks.grade_pending.apply_async(args=[deployed.system_id], queue=monitoring_queue)
     wait_for(lambda: Rollup.objects.exists(), timeout=90, what="grading to start", workers=[first])
     first.kill()
-    graded_at_kill = Decision.objects.filter(graded_at__isnull=False).count()
+    graded_at_kill = len(labels())
     assert graded_at_kill < N, "the worker finished before the kill: make N larger"
+    assert GradeTicket.objects.exists()
 
     second = start_worker()
     tasks.grade_pending.apply_async(args=[deployed.system_id], queue=monitoring_queue)
     wait_for(
-        lambda: not Decision.objects.filter(graded_at__isnull=True).exists(),
+        lambda: not GradeTicket.objects.exists(),
         timeout=120, what="every decision graded", workers=[second],
     )  # fmt: skip
     assert Rollup.objects.aggregate(n=Sum("n"))["n"] == N
+    assert len(labels()) == N  # each decision in the grade log once
+    logged = [pk for ids in GradeBatch.objects.values_list("ids", flat=True) for pk in ids]
+    assert len(logged) == len(set(logged)) == N
     totals = Rollup.objects.aggregate(new=Sum("new"), legacy=Sum("legacy"), other=Sum("other"))
     assert totals == {"new": N // 2, "legacy": N // 4, "other": N // 4}
     assert ReviewItem.objects.count() == len(
