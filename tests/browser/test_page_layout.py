@@ -21,7 +21,7 @@ from attestations import services as att_services
 from attestations.models import Attestation
 from changes import services, states
 from changes.models import AuditEvent, ChangeRequest, ProtocolVersion
-from evaluations import services as eval_services
+from evaluations import suite_services
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     enqueued,
     passing_evaluation,
@@ -168,7 +168,7 @@ def test_top_bar_power_table_and_timeline(open_page, admin_user, engineer):
     assert page.locator(".mainnav a:has-text('Admin')").is_visible()
     watched.shot("topbar-admin-laptop")
     # the planned-power table fits its card, on a laptop and on a phone
-    suite = eval_services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name="pii-redaction", scenarios=2, epochs=2), fmt="json"
     )
     watched = open_page("engineer", f"/evaluations/suites/{suite.pk}/", "phone")
@@ -376,7 +376,7 @@ def test_the_engineers_pages(open_page, engineer, width):
     assert ProtocolVersion.objects.filter(system=system, version=f"v3-{width}").exists()
 
     # a run page: legends under both tables, in view; the navigation marks "Changes"
-    suite = eval_services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name=f"pii-{width}", scenarios=2, epochs=2), fmt="json"
     )
     run = make_run(make_change(author=engineer, system=system, suites=[suite.pk]), suite)
