@@ -29,7 +29,14 @@ from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     render_pending,
     signing_key,
 )
-from tests.browser.support import Watched, launch_browser, requires_chromium
+from tests.browser.support import (
+    WIDTHS,
+    Watched,
+    inside_viewport_horizontally,
+    launch_browser,
+    no_horizontal_scroll,
+    requires_chromium,
+)
 from tests.changes.test_ui_pages import change_in_state, system_with_versions
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.test_views import fill_samples, make_run
@@ -37,7 +44,6 @@ from tests.factories import make_change
 
 pytestmark = [pytest.mark.browser, requires_chromium, pytest.mark.django_db(transaction=True)]
 JOURNEY = "page-layout"
-WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
 
 
 @pytest.fixture(scope="module")
@@ -66,32 +72,6 @@ def open_page(browser, live_server):
         with contextlib.suppress(Exception):
             watched.close()
     assert problems == [], "\n".join(problems)
-
-
-def no_horizontal_scroll(page) -> bool:
-    return page.evaluate(
-        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
-    )
-
-
-def inside_viewport_horizontally(page, locator) -> bool:
-    """The element is in view without scrolling sideways: no ancestor clips it either.
-    (Never scroll it into view first: that would scroll its overflow container sideways.)"""
-    box = locator.bounding_box()
-    width = page.viewport_size["width"]
-    clipped = locator.evaluate(
-        """el => {
-            const r = el.getBoundingClientRect();
-            for (let p = el.parentElement; p; p = p.parentElement) {
-                const s = getComputedStyle(p);
-                if (s.overflowX === 'visible') continue;
-                const c = p.getBoundingClientRect();
-                if (r.left < c.left - 0.5 || r.right > c.right + 0.5) return true;
-            }
-            return false;
-        }"""
-    )
-    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width and not clipped
 
 
 @pytest.fixture
