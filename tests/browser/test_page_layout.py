@@ -220,9 +220,7 @@ def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engine
     ):
         page.select_option("#id_system", str(other.pk))
     # then that choice counts too: the warning names the other system's versions
-    page.wait_for_function(
-        "(document.getElementById('direction-note') || {}).textContent?.includes('rollback')"
-    )
+    page.locator("#direction-note", has_text="rollback").wait_for()
     assert page.locator("#id_base_protocol").input_value() == str(w2.pk)
     assert page.locator("#id_proposed_protocol").input_value() == str(w1.pk)
 
@@ -336,7 +334,7 @@ def test_the_engineers_pages(open_page, engineer, width):
     for select, value in (("#id_base_protocol", v1.pk), ("#id_proposed_protocol", v2.pk)):
         with page.expect_response(lambda r: "/changes/protocol-options/" in r.url):
             page.select_option(select, str(value))
-        page.wait_for_function(f"document.querySelector('{select}').value === '{value}'")
+        page.locator(f"{select} option[value='{value}']:checked").wait_for(state="attached")
     page.wait_for_selector("#direction-note", state="detached")
     page.fill("#id_title", "A sharper title")
     page.click("button:has-text('Save changes')")
