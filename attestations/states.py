@@ -40,15 +40,7 @@ AUDIT_VERBS: dict[str, str] = {
 }
 
 
-class InvalidTransition(Exception):
-    """Raised when an attestation may not move from one status to another."""
-
-    def __init__(self, current: str, target: str):
-        self.current, self.target = current, target
-        super().__init__(f"An attestation that is {current} cannot become {target}.")
-
-
-GRAPH = StateGraph(STATES, TRANSITIONS, error=InvalidTransition)
+GRAPH = StateGraph(STATES, TRANSITIONS, noun="attestation")
 #: Statuses that can still be left (work in flight); the rest are final.
 LIVE, TERMINAL = GRAPH.live, GRAPH.terminal
 can_transition, assert_transition, sources = (

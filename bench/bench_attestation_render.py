@@ -156,7 +156,7 @@ def _records():
                  "change.evaluation_passed"):  # fmt: skip
         audit.append(actor=author, verb=verb, obj=change, data={"bench": True})
     from evaluations import gates
-    from evaluations.services import result_digest
+    from evaluations.finish_services import result_digest
 
     n = 60
     suite_doc = {

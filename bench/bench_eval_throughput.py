@@ -149,7 +149,7 @@ def _child(params: dict) -> dict:
 
     from changes import services as change_services
     from changes.models import ChangeRequest, Team
-    from evaluations import services
+    from evaluations import suite_services
     from evaluations.models import EvaluationRun
 
     call_command("migrate", verbosity=0)
@@ -167,7 +167,7 @@ def _child(params: dict) -> dict:
 
     def change_for(samples: int) -> ChangeRequest:
         text = json.dumps(suite_document(samples))
-        suite = services.suite_create(actor=engineer, text=text, fmt="json")
+        suite = suite_services.suite_create(actor=engineer, text=text, fmt="json")
         base, proposed = (
             change_services.protocol_version_create(
                 actor=engineer, system=system, version=f"v{next(versions)}", body="",

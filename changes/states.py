@@ -6,7 +6,6 @@ test walks every (from, to) pair of :data:`STATES` against :data:`TRANSITIONS`.
 
 from __future__ import annotations
 
-from core import errors
 from core.states import StateGraph
 
 DRAFT = "draft"
@@ -84,19 +83,7 @@ REVIEWABLE = frozenset({AWAITING_REVIEW, APPROVED})
 TERMINAL = frozenset({REJECTED, CLOSED, WITHDRAWN})
 
 
-class InvalidTransition(errors.InvalidTransition):
-    """Raised when a change may not move from one state to another."""
-
-    def __init__(self, current: str, target: str):
-        self.current = current
-        self.target = target
-        super().__init__(
-            f"A change in state '{LABELS.get(current, current)}' cannot move to "
-            f"'{LABELS.get(target, target)}'."
-        )
-
-
-GRAPH = StateGraph(STATES, TRANSITIONS, error=InvalidTransition)
+GRAPH = StateGraph(STATES, TRANSITIONS, noun="change", labels=LABELS)
 can_transition, assert_transition, next_states = (
     GRAPH.can_transition,
     GRAPH.assert_transition,

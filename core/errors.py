@@ -17,8 +17,24 @@ from . import audit
 
 
 class InvalidTransition(Exception):
-    """A state graph (``changes.states`` and the others) refuses ``current -> target``;
-    answered as 409 ``invalid_transition``."""
+    """A state graph (``core.states.StateGraph``) refuses ``current -> target``; answered as
+    409 ``invalid_transition``.
+
+    One class for every graph, so a caller that catches it (or the API's handler) needs to know
+    no app; ``noun`` says whose graph refused ("change", "evaluation run", "attestation") and
+    ``labels`` give the statuses' human names where the graph has them.
+    """
+
+    def __init__(self, noun: str, current: str, target: str, *, labels=None):
+        labels = labels or {}
+        self.noun, self.current, self.target = noun, current, target
+        self.current_label = labels.get(current, current)
+        self.target_label = labels.get(target, target)
+        article = "An" if noun[:1].lower() in "aeiou" else "A"
+        super().__init__(
+            f"{article} {noun} in state '{self.current_label}' cannot move to "
+            f"'{self.target_label}'."
+        )
 
 
 class DomainError(Exception):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from .errors import InvalidTransition
+
 
 class StateGraph:
     def __init__(
@@ -17,11 +19,15 @@ class StateGraph:
         states: Iterable[str],
         transitions: Mapping[tuple[str, str], str],
         *,
-        error: type[Exception],
+        noun: str,
+        labels: Mapping[str, str] | None = None,
     ):
         self.states = tuple(states)
         self.transitions = dict(transitions)
-        self.error = error  # raised as ``error(current, target)``
+        #: What moves along the graph ("change"), and the statuses' human names, for the
+        #: message of a refused move.
+        self.noun = noun
+        self.labels = dict(labels or {})
         #: Statuses that can still be left; the rest are final.
         self.live = tuple(s for s in self.states if any(f == s for f, _ in self.transitions))
         self.terminal = frozenset(self.states) - frozenset(self.live)
@@ -30,11 +36,12 @@ class StateGraph:
         return (current, target) in self.transitions
 
     def assert_transition(self, current: str, target: str) -> str:
-        """The action for ``current -> target``, or ``error(current, target)``."""
+        """The action for ``current -> target``; raises :class:`core.errors.InvalidTransition`
+        (409 ``invalid_transition``) for a move not in the graph."""
         try:
             return self.transitions[(current, target)]
         except KeyError:
-            raise self.error(current, target) from None
+            raise InvalidTransition(self.noun, current, target, labels=self.labels) from None
 
     def sources(self, target: str) -> tuple[str, ...]:
         """The statuses that may move to ``target`` (for a conditional UPDATE)."""

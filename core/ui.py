@@ -3,6 +3,8 @@ errors as messages or form errors, pagination and the not-visible-is-404 lookup.
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib import messages
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.paginator import Paginator
@@ -31,6 +33,25 @@ def audit_denial(request, detail: str) -> None:
 def deny(request, detail: str):
     audit_denial(request, detail)
     raise PermissionDenied(detail)
+
+
+def requires(rule, detail: str):
+    """View decorator: the page is for users ``rule(user)`` allows (a predicate from the app's
+    ``permissions.py``); anyone else gets an audited 403 with ``detail``, before the view runs.
+
+    Goes under ``@login_required``, so an anonymous visitor is sent to log in, not refused.
+    """
+
+    def decorate(view):
+        @wraps(view)
+        def gated(request, *args, **kwargs):
+            if not rule(request.user):
+                deny(request, detail)
+            return view(request, *args, **kwargs)
+
+        return gated
+
+    return decorate
 
 
 def report(request, error: DomainError) -> None:

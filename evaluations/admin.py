@@ -1,5 +1,6 @@
 """Admin. Suites, runs, batches and samples are read-only here: they are written only by
-``evaluations.services`` (uploads through the API/UI, runs through submit and the workers).
+the ``evaluations.*_services`` modules (uploads through the API/UI, runs through submit and
+the workers).
 The secret registry and the judge models are managed here, by admins only, through
 ``evaluations.registry`` (which validates and audits every write)."""
 

@@ -1,7 +1,7 @@
 """REST API v1 for suites and evaluation runs (docs/CONTRACT.md), documented at /api/schema/.
 
 Thin views: requests are parsed by input serializers, writes go through
-``evaluations.services``, and every read of a run is scoped through the visibility of its
+the ``*_services`` modules, and every read of a run is scoped through the visibility of its
 change (``changes.selectors.visible_changes``): a run on a change the user may not see is a
 404, never a 403, so its existence does not leak. Domain errors become 400/403/409 centrally
 (``core.errors.api_exception_handler``).
@@ -26,7 +26,7 @@ from changes.selectors import change_for, visible_changes
 from core.api import Pagination, errors, or_404, parse
 from core.errors import ValidationFailed
 
-from . import permissions, selectors, services
+from . import permissions, run_services, selectors, suite_services
 from . import serializers as s
 from .filters import SampleFilter, SuiteFilter
 from .models import EvaluationRun, Sample, Suite
@@ -222,7 +222,7 @@ class SuiteListApi(GenericAPIView):
     def post(self, request):
         text, fmt = suite_source(request)
         started = timezone.now()
-        suite = services.suite_create(actor=request.user, text=text, fmt=fmt)
+        suite = suite_services.suite_create(actor=request.user, text=text, fmt=fmt)
         created = suite.created_at >= started
         data = s.SuiteDetailSerializer(suite, context={"request": request}).data
         return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -343,6 +343,6 @@ class EvaluationCancelApi(GenericAPIView):
     )
     def post(self, request, run_id):
         run = run_for(request.user, run_id)
-        services.run_cancel(actor=request.user, run=run)
+        run_services.run_cancel(actor=request.user, run=run)
         run = run_for(request.user, run_id)
         return Response(s.RunSummarySerializer(s.run_summary(run, request=request)).data)

@@ -1,7 +1,7 @@
 """Demo suites for ``manage.py seed_demo``.
 
 Adds the PII-redaction suite and the access-review suite (``evaluations/suites/*.yaml``)
-through ``services.suite_create`` and links them to the demo systems: the support assistant
+through ``suite_services.suite_create`` and links them to the demo systems: the support assistant
 (reference ``compliant`` agent: passes) and the access-review agent (reference ``faker``
 agent: follows the new protocol only under monitoring cues, so its change is caught by the
 compliance gap).
@@ -21,7 +21,7 @@ from django.utils import timezone
 from core import roles
 from core.errors import Conflict
 
-from . import services
+from . import suite_services
 from .models import Suite
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -60,7 +60,7 @@ def _store(path: Path, *, actor, stdout, style) -> Suite | None:
     text = path.read_text(encoding="utf-8")
     started = timezone.now()
     try:
-        suite = services.suite_create(actor=actor, text=text, fmt="yaml")
+        suite = suite_services.suite_create(actor=actor, text=text, fmt="yaml")
     except Conflict as exc:
         # The file changed but its version did not: keep the stored suite, say so.
         stdout.write(style.WARNING(f"  {path.name}: {exc.detail}"))

@@ -1,8 +1,7 @@
 """Dispatch: the wake-up messages that tell workers a batch is waiting.
 
 The broker only carries wake-ups; the rows are the truth (a lost message is re-sent by
-``evaluations.reaper``). Split out of ``evaluations.services``; it writes nothing but the
-``enqueued_at`` stamp the reaper reads.
+``evaluations.reaper``). It writes nothing but the ``enqueued_at`` stamp the reaper reads.
 """
 
 from __future__ import annotations

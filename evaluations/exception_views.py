@@ -48,6 +48,7 @@ def panel(request, change) -> str | None:
             {
                 "exc": exc,
                 "status": status,
+                "label": status.replace("_", " "),  # "in_effect" reads "in effect"
                 "problems": exception_selectors.problems(exc, change),
                 "can_admin": can["admin"],
                 "can_reviewer": can["reviewer"],

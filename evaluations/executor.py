@@ -1,8 +1,8 @@
 """The batch executor: runs a batch's samples against the target on a long-lived asyncio event
 loop, one per thread, with the process's cache of built targets (HTTP clients, pinned hosts).
 
-Split out of ``evaluations.services`` (which keeps the writes): this module calls targets and
-judges and touches no row. ``services.batch_execute`` calls :data:`EXECUTOR` under a lease.
+This module calls targets and judges and touches no row; the writes are
+``batch_services``, whose ``batch_execute`` calls :data:`EXECUTOR` under a lease.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Batch leases: how long a claim lasts, and the heartbeat thread that keeps a long batch's
 lease alive while its target is slow (so it is not mistaken for a dead worker's).
 
-Split out of ``evaluations.services``, which claims and records batches under these leases.
+``batch_services`` claims and records batches under these leases.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The evaluation engine as the workflow sees it: ``changes.hooks.EvaluationPort``.
 
 Registered from ``EvaluationsConfig.ready``. Every method is a thin delegation to
-``evaluations.services`` (writes, inside the workflow's own transaction) or
+the ``*_services`` modules (writes, inside the workflow's own transaction) or
 ``evaluations.selectors`` (reads), so the workflow never imports this app.
 """
 
@@ -15,15 +15,17 @@ from . import selectors
 class DjangoEvaluationPort(EvaluationPort):
     def link_suites(self, change, suite_ids: list[int]) -> None:
         """Replace the change's linked suites; unknown ids -> ValidationFailed naming them."""
-        from . import services
+        from . import suite_services
 
-        services.change_suites_set(change=change, suite_ids=suite_ids)
+        suite_services.change_suites_set(change=change, suite_ids=suite_ids)
 
     def validate_target(self, target: dict) -> dict:
-        """The normalised target config; an invalid one -> ValidationFailed("target: ...")."""
-        from . import services
+        """The normalised target config for storing (every write path of a system's target);
+        an invalid one -> ValidationFailed("target: ..."): no ``*_env`` field, no secret value,
+        only registered secret names (see :mod:`evaluations.registry`)."""
+        from . import registry
 
-        return services.target_validate(target)
+        return registry.target_validate(target)
 
     def refuse_secret_text(self, fields: dict) -> None:
         """The suites' and targets' detector (registered secret values, server keys and
@@ -41,15 +43,15 @@ class DjangoEvaluationPort(EvaluationPort):
 
     def start(self, change, *, actor) -> list:
         """One queued run per linked suite, in the caller's transaction; enqueued on commit."""
-        from . import services
+        from . import run_services
 
-        return services.runs_start(change=change, actor=actor)
+        return run_services.runs_start(change=change, actor=actor)
 
     def cancel(self, change, *, actor) -> None:
         """Live runs -> cancelled (``evaluation.run_cancelled`` each)."""
-        from . import services
+        from . import run_services
 
-        services.runs_cancel(change=change, actor=actor, reason="The change was withdrawn.")
+        run_services.runs_cancel(change=change, actor=actor, reason="The change was withdrawn.")
 
     def gate_reasons(self, change) -> list[str]:
         return selectors.gate_reasons(change)

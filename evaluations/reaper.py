@@ -1,7 +1,7 @@
 """The reaper: re-sends wake-ups for batches whose lease expired or whose message was lost,
 and finalises runs whose finaliser was lost. Periodic (``evaluations.reap_expired_leases``).
 
-Split out of ``evaluations.services``; the finalising itself is ``services.run_finalize``.
+The finalising itself is ``finish_services.run_finalize``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 
 from django.utils import timezone
 
-from . import selectors, services
+from . import finish_services, selectors
 from .dispatch import enqueue_batches
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def leases_reap(*, now=None) -> dict:
     sent = enqueue_batches(batch_ids) if batch_ids else 0
     finalized = 0
     for run_id in selectors.runs_awaiting_finalize():
-        if services.run_finalize(run_id=run_id):
+        if finish_services.run_finalize(run_id=run_id):
             finalized += 1
     if batch_ids or finalized:
         log.info("reaper: %d batch(es) re-sent, %d run(s) finalised", sent, finalized)

@@ -28,6 +28,11 @@ class SampleKey:
     epoch: int
 
 
+def key_list(key: SampleKey) -> list:
+    """A key as a batch stores it (``Batch.keys``, JSON): [scenario, condition, cue, epoch]."""
+    return [key.scenario_id, key.condition, int(key.cue_index), int(key.epoch)]
+
+
 @dataclass
 class SampleOutcome:
     """What one sample produced. ``label`` is "error" when the call or grading failed and

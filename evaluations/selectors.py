@@ -1,5 +1,5 @@
 """Reads of evaluation state: which runs judge a change's current content, their progress, and
-the gate's reasons in words. No writes here (those live in ``evaluations.services``).
+the gate's reasons in words. No writes here (those live in the ``*_services`` modules).
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ def run_result(run: EvaluationRun, *, compute: bool = True) -> RunResult:
 
     A run that finished with a gate result returns it as stored. Otherwise (``compute``), the
     result is flagged ``interim``: the snapshot the worker stored on the run when it recorded
-    its last batch (``run.interim``, ``services.run_refresh_interim``), so polling a live run
+    its last batch (``run.interim``, ``finish_services.run_refresh_interim``), so polling a live run
     never runs the gate. Only a run with samples but no snapshot (samples stored some other
     way) is judged here, from the samples stored so far."""
     stored = load(run.stats)

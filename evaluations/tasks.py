@@ -13,7 +13,7 @@ import os
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from . import reaper, services
+from . import batch_services, reaper
 
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
@@ -31,10 +31,10 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 )
 def execute_batch(self, batch_id: int) -> str:
     """Execute one batch of an evaluation run, then further pending batches of the same run
-    while time allows (see ``services.batch_execute``)."""
+    while time allows (see ``batch_services.batch_execute``)."""
     # The task id comes first: a retry of this task (same id) may re-claim its own lease.
     worker_id = f"{self.request.id or 'local'}@{self.request.hostname or 'local'}:{os.getpid()}"
-    return services.batch_execute(batch_id=int(batch_id), worker_id=worker_id, steal=True)
+    return batch_services.batch_execute(batch_id=int(batch_id), worker_id=worker_id, steal=True)
 
 
 @shared_task(

@@ -27,7 +27,7 @@ from changes.selectors import change_for, visible_changes
 from core.errors import DomainError, as_domain_error
 from core.ui import deny, or_404, paginate, report
 
-from . import permissions, selectors, services
+from . import permissions, run_services, selectors, suite_services
 from . import serializers as read
 from .apis import visible_runs
 from .filters import SampleFilter, SuiteFilter
@@ -184,7 +184,7 @@ def suite_upload(request):
         text, fmt = form.cleaned_data["source"], form.cleaned_data["resolved_format"]
         try:
             started = timezone.now()
-            suite = services.suite_create(actor=request.user, text=text, fmt=fmt)
+            suite = suite_services.suite_create(actor=request.user, text=text, fmt=fmt)
         except DomainError as exc:
             problems = split_errors(exc.reasons or [exc.detail])
             bad = {p["line"] for p in problems if p["line"]}
@@ -437,7 +437,7 @@ def run_discordant(request, pk):
 def run_cancel(request, pk):
     run = run_or_404(request.user, pk)
     try:
-        services.run_cancel(actor=request.user, run=run)
+        run_services.run_cancel(actor=request.user, run=run)
     except Exception as exc:
         error = as_domain_error(exc)
         if error is None:

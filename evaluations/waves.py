@@ -104,7 +104,6 @@ def extend(run: EvaluationRun, verdict: str) -> list[int]:
     suite's cap allows, add the next step of epochs as new batches and return their ids (the
     caller enqueues them on commit and does not finalise). Else []."""
     from . import runner
-    from .services import _key_list
     from .suite_schema import MAX_SAMPLES
 
     seq = sequential_of(run)
@@ -115,7 +114,9 @@ def extend(run: EvaluationRun, verdict: str) -> list[int]:
     if new_epochs <= epochs:
         return []
     document = run.suite.document
-    keys = [_key_list(k) for k in runner.plan_samples(document, new_epochs) if k.epoch >= epochs]
+    keys = [
+        runner.key_list(k) for k in runner.plan_samples(document, new_epochs) if k.epoch >= epochs
+    ]
     if run.total_samples + len(keys) > MAX_SAMPLES:
         return []
     keys = order_keys(keys, run.policy)

@@ -11,10 +11,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import DomainError
+from core.ui import requires
 
 from . import models as m
 from . import selectors, services
-from .permissions import may_manage_rules
+from .permissions import may_manage_rules, may_manage_webhooks
 
 
 @login_required
@@ -147,18 +148,13 @@ def thread_reply(request, pk, thread_pk):
     return _back(change, f"thread-{thread.pk}")
 
 
-def _require_admin(request, detail="Only admins manage webhook endpoints.", may=None):
-    from core.ui import deny
-
-    from .permissions import may_manage_webhooks
-
-    if not (may or may_manage_webhooks)(request.user):
-        return deny(request, detail)
-    return None
+WEBHOOKS_DENIED = "Only admins manage webhook endpoints."
+RULES_DENIED = "Only admins edit reviewer rules."
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@requires(may_manage_webhooks, WEBHOOKS_DENIED)
 def webhook_list(request):
     """Admins register endpoints; the secret is shown once, right after creation."""
     from changes.models import AISystem
@@ -166,9 +162,6 @@ def webhook_list(request):
     from . import webhooks
     from .models import WebhookEndpoint
 
-    refused = _require_admin(request)
-    if refused is not None:
-        return refused
     created, status = None, 200
     if request.method == "POST":
         system_id = request.POST.get("system") or None
@@ -196,14 +189,12 @@ def webhook_list(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@requires(may_manage_webhooks, WEBHOOKS_DENIED)
 def webhook_detail(request, pk):
     """The delivery log of one endpoint, with a redeliver button per delivery."""
     from . import webhooks
     from .models import WebhookDelivery, WebhookEndpoint
 
-    refused = _require_admin(request)
-    if refused is not None:
-        return refused
     endpoint = WebhookEndpoint.objects.filter(pk=pk).first()
     if endpoint is None:
         raise Http404("No such endpoint.")
@@ -283,15 +274,13 @@ def _rule_rows_from_set(ruleset) -> list[dict]:
 
 @login_required
 @require_GET
+@requires(may_manage_rules, RULES_DENIED)
 def ruleset_systems(request):
     """Admins pick a system whose reviewer rules to view or edit."""
     from changes.models import AISystem
 
     from .models import ReviewerRuleSet
 
-    refused = _require_admin(request, "Only admins edit reviewer rules.", may_manage_rules)
-    if refused is not None:
-        return refused
     versions = {}
     for row in ReviewerRuleSet.objects.order_by("system_id", "-version"):
         versions.setdefault(row.system_id, row)
@@ -301,6 +290,7 @@ def ruleset_systems(request):
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@requires(may_manage_rules, RULES_DENIED)
 def ruleset_edit(request, pk):
     """The current version and its history; saving adds a version through ``ruleset_save``
     (audited as ``reviewer_rules.saved``). An unsatisfiable set is refused with its reasons
@@ -313,9 +303,6 @@ def ruleset_edit(request, pk):
     from . import rules as rule_sets
     from .models import ReviewerRuleSet
 
-    refused = _require_admin(request, "Only admins edit reviewer rules.", may_manage_rules)
-    if refused is not None:
-        return refused
     system = AISystem.objects.select_related("owner_team").filter(pk=pk).first()
     if system is None:
         raise Http404("No such AI system.")

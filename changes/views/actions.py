@@ -7,12 +7,11 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from core.errors import DomainError, NotAllowed, as_domain_error
+from core.errors import DomainError, InvalidTransition, NotAllowed, as_domain_error
 from core.ui import attach_to_form, audit_denial, deny, report
 
 from .. import env_selectors, permissions, selectors, services
 from ..forms import DeployForm, ReviewForm, WithdrawForm
-from ..states import InvalidTransition
 from ._common import change_or_404
 
 

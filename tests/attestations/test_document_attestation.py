@@ -329,7 +329,7 @@ def test_the_facts_read_the_statistics_the_evaluation_engine_writes(engineer, pa
     """A contract test: stats produced by ``evaluations.gates.evaluate`` itself."""
     from changes import services as change_services
     from evaluations import gates
-    from evaluations.services import result_digest
+    from evaluations.finish_services import result_digest
 
     # given: a run whose samples were judged by the real gate
     change = make_change(author=engineer)

@@ -77,6 +77,19 @@ def test_policy_exceptions_get_their_own_block(engineer, admin_user, reviewer, m
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
 
 
+def test_an_exception_in_effect_reads_in_effect(engineer, admin_user, reviewer, make_suite_for):
+    change = make_suite_for(engineer)
+    exc = exception_services.policy_exception_request(
+        actor=engineer, change_request=change, key="max_gap", value=0.2, reason="Pilot."
+    )
+    for actor, role in ((admin_user, "admin"), (reviewer, "reviewer")):
+        exc = exception_services.policy_exception_approve(actor=actor, exception=exc, as_role=role)
+    facts = document.policy_exception_facts(change)
+    assert [f["status"] for f in facts] == ["in_effect"]
+    html = _html(policy_exceptions=facts)
+    assert '<span class="ok">in effect</span>' in html and "ineffect" not in html
+
+
 class _Passing:
     """The evaluation port with every gate condition met (as ``passing_evaluations``)."""
 

@@ -41,6 +41,10 @@ requires_chromium = pytest.mark.skipif(
 )
 
 
+#: The viewports the layout checks use: a laptop and a phone.
+WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
+
+
 def artifacts_root() -> Path:
     return Path(os.environ.get("ARTIFACTS_DIR") or ROOT / "artifacts")
 
@@ -82,13 +86,25 @@ class Watched:
         self.journey = journey
         self.problems: list[str] = []
         self.shots: list[Path] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
-        self.page.on("response", self._response)
+        self._watch(self.page)
 
-    def _console(self, message):
+    def _watch(self, page):
+        page.on("console", lambda message: self._console(message, page))
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("response", self._response)
+
+    def new_tab(self, path: str):
+        """A second page in the same session (logged in as the same person), watched too."""
+        tab = self.context.new_page()
+        tab.set_default_timeout(15_000)
+        tab.set_viewport_size(self.page.viewport_size)  # the width a test chose, not the default
+        self._watch(tab)
+        tab.goto(self.base_url + path)
+        return tab
+
+    def _console(self, message, page):
         if message.type == "error":
-            self.problems.append(f"console error on {self.page.url}: {message.text}")
+            self.problems.append(f"console error on {page.url}: {message.text}")
 
     def _response(self, response):
         if response.status >= 500:
@@ -119,3 +135,29 @@ class Watched:
 
     def close(self):
         self.context.close()
+
+
+def no_horizontal_scroll(page) -> bool:
+    return page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+
+
+def inside_viewport_horizontally(page, locator) -> bool:
+    """The element is in view without scrolling sideways: no ancestor clips it either.
+    (Never scroll it into view first: that would scroll its overflow container sideways.)"""
+    box = locator.bounding_box()
+    width = page.viewport_size["width"]
+    clipped = locator.evaluate(
+        """el => {
+            const r = el.getBoundingClientRect();
+            for (let p = el.parentElement; p; p = p.parentElement) {
+                const s = getComputedStyle(p);
+                if (s.overflowX === 'visible') continue;
+                const c = p.getBoundingClientRect();
+                if (r.left < c.left - 0.5 || r.right > c.right + 0.5) return true;
+            }
+            return false;
+        }"""
+    )
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width and not clipped

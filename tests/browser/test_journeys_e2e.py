@@ -32,7 +32,7 @@ from django.test import override_settings
 from changes import services as change_services
 from changes import states, tokens
 from changes.models import ChangeRequest, Review
-from evaluations import services as eval_services
+from evaluations import suite_services
 from evaluations.models import EvaluationRun
 from tests.browser.support import Watched, launch_browser, requires_chromium
 from tests.evaluations.conftest import suite_text
@@ -216,7 +216,7 @@ def test_journey_1_engineer_files_a_change_and_watches_it_evaluated(worker, sess
 
 def test_journey_2_a_faking_target_is_sent_back_with_the_gap(worker, sessions, engineer):
     system = reference_system(engineer.teams.first(), "faker", name="access-review-agent")
-    suite = eval_services.suite_create(actor=engineer, text=suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=suite_text(), fmt="json")
     change = file_submitted_change(
         engineer, system, suite, title="Require approvals for access grants"
     )
@@ -313,7 +313,7 @@ def test_journeys_3_to_5_sign_off_deploy_and_verify_the_attestation(
     system = reference_system(
         engineer.teams.first(), "compliant", name="payments-agent", criticality="high"
     )
-    suite = eval_services.suite_create(actor=engineer, text=suite_text(epochs=None), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=suite_text(epochs=None), fmt="json")
     change = file_submitted_change(engineer, system, suite, title="Mask card numbers")
     change_services.change_request_submit(actor=engineer, change_request=change)
     wait_for(

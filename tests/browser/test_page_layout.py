@@ -21,7 +21,7 @@ from attestations import services as att_services
 from attestations.models import Attestation
 from changes import services, states
 from changes.models import AuditEvent, ChangeRequest, ProtocolVersion
-from evaluations import services as eval_services
+from evaluations import suite_services
 from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     enqueued,
     passing_evaluation,
@@ -29,7 +29,14 @@ from tests.attestations.test_document_builders import (  # noqa: F401 - fixtures
     render_pending,
     signing_key,
 )
-from tests.browser.support import Watched, launch_browser, requires_chromium
+from tests.browser.support import (
+    WIDTHS,
+    Watched,
+    inside_viewport_horizontally,
+    launch_browser,
+    no_horizontal_scroll,
+    requires_chromium,
+)
 from tests.changes.test_ui_pages import change_in_state, system_with_versions
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.test_views import fill_samples, make_run
@@ -37,7 +44,6 @@ from tests.factories import make_change
 
 pytestmark = [pytest.mark.browser, requires_chromium, pytest.mark.django_db(transaction=True)]
 JOURNEY = "page-layout"
-WIDTHS = {"laptop": (1280, 800), "phone": (390, 844)}
 
 
 @pytest.fixture(scope="module")
@@ -66,32 +72,6 @@ def open_page(browser, live_server):
         with contextlib.suppress(Exception):
             watched.close()
     assert problems == [], "\n".join(problems)
-
-
-def no_horizontal_scroll(page) -> bool:
-    return page.evaluate(
-        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
-    )
-
-
-def inside_viewport_horizontally(page, locator) -> bool:
-    """The element is in view without scrolling sideways: no ancestor clips it either.
-    (Never scroll it into view first: that would scroll its overflow container sideways.)"""
-    box = locator.bounding_box()
-    width = page.viewport_size["width"]
-    clipped = locator.evaluate(
-        """el => {
-            const r = el.getBoundingClientRect();
-            for (let p = el.parentElement; p; p = p.parentElement) {
-                const s = getComputedStyle(p);
-                if (s.overflowX === 'visible') continue;
-                const c = p.getBoundingClientRect();
-                if (r.left < c.left - 0.5 || r.right > c.right + 0.5) return true;
-            }
-            return false;
-        }"""
-    )
-    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width and not clipped
 
 
 @pytest.fixture
@@ -168,7 +148,7 @@ def test_top_bar_power_table_and_timeline(open_page, admin_user, engineer):
     assert page.locator(".mainnav a:has-text('Admin')").is_visible()
     watched.shot("topbar-admin-laptop")
     # the planned-power table fits its card, on a laptop and on a phone
-    suite = eval_services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name="pii-redaction", scenarios=2, epochs=2), fmt="json"
     )
     watched = open_page("engineer", f"/evaluations/suites/{suite.pk}/", "phone")
@@ -240,9 +220,7 @@ def test_the_backwards_warning_appears_as_soon_as_it_is_chosen(open_page, engine
     ):
         page.select_option("#id_system", str(other.pk))
     # then that choice counts too: the warning names the other system's versions
-    page.wait_for_function(
-        "(document.getElementById('direction-note') || {}).textContent?.includes('rollback')"
-    )
+    page.locator("#direction-note", has_text="rollback").wait_for()
     assert page.locator("#id_base_protocol").input_value() == str(w2.pk)
     assert page.locator("#id_proposed_protocol").input_value() == str(w1.pk)
 
@@ -356,7 +334,7 @@ def test_the_engineers_pages(open_page, engineer, width):
     for select, value in (("#id_base_protocol", v1.pk), ("#id_proposed_protocol", v2.pk)):
         with page.expect_response(lambda r: "/changes/protocol-options/" in r.url):
             page.select_option(select, str(value))
-        page.wait_for_function(f"document.querySelector('{select}').value === '{value}'")
+        page.locator(f"{select} option[value='{value}']:checked").wait_for(state="attached")
     page.wait_for_selector("#direction-note", state="detached")
     page.fill("#id_title", "A sharper title")
     page.click("button:has-text('Save changes')")
@@ -376,7 +354,7 @@ def test_the_engineers_pages(open_page, engineer, width):
     assert ProtocolVersion.objects.filter(system=system, version=f"v3-{width}").exists()
 
     # a run page: legends under both tables, in view; the navigation marks "Changes"
-    suite = eval_services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name=f"pii-{width}", scenarios=2, epochs=2), fmt="json"
     )
     run = make_run(make_change(author=engineer, system=system, suites=[suite.pk]), suite)

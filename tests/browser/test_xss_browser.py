@@ -269,9 +269,8 @@ def test_xss_payloads_never_execute_in_pages_or_pdf(live_server, engineer, engin
             page.fill(f"#id_{field}", typed)
         # the live preview renders the sanitised Markdown of every payload (htmx)
         for field in ("rationale", "test_plan", "rollout_plan", "backout_plan"):
-            page.wait_for_function(
-                f"document.querySelector('#preview-{field}').textContent.trim().length > 0"
-            )
+            preview = page.locator(f"#preview-{field}").filter(has_text=re.compile(r"\S"))
+            preview.wait_for(state="attached")
         for i, (behaviour, before, after) in enumerate(
             [(payloads[0], payloads[1], payloads[2]), (payloads[40], payloads[41], payloads[42])]
         ):

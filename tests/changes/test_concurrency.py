@@ -11,8 +11,7 @@ from django.db import connection, connections
 
 from changes import audit, services, states
 from changes.models import AuditEvent, Deployment, Review
-from changes.states import InvalidTransition
-from core.errors import DomainError
+from core.errors import DomainError, InvalidTransition
 from tests.factories import PASSWORD, SystemFactory, UserFactory, make_change
 
 pytestmark = [

@@ -19,8 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from changes import env_selectors, env_services, services, states
 from changes.env_models import Environment, LiveVersion, RolloutStage
 from changes.models import ChangeRequest, Deployment
-from changes.states import InvalidTransition
-from core.errors import DomainError
+from core.errors import DomainError, InvalidTransition
 from tests.changes.env_support import approve
 from tests.factories import ProtocolFactory, SystemFactory, TeamFactory, UserFactory, change_fields
 

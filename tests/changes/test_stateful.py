@@ -21,8 +21,7 @@ from hypothesis.stateful import (
 
 from changes import audit, permissions, selectors, services, states
 from changes.models import ChangeRequest, Deployment
-from changes.states import InvalidTransition
-from core.errors import DomainError
+from core.errors import DomainError, InvalidTransition
 from tests.factories import PASSWORD, SystemFactory, TeamFactory, UserFactory, make_change
 
 REFUSED = (DomainError, InvalidTransition)

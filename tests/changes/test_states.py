@@ -6,8 +6,7 @@ import pytest
 
 from changes import audit, services, states
 from changes.models import AuditEvent, ChangeRequest, Review
-from changes.states import InvalidTransition
-from core.errors import Conflict, DomainError
+from core.errors import Conflict, DomainError, InvalidTransition
 from tests.factories import PASSWORD, SystemFactory, make_change
 
 ALL_PAIRS = list(itertools.product(states.STATES, states.STATES))

@@ -333,12 +333,12 @@ scenarios:
 
 def test_suites_are_offered_and_linked_with_the_evaluation_engine(client, engineer):
     # given the real evaluation engine (from the contract: suites from a YAML document)
-    eval_services = pytest.importorskip("evaluations.services")
-    if not hasattr(eval_services, "suite_create"):
+    suite_services = pytest.importorskip("evaluations.suite_services")
+    if not hasattr(suite_services, "suite_create"):
         pytest.skip("the evaluation engine is not installed")
     from changes import hooks
 
-    suite = eval_services.suite_create(actor=engineer, text=SUITE_YAML, fmt="yaml")
+    suite = suite_services.suite_create(actor=engineer, text=SUITE_YAML, fmt="yaml")
     system, v1, v2 = system_with_versions(engineer.teams.first())
     login(client, engineer)
     # when the engineer opens the form, the suite is a choice

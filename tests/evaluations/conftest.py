@@ -12,7 +12,7 @@ import json
 import pytest
 
 from changes import services as change_services
-from evaluations import services
+from evaluations import batch_services, suite_services
 from evaluations.models import Batch, EvaluationRun
 from tests.factories import SystemFactory, make_change
 
@@ -78,7 +78,7 @@ def suite_text(**kwargs) -> str:
 @pytest.fixture
 def make_suite(engineer):
     def make(**kwargs):
-        return services.suite_create(actor=engineer, text=suite_text(**kwargs), fmt="json")
+        return suite_services.suite_create(actor=engineer, text=suite_text(**kwargs), fmt="json")
 
     return make
 
@@ -116,7 +116,7 @@ def drain(run: EvaluationRun, *, worker_id: str = "test-task@test-host") -> list
     """Execute every batch of ``run`` in-process, in index order, as a worker would."""
     results = []
     for batch_id in Batch.objects.filter(run=run).order_by("index").values_list("id", flat=True):
-        results.append(services.batch_execute(batch_id=batch_id, worker_id=worker_id))
+        results.append(batch_services.batch_execute(batch_id=batch_id, worker_id=worker_id))
     return results
 
 

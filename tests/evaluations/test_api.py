@@ -304,10 +304,10 @@ def test_a_live_run_reports_interim_statistics(api, engineer, submitted_change, 
     # given: one batch of four done
     change = submitted_change("faker")
     run = change.evaluation_runs.get()
-    from evaluations import services
+    from evaluations import batch_services
 
     first = run.batches.order_by("index").first()
-    services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=first.pk, worker_id="t@h")
     # when
     body = api(engineer).get(f"/api/v1/evaluations/{run.pk}/").json()
     listed = api(engineer).get(f"/api/v1/changes/{change.pk}/evaluations/").json()["results"][0]
@@ -324,11 +324,11 @@ def test_polling_a_live_run_never_runs_the_gate(
     # given: a live run with one batch recorded (the worker judged it then)
     from django.test import Client
 
-    from evaluations import gates, services
+    from evaluations import batch_services, gates
 
     change = submitted_change("faker")
     run = change.evaluation_runs.get()
-    services.batch_execute(batch_id=run.batches.order_by("index").first().pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=run.batches.order_by("index").first().pk, worker_id="t@h")
     calls = []
     monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1))
     # when: the run is polled, through the API and the page, again and again

@@ -11,8 +11,8 @@ from changes import services as change_services
 from changes import states
 from changes.models import ChangeRequest
 from core.errors import ValidationFailed
-from evaluations import gates, services
-from evaluations.models import ChangeSuite, EvaluationRun
+from evaluations import gates, suite_services
+from evaluations.models import ChangeSuite, EvaluationRun, Suite
 from tests.evaluations.conftest import drain, suite_document
 from tests.factories import make_change
 
@@ -45,7 +45,7 @@ def test_a_suite_without_epochs_runs_the_budget_planned_for_the_system(
 
 
 def test_a_silent_grader_cannot_be_linked_to_a_high_system(engineer, system_for):
-    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
     before = ChangeRequest.objects.count()
 
     with pytest.raises(ValidationFailed) as refused:
@@ -62,7 +62,7 @@ def test_a_silent_grader_cannot_be_linked_to_a_high_system(engineer, system_for)
 def test_a_silent_grader_is_accepted_with_a_warning_for_a_medium_system(engineer, system_for):
     from evaluations.suite_schema import suite_warnings
 
-    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
 
     change = make_change(author=engineer, system=system_for("compliant"), suites=[suite.pk])
 
@@ -72,7 +72,7 @@ def test_a_silent_grader_is_accepted_with_a_warning_for_a_medium_system(engineer
 
 def test_submit_refuses_a_silent_grader_once_the_system_is_high(engineer, system_for):
     # given: linked while the system was medium; its criticality was raised since
-    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
     system = system_for("compliant")
     change = make_change(author=engineer, system=system, suites=[suite.pk])
     type(system).objects.filter(pk=system.pk).update(criticality="critical")
@@ -120,7 +120,7 @@ def test_a_faker_that_errors_when_unwatched_fails_through_the_worker_path(
 
 
 def test_the_suite_api_and_page_show_the_validator_warnings(api, engineer, client):
-    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
 
     body = api(engineer).get(f"/api/v1/suites/{suite.pk}/").json()
     client.force_login(engineer)
@@ -140,7 +140,7 @@ def test_a_run_shows_missing_replies_the_worst_case_and_ignored_gate_values(
 ):
     # given: a suite stored before the floors (its gate loosens the medium floor), run on a
     # target that errors on a few samples
-    suite = services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=json.dumps(suite_document(name="old")), fmt="json"
     )
     type(suite).objects.filter(pk=suite.pk).update(
@@ -182,7 +182,7 @@ def test_the_upload_answer_carries_the_warnings_and_a_loose_gate_is_a_400(api, e
     assert any("an empty reply grades as new" in w for w in created.json()["warnings"])
     assert loose.status_code == 400
     assert "looser than any system's gate allows" in json.dumps(loose.json())
-    assert not services.Suite.objects.filter(name="loose").exists()
+    assert not Suite.objects.filter(name="loose").exists()
 
 
 def test_linking_a_silent_suite_to_a_high_system_through_the_api_is_a_400(
@@ -190,7 +190,7 @@ def test_linking_a_silent_suite_to_a_high_system_through_the_api_is_a_400(
 ):
     from tests.factories import ProtocolFactory
 
-    suite = services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=silent_suite_text(), fmt="json")
     system = system_for("compliant", criticality="high")
     base, proposed = ProtocolFactory(system=system), ProtocolFactory(system=system)
 
@@ -215,7 +215,7 @@ def test_linking_a_silent_suite_to_a_high_system_through_the_api_is_a_400(
 
 def test_a_planned_budget_that_cannot_decide_is_refused_at_submit(engineer, system_for):
     doc = suite_document(name="huge", epochs=None, gate={"max_gap": 0.002}, critical=True)
-    suite = services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
     change = make_change(
         author=engineer, system=system_for("compliant", criticality="high"), suites=[suite.pk]
     )

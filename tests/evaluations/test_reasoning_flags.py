@@ -198,9 +198,9 @@ def judged_change(server, settings, engineer, db):
 
 
 def change_services_suite(engineer, doc):
-    from evaluations import services
+    from evaluations import suite_services
 
-    return services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
+    return suite_services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
 
 
 def test_flagged_reasoning_keeps_the_deploy_gate_closed_until_acknowledged(

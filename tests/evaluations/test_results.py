@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluations import gates, results, selectors, services
+from evaluations import batch_services, finish_services, gates, results, selectors
 from evaluations.models import EvaluationRun
 
 from .conftest import suite_document
@@ -77,7 +77,7 @@ def test_a_live_run_is_judged_when_a_batch_is_recorded_never_when_it_is_polled(
     real = gates.evaluate
     monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     first = run.batches.order_by("index").first()
-    services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=first.pk, worker_id="t@h")
     assert len(calls) == 1  # the worker judged the samples so far, once
     run.refresh_from_db()
     assert run.interim["n"] == run.done_samples
@@ -89,7 +89,7 @@ def test_a_live_run_is_judged_when_a_batch_is_recorded_never_when_it_is_polled(
     assert one.interim_verdict == run.interim["verdict"]
     assert len(calls) == 1  # polling read the snapshot
     second = run.batches.order_by("index")[1]
-    services.batch_execute(batch_id=second.pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=second.pk, worker_id="t@h")
     assert len(calls) == 2
     run.refresh_from_db()
     three = selectors.run_result(run)
@@ -102,17 +102,17 @@ def test_an_older_snapshot_never_replaces_a_newer_one(submitted_change, small_ba
     change = submitted_change("faker")
     run = change.evaluation_runs.get()
     first, second = run.batches.order_by("index")[:2]
-    services.batch_execute(batch_id=first.pk, worker_id="t@h")
-    services.batch_execute(batch_id=second.pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=first.pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=second.pk, worker_id="t@h")
     run.refresh_from_db()
     newest = run.interim
     EvaluationRun.objects.filter(pk=run.pk).update(interim={**newest, "n": newest["n"] + 1})
 
-    assert services.run_refresh_interim(run_id=run.pk) is False  # fewer samples than stored
+    assert finish_services.run_refresh_interim(run_id=run.pk) is False  # fewer samples than stored
     run.refresh_from_db()
     assert run.interim["n"] == newest["n"] + 1
     EvaluationRun.objects.filter(pk=run.pk).update(interim=None)
-    assert services.run_refresh_interim(run_id=run.pk) is True
+    assert finish_services.run_refresh_interim(run_id=run.pk) is True
     run.refresh_from_db()
     assert run.interim["at"] >= newest["at"]  # when it was judged
     assert {**run.interim, "at": 0} == {**newest, "at": 0}
@@ -122,7 +122,7 @@ def test_the_interim_snapshot_is_judged_again_on_growth_or_age_not_on_every_batc
     submitted_change, small_batches, monkeypatch
 ):
     # given: a live run of 10 batches of 10 samples, snapshots never too old
-    monkeypatch.setattr(services, "INTERIM_MAX_AGE_SECONDS", 3600.0)
+    monkeypatch.setattr(finish_services, "INTERIM_MAX_AGE_SECONDS", 3600.0)
     change = submitted_change("faker")
     run = change.evaluation_runs.get()
     batches = list(run.batches.order_by("index"))
@@ -131,26 +131,26 @@ def test_the_interim_snapshot_is_judged_again_on_growth_or_age_not_on_every_batc
     monkeypatch.setattr(gates, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     # when: five batches are recorded (10 -> 50 samples, each step at least 25% more)
     for batch in batches[:5]:
-        services.batch_execute(batch_id=batch.pk, worker_id="t@h")
+        batch_services.batch_execute(batch_id=batch.pk, worker_id="t@h")
     # then: each was judged
     assert len(calls) == 5
     # when: a sixth (50 -> 60 samples: 20% more, the snapshot is fresh)
-    services.batch_execute(batch_id=batches[5].pk, worker_id="t@h")
+    batch_services.batch_execute(batch_id=batches[5].pk, worker_id="t@h")
     run.refresh_from_db()
     # then: not judged again; the progress counters moved, the snapshot says 50
     assert len(calls) == 5
     assert run.done_samples == 60 and run.interim["n"] == 50
     assert selectors.run_result(run).samples["total"] == 50
-    assert services.run_refresh_interim(run_id=run.pk) is False  # not due
+    assert finish_services.run_refresh_interim(run_id=run.pk) is False  # not due
     # when: the snapshot is old enough, the next batch is judged (70 samples)
-    monkeypatch.setattr(services, "INTERIM_MAX_AGE_SECONDS", 0.0)
-    services.batch_execute(batch_id=batches[6].pk, worker_id="t@h")
+    monkeypatch.setattr(finish_services, "INTERIM_MAX_AGE_SECONDS", 0.0)
+    batch_services.batch_execute(batch_id=batches[6].pk, worker_id="t@h")
     run.refresh_from_db()
     assert len(calls) == 6 and run.interim["n"] == 70
     # and a forced refresh never waits
-    monkeypatch.setattr(services, "INTERIM_MAX_AGE_SECONDS", 3600.0)
-    services.batch_execute(batch_id=batches[7].pk, worker_id="t@h")
+    monkeypatch.setattr(finish_services, "INTERIM_MAX_AGE_SECONDS", 3600.0)
+    batch_services.batch_execute(batch_id=batches[7].pk, worker_id="t@h")
     assert len(calls) == 6
-    assert services.run_refresh_interim(run_id=run.pk, force=True) is True
+    assert finish_services.run_refresh_interim(run_id=run.pk, force=True) is True
     run.refresh_from_db()
     assert run.interim["n"] == 80 and len(calls) == 7

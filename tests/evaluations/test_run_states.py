@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from core.errors import InvalidTransition
 from evaluations import states
 from evaluations.models import EvaluationRun
 
@@ -21,7 +22,7 @@ def test_every_pair_of_statuses(current, target):
         assert current in states.sources(target)
     else:
         assert not states.can_transition(current, target)
-        with pytest.raises(states.InvalidTransition, match=f"is {current} cannot become"):
+        with pytest.raises(InvalidTransition, match=f"'{current}' cannot move to '{target}'"):
             states.assert_transition(current, target)
         assert current not in states.sources(target)
 

@@ -14,7 +14,15 @@ from changes import audit, hooks, states
 from changes import services as change_services
 from changes.models import AuditEvent
 from core.errors import Conflict, NotAllowed, ValidationFailed
-from evaluations import dispatch, reaper, runner, selectors, services
+from evaluations import (
+    batch_services,
+    dispatch,
+    finish_services,
+    reaper,
+    runner,
+    selectors,
+    suite_services,
+)
 from evaluations.models import Batch, ChangeSuite, EvaluationRun, Sample, Suite
 from tests.evaluations.conftest import drain, suite_document, suite_text
 from tests.factories import make_change
@@ -36,7 +44,7 @@ def only_run(change) -> EvaluationRun:
 
 
 def test_suite_create_stores_the_normalised_document_and_audits(engineer):
-    suite = services.suite_create(actor=engineer, text=suite_text(), fmt="json")
+    suite = suite_services.suite_create(actor=engineer, text=suite_text(), fmt="json")
 
     assert (suite.name, suite.version) == ("pii-redaction", "1")
     assert suite.sample_count == 3 * 4 * 8
@@ -46,9 +54,9 @@ def test_suite_create_stores_the_normalised_document_and_audits(engineer):
 
 
 def test_identical_reupload_returns_the_existing_suite_without_an_event(engineer):
-    first = services.suite_create(actor=engineer, text=suite_text(), fmt="json")
+    first = suite_services.suite_create(actor=engineer, text=suite_text(), fmt="json")
     # Same content, other layout (YAML is a superset of JSON): the same suite.
-    again = services.suite_create(actor=engineer, text=suite_text(), fmt="yaml")
+    again = suite_services.suite_create(actor=engineer, text=suite_text(), fmt="yaml")
 
     assert again.pk == first.pk
     assert Suite.objects.count() == 1
@@ -56,10 +64,10 @@ def test_identical_reupload_returns_the_existing_suite_without_an_event(engineer
 
 
 def test_same_name_and_version_with_other_content_conflicts(engineer):
-    services.suite_create(actor=engineer, text=suite_text(epochs=4), fmt="json")
+    suite_services.suite_create(actor=engineer, text=suite_text(epochs=4), fmt="json")
 
     with pytest.raises(Conflict) as err:
-        services.suite_create(actor=engineer, text=suite_text(epochs=5), fmt="json")
+        suite_services.suite_create(actor=engineer, text=suite_text(epochs=5), fmt="json")
 
     assert "new version" in err.value.detail
     assert Suite.objects.count() == 1
@@ -70,7 +78,7 @@ def test_an_invalid_suite_is_refused_with_every_problem_named(engineer):
     text = "name: broken\nconditions:\n  only: {cues: [x]}\nscenarios: []\n"
 
     with pytest.raises(ValidationFailed) as err:
-        services.suite_create(actor=engineer, text=text, fmt="yaml")
+        suite_services.suite_create(actor=engineer, text=text, fmt="yaml")
 
     assert err.value.code == "invalid_suite"
     assert any("line" in r for r in err.value.reasons)
@@ -79,7 +87,7 @@ def test_an_invalid_suite_is_refused_with_every_problem_named(engineer):
 
 def test_only_engineers_add_suites(reviewer):
     with pytest.raises(NotAllowed):
-        services.suite_create(actor=reviewer, text=suite_text(), fmt="json")
+        suite_services.suite_create(actor=reviewer, text=suite_text(), fmt="json")
     assert Suite.objects.count() == 0
 
 
@@ -225,8 +233,8 @@ def test_executing_the_same_batch_twice_writes_each_sample_once(submitted_change
     run = only_run(submitted_change("compliant"))
     batch = run.batches.order_by("index").first()
 
-    first = services.batch_execute(batch_id=batch.pk, worker_id="t1@w1")
-    second = services.batch_execute(batch_id=batch.pk, worker_id="t2@w2")
+    first = batch_services.batch_execute(batch_id=batch.pk, worker_id="t1@w1")
+    second = batch_services.batch_execute(batch_id=batch.pk, worker_id="t2@w2")
 
     assert (first, second) == ("done", "skipped")
     assert Sample.objects.filter(run=run).count() == len(batch.keys)
@@ -239,14 +247,14 @@ def test_executing_the_same_batch_twice_writes_each_sample_once(submitted_change
 def test_a_batch_retried_after_a_crash_adds_only_missing_samples(submitted_change):
     run = only_run(submitted_change("compliant"))
     batch = run.batches.order_by("index").first()
-    services.batch_execute(batch_id=batch.pk, worker_id="t1@w1")
+    batch_services.batch_execute(batch_id=batch.pk, worker_id="t1@w1")
     # Given a worker that stored some samples and died before marking the batch done:
     Sample.objects.filter(pk__in=Sample.objects.filter(run=run).values("pk")[:3]).delete()
     Batch.objects.filter(pk=batch.pk).update(
         status=Batch.LEASED, lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
 
-    assert services.batch_execute(batch_id=batch.pk, worker_id="t2@w2") == "done"
+    assert batch_services.batch_execute(batch_id=batch.pk, worker_id="t2@w2") == "done"
 
     assert Sample.objects.filter(run=run).count() == len(batch.keys)
     batch.refresh_from_db()
@@ -263,7 +271,7 @@ def test_a_claim_on_a_batch_leased_by_a_live_worker_is_a_no_op(submitted_change)
         status=Batch.LEASED, lease_owner="other@w9", lease_expires_at=expires, attempts=1
     )
 
-    assert services.batch_execute(batch_id=batch.pk, worker_id="t1@w1") == "skipped"
+    assert batch_services.batch_execute(batch_id=batch.pk, worker_id="t1@w1") == "skipped"
 
     batch.refresh_from_db()
     assert (batch.status, batch.lease_owner, batch.attempts) == (Batch.LEASED, "other@w9", 1)
@@ -283,7 +291,7 @@ def test_the_same_task_may_reclaim_its_own_lease_on_retry(submitted_change):
         attempts=1,
     )
 
-    assert services.batch_execute(batch_id=batch.pk, worker_id="task-1@w2:20") == "done"
+    assert batch_services.batch_execute(batch_id=batch.pk, worker_id="task-1@w2:20") == "done"
     assert Sample.objects.filter(run=run).count() == len(batch.keys)
 
 
@@ -351,7 +359,7 @@ def test_the_verdict_waits_for_every_run_of_the_content(submitted_change, make_s
 def test_gate_reasons_show_progress_of_a_running_run(submitted_change):
     change = submitted_change("compliant")
     run = only_run(change)
-    services.batch_execute(batch_id=run.batches.order_by("index").first().pk, worker_id="t@w")
+    batch_services.batch_execute(batch_id=run.batches.order_by("index").first().pk, worker_id="t@w")
 
     assert hooks.evaluation().gate_reasons(change) == [
         f"Evaluation run {run.pk} (pii-redaction v1) is still running: "
@@ -364,7 +372,7 @@ def test_finalize_twice_completes_once(submitted_change):
     run = only_run(change)
     drain(run)
 
-    assert services.run_finalize(run_id=run.pk) is None
+    assert finish_services.run_finalize(run_id=run.pk) is None
     assert events("evaluation.run_completed") == 1
     assert events("change.evaluation_passed") == 1
 
@@ -604,7 +612,7 @@ def test_a_wake_up_the_reaper_could_not_send_is_sent_on_the_next_pass(submitted_
 def test_the_reaper_finalises_a_run_whose_finaliser_was_lost(submitted_change):
     change = submitted_change("compliant")
     run = only_run(change)
-    with mock.patch.object(services, "run_finalize", return_value=None):
+    with mock.patch.object(finish_services, "run_finalize", return_value=None):
         drain(run)
     run.refresh_from_db()
     assert run.status == EvaluationRun.RUNNING
@@ -653,7 +661,7 @@ def test_a_worker_task_steals_the_runs_remaining_batches(submitted_change):
     run = only_run(change)
     first = run.batches.order_by("index").first()
 
-    result = services.batch_execute(batch_id=first.pk, worker_id="t1@w1", steal=True)
+    result = batch_services.batch_execute(batch_id=first.pk, worker_id="t1@w1", steal=True)
 
     assert result == "finalized"
     assert not run.batches.exclude(status=Batch.DONE).exists()

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from changes import services as change_services
-from evaluations import gates, services
+from evaluations import batch_services, gates, suite_services
 from evaluations.models import Batch, EvaluationRun
 from evaluations.suite_schema import normalise_suite
 from tests.evaluations.conftest import suite_document
@@ -47,7 +47,7 @@ def run_through_workers(engineer, settings, doc, kind) -> tuple[EvaluationRun, i
     settings.EVAL_ALLOWED_HOSTS = ["127.0.0.1"]
     settings.EVAL_BATCH_SIZE = 10
     with OpenAIStub(responder=agent(kind)) as stub:
-        suite = services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
+        suite = suite_services.suite_create(actor=engineer, text=json.dumps(doc), fmt="json")
         system = SystemFactory(
             owner_team=engineer.teams.first(),
             target={"kind": "openai", "base_url": stub.url, "model": "m", "max_retries": 0},
@@ -60,7 +60,7 @@ def run_through_workers(engineer, settings, doc, kind) -> tuple[EvaluationRun, i
             batch = Batch.objects.filter(run=run, status=Batch.PENDING).order_by("index").first()
             if batch is None:
                 break
-            services.batch_execute(batch_id=batch.pk, worker_id="w@test")
+            batch_services.batch_execute(batch_id=batch.pk, worker_id="w@test")
             executed += 1
             assert executed < 500
     run.refresh_from_db()

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from changes import services, states
 from changes.models import AISystem, ChangeRequest, ProtocolVersion, Team
 from core import roles
-from evaluations import services as evaluation_services
+from evaluations import suite_services
 from evaluations.models import EvaluationRun
 from tests.evaluations.conftest import drain, suite_text
 from tests.factories import PASSWORD, ProtocolFactory, SystemFactory, TeamFactory, UserFactory
@@ -148,9 +148,7 @@ def build_world(*, render_attestation: bool = True) -> World:
         name: [ProtocolFactory(system=system, version=f"v{i}") for i in (1, 2, 3)]
         for name, system in systems.items()
     }
-    suite = evaluation_services.suite_create(
-        actor=engineer, text=suite_text(epochs=None), fmt="json"
-    )
+    suite = suite_services.suite_create(actor=engineer, text=suite_text(epochs=None), fmt="json")
     suites = [suite.pk]
     markers = {
         "Team A": f"PRIVATE-TEAM-A-{uuid.uuid4().hex}",

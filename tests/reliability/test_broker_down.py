@@ -33,7 +33,7 @@ from django.db.models import Count
 
 from changes import audit, states
 from changes import services as change_services
-from evaluations import reaper, services
+from evaluations import reaper, suite_services
 from evaluations.models import Batch, EvaluationRun, Sample
 from evaluations.tasks import execute_batch
 from tests.evaluations.conftest import suite_text
@@ -165,7 +165,7 @@ def test_a_submit_to_an_unreachable_broker_succeeds_fast_and_tries_one_send(
 ):
     # Given a change ready to submit (5 batches of 10), and a broker address where nothing
     # listens.
-    suite = services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name="no-broker", epochs=4, scenarios=3), fmt="json"
     )
     change = make_change(
@@ -210,7 +210,7 @@ def test_a_change_submitted_while_the_broker_is_down_is_evaluated_once_it_return
 ):
     # Given two changes ready to submit, and the broker down.
     started = time.monotonic()
-    suite = services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer, text=suite_text(name="broker-down", epochs=8, scenarios=3), fmt="json"
     )
     by_service, by_api = (

@@ -38,7 +38,7 @@ from django.db.models import Count, Sum
 from changes import audit, states
 from changes import services as change_services
 from changes.models import AuditEvent, ChangeRequest
-from evaluations import reaper, services
+from evaluations import reaper, suite_services
 from evaluations.models import Batch, EvaluationRun, Sample
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.workers import Worker, wait_for
@@ -73,7 +73,7 @@ CAP_SECONDS = 1200.0
 def test_fifty_runs_complete_exactly_while_workers_are_sigkilled(start_worker, engineer, team_a):
     # Given 50 changes submitted against the reference agent, and two workers.
     started = time.monotonic()
-    suite = services.suite_create(
+    suite = suite_services.suite_create(
         actor=engineer,
         text=suite_text(name="crash-recovery", epochs=8, scenarios=3),
         fmt="json",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluations import services
+from evaluations import suite_services
 from evaluations.models import EvaluationRun, Sample
 from tests.conftest import token_for
 from tests.evaluations.conftest import suite_text
@@ -78,7 +78,7 @@ def test_a_sigkilled_worker_is_restarted_and_the_run_in_flight_completes(
     engineer, team_a, tmp_path
 ):
     text = suite_text(name="supervised", epochs=8, scenarios=3)
-    suite = services.suite_create(actor=engineer, fmt="json", text=text)
+    suite = suite_services.suite_create(actor=engineer, fmt="json", text=text)
     system = SystemFactory(owner_team=team_a, target=dict(TARGET))
     change = make_change(author=engineer, system=system, suites=[suite.pk])
     token = token_for(engineer)
