@@ -320,17 +320,28 @@ def grade_batch(
         if not rows:
             return []
         now = timezone.now()
-        _append_log(rows, now)
-        if connection.vendor == "postgresql":
-            _rollups_postgresql(rows)
-        else:
-            for (change_id, env, start), by_label in _rollup_counts(rows).items():
-                _bump_rollup(change_id, env, start, by_label)
         from . import judging, review
 
-        review.sample(rows, configs=context.review_configs)
+        with _pipelined():
+            _append_log(rows, now)
+            if connection.vendor == "postgresql":
+                _rollups_postgresql(rows)
+            else:
+                for (change_id, env, start), by_label in _rollup_counts(rows).items():
+                    _bump_rollup(change_id, env, start, by_label)
+            review.sample(rows, configs=context.review_configs)
         judging.after_grading(rows, monitors)
         return rows
+
+
+def _pipelined():
+    """PostgreSQL: send the batch's writes (grade log, rollups, review items) without
+    waiting for each answer (psycopg pipeline mode, same transaction); an error in any of
+    them is raised when the block ends, and rolls the whole batch back. Why: they need no
+    answer, and the round trips were a sixth of a batch's time."""
+    if connection.vendor == "postgresql":
+        return connection.connection.pipeline()
+    return contextlib.nullcontext()
 
 
 def _append_log(rows: list[Claimed], now: datetime) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from unittest import mock
 
+import psycopg
 import pytest
+from django.db import DatabaseError, connection
 from django.db.models import Sum
 
 from core.errors import NotAllowed, ValidationFailed
@@ -72,6 +74,26 @@ def test_a_failure_after_labelling_leaves_the_tickets_and_no_grades(monitor, dep
     assert list(GradeTicket.objects.values_list("id", "ids")) == tickets_before
     assert not GradeBatch.objects.exists() and not Rollup.objects.exists()
     assert grading.grade_pending() == 10  # the next task grades them, once
+    assert len(labels(made)) == 10
+
+
+def test_a_write_the_database_refuses_rolls_the_whole_batch_back(monitor, deployed):
+    """The batch's writes go without waiting for each answer (PostgreSQL pipeline mode): a
+    statement the server refuses must still undo the batch, the ticket deletion included."""
+    made = store(deployed, OUTPUTS)
+    tickets_before = list(GradeTicket.objects.values_list("id", "ids"))
+    broken = grading._ROLLUP_SQL.replace("monitoring_rollup\n", "monitoring_no_such_table\n", 1)
+    assert broken != grading._ROLLUP_SQL
+    refused = (DatabaseError, psycopg.Error)  # raw psycopg cursors raise psycopg's own
+    with mock.patch.object(grading, "_ROLLUP_SQL", broken), pytest.raises(refused):
+        if connection.vendor == "postgresql":
+            grading.grade_batch()
+        else:  # SQLite writes rollups through the ORM: refuse the same step there
+            with mock.patch.object(grading, "_bump_rollup", side_effect=DatabaseError("no")):
+                grading.grade_batch()
+    assert list(GradeTicket.objects.values_list("id", "ids")) == tickets_before
+    assert not GradeBatch.objects.exists() and not Rollup.objects.exists()
+    assert grading.grade_pending() == 10
     assert len(labels(made)) == 10
 
 
