@@ -424,7 +424,10 @@ MONITORING_MAX_LINE_BYTES = env.int("MONITORING_MAX_LINE_BYTES", default=1024 * 
 MONITORING_MAX_TEXT_CHARS = env.int("MONITORING_MAX_TEXT_CHARS", default=32 * 1024)
 MONITORING_MAX_AGE_DAYS = env.int("MONITORING_MAX_AGE_DAYS", default=30)
 MONITORING_MAX_CLOCK_SKEW_S = env.int("MONITORING_MAX_CLOCK_SKEW_S", default=300)
+# A batch is one transaction (one COPY, one commit), stored when it reaches either bound;
+# the byte bound caps memory per request when records are large.
 MONITORING_INGEST_BATCH = env.int("MONITORING_INGEST_BATCH", default=1000)
+MONITORING_INGEST_BATCH_BYTES = env.int("MONITORING_INGEST_BATCH_BYTES", default=8 * 1024 * 1024)
 # Decisions per grading transaction: the claim query costs per batch, so 2,000 grades ~1.5x
 # faster than 1,000 (docs/MONITORING.md); memory is bounded by batch x MAX_TEXT_CHARS.
 MONITORING_GRADE_BATCH = env.int("MONITORING_GRADE_BATCH", default=2000)

@@ -158,7 +158,8 @@ def decisions_ingest(*, token: IngestToken, records) -> IngestReport:
     lives = {env: live(system, env) for env in environments}
     report = IngestReport()
     batch: list[tuple[int, ingest.Valid]] = []
-    size = settings.MONITORING_INGEST_BATCH
+    size, budget = settings.MONITORING_INGEST_BATCH, settings.MONITORING_INGEST_BATCH_BYTES
+    held = 0  # characters of text the batch holds: the memory bound, whatever the count
     now = timezone.now()
     limits = ingest.Limits.at(now)
     for line, raw in records:
@@ -171,9 +172,10 @@ def decisions_ingest(*, token: IngestToken, records) -> IngestReport:
             report.error(line, str(error))
             continue
         batch.append((line, valid))
-        if len(batch) >= size:
+        held += len(valid.input_text) + len(valid.output_text) + len(valid.reasoning)
+        if len(batch) >= size or held >= budget:
             _store_batch(token, batch, lives, report)
-            batch = []
+            batch, held = [], 0
             now = timezone.now()
             limits = ingest.Limits.at(now)
     if batch:

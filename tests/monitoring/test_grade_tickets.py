@@ -62,6 +62,24 @@ def test_tickets_are_bounded_by_the_grade_batch(ingest_client, deployed, live_ha
     assert ticketed() == ids_of(r["idempotency_key"] for r in records)
 
 
+def test_large_records_are_stored_in_batches_bounded_by_their_text(
+    ingest_client, deployed, live_hash, settings
+):
+    """The byte bound stores a batch before the count bound does, so a request of large
+    records never holds more than about MONITORING_INGEST_BATCH_BYTES of text."""
+    settings.MONITORING_INGEST_BATCH = 1000
+    settings.MONITORING_INGEST_BATCH_BYTES = 25_000
+    records = [
+        decision(live_hash, output="NEEDS_SECOND_APPROVER " + "x" * 10_000) for _ in range(7)
+    ]
+    with mock.patch.object(services, "_store_batch", wraps=services._store_batch) as spy:
+        response = post_jsonl(ingest_client, deployed.system_id, jsonl(records))
+        stored = [len(call.args[1]) for call in spy.call_args_list]
+    assert response.status_code == 200 and response.json()["accepted"] == 7
+    assert stored == [3, 3, 1]  # 3 x ~10k characters reach 25,000
+    assert ticketed() == ids_of(r["idempotency_key"] for r in records)
+
+
 @postgres_only
 @pytest.mark.django_db
 def test_a_batch_racing_a_replay_past_the_lookup_tickets_only_what_it_stored(
