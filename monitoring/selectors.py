@@ -49,17 +49,16 @@ def rollback_target(incident) -> dict | None:
 
 
 def rollout_blockers(
-    change, *, environment: str | None = None, min_decisions: int = 0
+    change, *, environment: str | None = None, min_decisions: int = 0, since=None, stage=None
 ) -> list[str]:
     """Why the next stage of ``change``'s rollout must wait, in words (empty: nothing).
 
     For the staged-rollout gate (``stage_rule``, through ``changes.hooks``): any open
     incident on the change or on its system's protocol, and, with ``min_decisions``, too
-    little graded live evidence of the change in ``environment`` so far.
+    little graded live evidence of the change in ``environment`` since ``since`` (the start
+    of the previous stage, ``stage``).
     """
-    from django.db.models import Q, Sum
-
-    from .models import Rollup
+    from django.db.models import Q
 
     reasons = [
         f"INC-{i.pk} is {i.get_state_display().lower()}: {i.summary}"
@@ -68,30 +67,72 @@ def rollout_blockers(
         .order_by("id")
     ]
     if min_decisions and environment:
-        graded = (
-            Rollup.objects.filter(change=change, environment=environment).aggregate(n=Sum("n"))["n"]
-            or 0
-        )
+        graded, capped = graded_since(change, environment, since, enough=min_decisions)
         if graded < min_decisions:
+            where = f" since stage {stage} started" if stage else ""
+            looked = f" (among the first {EVIDENCE_SCAN:,} decisions)" if capped else ""
             reasons.append(
-                f"Only {graded} graded live decision(s) in {environment}; "
+                f"Only {graded} graded live decision(s) in {environment}{where}{looked}; "
                 f"{min_decisions} are needed before the next stage."
             )
     return reasons
 
 
+#: How many live decisions since a stage started the stage gate reads at most to find its
+#: evidence: bounded work per gate call, even with a large grading backlog.
+EVIDENCE_SCAN = 50_000
+
+
+def graded_since(change, environment: str, since, *, enough: int) -> tuple[int, bool]:
+    """How many of ``change``'s live decisions in ``environment`` with a timestamp at or after
+    ``since`` the grader labelled (new, legacy or other: not errors, not probes), counting
+    up to ``enough``; and whether the count stopped at ``EVIDENCE_SCAN`` decisions read.
+    Per decision (the grade log), not per rollup window: a window is an hour, and a stage
+    may start in its middle."""
+    from .models import Decision
+
+    decisions = Decision.objects.filter(change=change, environment=environment, is_probe=False)
+    if since is not None:
+        decisions = decisions.filter(timestamp__gte=since)
+    graded = read = 0
+    after = 0
+    while graded < enough and read < EVIDENCE_SCAN:
+        ids = list(
+            decisions.filter(pk__gt=after).order_by("pk").values_list("pk", flat=True)[:2000]
+        )
+        if not ids:
+            return graded, False
+        read += len(ids)
+        after = ids[-1]
+        graded += sum(1 for label, _error in labels_for(ids).values() if label)
+    return graded, graded < enough
+
+
 def stage_rule(change, environment: str, number: int) -> list[str]:
     """``changes.hooks`` stage rule: stage ``number`` waits while an incident is open, and,
-    for a monitored change, until ``MONITORING_STAGE_MIN_DECISIONS`` x (number - 1) live
-    decisions of it in ``environment`` are graded (each stage adds traffic only on evidence
-    from the traffic already moved). An unmonitored change has no live evidence to wait for."""
+    for a monitored change, until ``MONITORING_STAGE_MIN_DECISIONS`` live decisions of it
+    in ``environment`` served since stage ``number - 1`` started are graded (each stage adds
+    traffic only on evidence from the traffic the previous stage moved). An unmonitored
+    change has no live evidence to wait for."""
     from django.conf import settings
+
+    from changes.env_models import RolloutStage
 
     from .models import Monitor
 
     monitored = Monitor.objects.filter(change=change).exists()
-    needed = settings.MONITORING_STAGE_MIN_DECISIONS * (number - 1) if monitored else 0
-    return rollout_blockers(change, environment=environment, min_decisions=needed)
+    if not monitored or number <= 1:
+        return rollout_blockers(change)
+    previous = RolloutStage.objects.filter(
+        change=change, environment=environment, number=number - 1
+    ).first()
+    return rollout_blockers(
+        change,
+        environment=environment,
+        min_decisions=settings.MONITORING_STAGE_MIN_DECISIONS,
+        since=previous.started_at if previous else None,
+        stage=number - 1 if previous else None,
+    )
 
 
 def judge_summaries(change_ids) -> list[tuple]:

@@ -328,7 +328,8 @@ def test_the_next_stage_waits_for_live_evidence_and_while_an_incident_is_open(
     thin = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
     assert thin.status_code == 409
     assert (
-        "Only 0 graded live decision(s) in production; 20 are needed" in thin.json()["reasons"][0]
+        "Only 0 graded live decision(s) in production since stage 1 started; 20 are needed"
+        in thin.json()["reasons"][0]
     )
     store(change, ["NEEDS_SECOND_APPROVER"] * 20)
     grading.grade_pending()
@@ -348,6 +349,50 @@ def test_the_next_stage_waits_for_live_evidence_and_while_an_incident_is_open(
     assert Incident.objects.get().state == "resolved"
     done = api(engineer).post(url, {"environment": "production", "stage": 2}, format="json")
     assert done.status_code == 201, done.json()
+
+
+def test_each_stage_waits_for_evidence_served_since_the_previous_stage_started(
+    ports, world, engineer, reviewer, settings, api
+):
+    from monitoring import grading
+    from tests.monitoring.conftest import store
+
+    settings.MONITORING_STAGE_MIN_DECISIONS = 10
+    system, v = world
+    change = services.change_request_create(
+        actor=engineer, system=system, base_protocol=v["v1"], proposed_protocol=v["v2"],
+        **change_fields(),
+    )  # fmt: skip
+    monitoring_services.monitor_set(actor=engineer, change=change, graders=MONITOR_GRADERS)
+    env_services.change_request_set_stages(
+        actor=engineer, change_request=change, stages=[5, 50, 100]
+    )
+    change = approve(change, engineer, reviewer)
+    url = f"/api/v1/changes/{change.pk}/stage/"
+
+    def start(stage):
+        return api(engineer).post(url, {"environment": "production", "stage": stage}, format="json")
+
+    assert start(1).status_code == 201
+    store(change, ["NEEDS_SECOND_APPROVER"] * 30)  # plenty for stage 2, served under stage 1
+    grading.grade_pending()
+    assert start(2).status_code == 201
+    # Stage 3 counts only what was served since stage 2 started: the 30 above do not.
+    thin = start(3)
+    assert thin.status_code == 409
+    assert thin.json()["reasons"] == [
+        "Only 0 graded live decision(s) in production since stage 2 started; "
+        "10 are needed before the next stage."
+    ]
+    # Probes and decisions not graded yet are no evidence either.
+    store(change, ["NEEDS_SECOND_APPROVER"] * 9)
+    store(change, ["NEEDS_SECOND_APPROVER"] * 5, probe=True)
+    store(change, ["NEEDS_SECOND_APPROVER"] * 1)  # not graded yet
+    assert "Only 0 graded" in start(3).json()["reasons"][0]
+    grading.grade_pending()
+    asked = api(engineer).get(url + "?environment=production&stage=3").json()
+    assert asked["may_start"] is True, asked
+    assert start(3).status_code == 201
 
 
 # --- 5. judge graders on live traffic at the monitor's sampling rate --------------------------
