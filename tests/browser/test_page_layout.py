@@ -11,7 +11,6 @@ fails the test.
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -35,6 +34,7 @@ from tests.browser.support import (
     inside_viewport_horizontally,
     launch_browser,
     no_horizontal_scroll,
+    page_opener,
     requires_chromium,
 )
 from tests.changes.test_ui_pages import change_in_state, system_with_versions
@@ -55,23 +55,14 @@ def browser():
 @pytest.fixture
 def open_page(browser, live_server):
     """``open_page(user, path, width)`` -> a logged-in Watched page at that viewport width."""
-    opened: list[Watched] = []
+    with page_opener(browser, live_server.url, JOURNEY) as open_:
 
-    def open_(username: str, path: str, width: str) -> Watched:
-        watched = Watched(browser, live_server.url, JOURNEY)
-        opened.append(watched)
-        w, h = WIDTHS[width]
-        watched.page.set_viewport_size({"width": w, "height": h})
-        watched.login(username)
-        watched.goto(path)
-        return watched
+        def open_at(username: str, path: str, width: str) -> Watched:
+            watched = open_(username, width)
+            watched.goto(path)
+            return watched
 
-    yield open_
-    problems = [p for w in opened for p in w.problems]
-    for watched in opened:
-        with contextlib.suppress(Exception):
-            watched.close()
-    assert problems == [], "\n".join(problems)
+        yield open_at
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Screenshots go to ``$ARTIFACTS_DIR/screenshots/policy-exceptions/``.
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
@@ -17,11 +16,11 @@ from changes import services, states
 from evaluations import exception_selectors, exception_services
 from evaluations.models import PolicyException
 from tests.browser.support import (
-    WIDTHS,
     Watched,
     inside_viewport_horizontally,
     launch_browser,
     no_horizontal_scroll,
+    page_opener,
     requires_chromium,
     screenshots_dir,
 )
@@ -48,22 +47,8 @@ def browser():
 def open_as(browser, live_server):
     """``open_as(username, width)`` -> a logged-in Watched page at that viewport width; any
     console error or HTTP 5xx on any of them fails the test."""
-    opened: list[Watched] = []
-
-    def open_(username: str, width: str) -> Watched:
-        watched = Watched(browser, live_server.url, JOURNEY)
-        opened.append(watched)
-        w, h = WIDTHS[width]
-        watched.page.set_viewport_size({"width": w, "height": h})
-        watched.login(username)
-        return watched
-
-    yield open_
-    problems = [p for w in opened for p in w.problems]
-    for watched in opened:
-        with contextlib.suppress(Exception):
-            watched.close()
-    assert problems == [], "\n".join(problems)
+    with page_opener(browser, live_server.url, JOURNEY) as open_:
+        yield open_
 
 
 @pytest.fixture
