@@ -157,12 +157,12 @@ _READ_SQL = _READ_COLUMNS + 'WHERE id = ANY(%b::bigint[]) AND "timestamp" BETWEE
 #: A ticket's ids are usually one run of the sequence (ingestion draws a batch's ids in one
 #: statement), so one index range scan reads them: about 5x cheaper than probing the primary
 #: key once per id (EXPLAIN ANALYZE, 2,000 ids: 0.9 ms against 4.5 ms, plus planning).
-#: Rows of the range that are not the tickets' (another request's decisions interleaved) are
-#: dropped by the caller.
-_READ_RANGE_SQL = (
-    _READ_COLUMNS
-    + 'WHERE id BETWEEN %b AND %b AND "timestamp" BETWEEN %b AND %b AND change_id = %b'
-)
+#: Rows of the range that are not the tickets' (another request's decisions interleaved, of
+#: this change or another) are dropped by the caller. No ``change_id`` condition: with one, the
+#: planner (its statistics a batch behind the newest rows) chose the change's index and
+#: filtered every decision of the change for each ticket (EXPLAIN ANALYZE: 19,000 rows read
+#: for 1,000, a read growing with the change's history).
+_READ_RANGE_SQL = _READ_COLUMNS + 'WHERE id BETWEEN %b AND %b AND "timestamp" BETWEEN %b AND %b'
 #: Range scan when the ids fill at least this share of their span; else the id array.
 DENSE = 0.5
 
@@ -187,7 +187,7 @@ def _read(tickets: list[Ticket]) -> list[Claimed]:
                 if dense:
                     cursor.execute(
                         _READ_RANGE_SQL,
-                        [step, step, ids[0], ids[-1], low, high, change_id],
+                        [step, step, ids[0], ids[-1], low, high],
                         binary=True,
                     )
                 else:
