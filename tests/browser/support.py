@@ -138,27 +138,39 @@ class Watched:
 
 
 @contextlib.contextmanager
-def page_opener(browser, base_url: str, journey: str) -> Iterator:
-    """Yields ``open_(username, width)`` -> a logged-in :class:`Watched` page at that viewport
-    width ("laptop" or "phone"); on exit closes them all, then fails on any console error or
-    HTTP 5xx any of them saw (so a test's pages are checked even when it asserts nothing
-    about them)."""
+def watched_pages(browser, base_url: str) -> Iterator:
+    """Yields ``new(journey)`` -> a :class:`Watched` page; on exit closes them all, then fails
+    on any console error or HTTP 5xx any of them saw (so a test's pages are checked even when
+    it asserts nothing about them)."""
     opened: list[Watched] = []
 
-    def open_(username: str, width: str) -> Watched:
+    def new(journey: str) -> Watched:
         watched = Watched(browser, base_url, journey)
         opened.append(watched)
-        w, h = WIDTHS[width]
-        watched.page.set_viewport_size({"width": w, "height": h})
-        watched.login(username)
         return watched
 
-    yield open_
+    yield new
     problems = [p for w in opened for p in w.problems]
     for watched in opened:
         with contextlib.suppress(Exception):
             watched.close()
     assert problems == [], "\n".join(problems)
+
+
+@contextlib.contextmanager
+def page_opener(browser, base_url: str, journey: str) -> Iterator:
+    """Yields ``open_(username, width)`` -> a logged-in :class:`Watched` page at that viewport
+    width ("laptop" or "phone"), checked as :func:`watched_pages` checks them."""
+    with watched_pages(browser, base_url) as new:
+
+        def open_(username: str, width: str) -> Watched:
+            watched = new(journey)
+            w, h = WIDTHS[width]
+            watched.page.set_viewport_size({"width": w, "height": h})
+            watched.login(username)
+            return watched
+
+        yield open_
 
 
 def no_horizontal_scroll(page) -> bool:

@@ -34,7 +34,7 @@ from changes import states, tokens
 from changes.models import ChangeRequest, Review
 from evaluations import suite_services
 from evaluations.models import EvaluationRun
-from tests.browser.support import Watched, launch_browser, requires_chromium
+from tests.browser.support import Watched, launch_browser, requires_chromium, watched_pages
 from tests.evaluations.conftest import suite_text
 from tests.evaluations.workers import Worker, database_url, purge_queue, wait_for
 from tests.factories import PASSWORD, ProtocolFactory, SystemFactory, make_change
@@ -88,19 +88,8 @@ def browser():
 @pytest.fixture
 def sessions(browser, live_server):
     """``open(journey)`` -> a Watched page; every one is closed and its problems checked."""
-    opened: list[Watched] = []
-
-    def open_(journey: str) -> Watched:
-        watched = Watched(browser, live_server.url, journey)
-        opened.append(watched)
-        return watched
-
-    yield open_
-    problems = [p for w in opened for p in w.problems]
-    for watched in opened:
-        with contextlib.suppress(Exception):
-            watched.close()
-    assert problems == [], "\n".join(problems)
+    with watched_pages(browser, live_server.url) as new:
+        yield new
 
 
 def protocols(system):
